@@ -1,0 +1,48 @@
+# sn_interp: `make test` and `make demo` work on a fresh clone with nothing installed.
+PYTHON      ?= python3
+VENV        ?= .venv
+TORCH_SPEC  ?= torch==2.14.1 torchvision==0.29.1
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.sn_interp-installed
+PYTEST_ARGS ?=
+export HF_HUB_OFFLINE = 1
+export TRANSFORMERS_OFFLINE = 1
+export HF_DATASETS_OFFLINE = 1
+export TOKENIZERS_PARALLELISM = false
+
+.PHONY: install test demo lint bench clean system-data
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e ".[dev]"
+	-$(MAKE) --no-print-directory system-data
+	touch $(STAMP)
+
+# Fashion-MNIST comes from Debian's package; installed only when we are root with apt.
+system-data:
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then \
+	  echo "fashion-mnist: present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1)) \
+	  && echo "fashion-mnist: installed" || echo "fashion-mnist: not installed (the task will say how)"; \
+	else echo "fashion-mnist: skipped (needs root and apt-get install dataset-fashion-mnist)"; fi
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: install
+	$(PY) -m sn_interp.demo
+
+lint: install
+	$(VENV)/bin/ruff check sn_interp tests benchmarks
+
+bench: install
+	$(PY) benchmarks/capture_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

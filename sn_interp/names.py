@@ -1,0 +1,136 @@
+"""Canonical names: sites, dimensions, neuron ids (DESIGN section 3).
+
+The vocabulary is TransformerLens's. Layers are 0-based: layer ``l`` is decoder block ``l`` of
+the language model and ``resid_post[l]`` is that block's output.
+
+Example:
+    >>> from sn_interp.names import neuron_id, parse_neuron_id
+    >>> neuron_id("mlp_post", 3, 1234)
+    'blocks.3.mlp.hook_post[1234]'
+    >>> neuron_id("z", 0, 5 * 64 + 17, d_head=64)
+    'blocks.0.attn.hook_z[5,17]'
+    >>> parse_neuron_id("blocks.0.attn.hook_z[5,17]", d_head=64)
+    ('z', 0, 337)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SCHEMA_VERSION = "1"
+
+#: Dimension names.
+SAMPLE = "sample"
+LAYER = "layer"
+HEAD = "head"
+D_MODEL = "d_model"
+D_HEAD = "d_head"
+D_MLP = "d_mlp"
+NEURON = "neuron"
+VISION_LAYER = "vision_layer"
+D_VISION = "d_vision"
+
+#: Per-sample coordinates every activation Dataset carries along ``sample``.
+SAMPLE_COORDS = ("sample_id", "label", "label_name", "split", "task", "prompt_id", "image_id")
+
+#: The position every site is read at.
+POSITION = "last_prompt_token"
+
+
+@dataclass(frozen=True)
+class Site:
+    """One canonical site: its TransformerLens hook, dims after ``sample`` and a description."""
+
+    name: str
+    hook: str  # format string with {l}
+    dims: tuple[str, ...]  # dims after "sample"
+    long_name: str
+
+    def hook_name(self, layer: int) -> str:
+        return self.hook.format(l=layer)
+
+
+_SITE_LIST = (
+    Site("resid_pre", "blocks.{l}.hook_resid_pre", (LAYER, D_MODEL),
+         "residual stream entering the decoder block"),
+    Site("resid_mid", "blocks.{l}.hook_resid_mid", (LAYER, D_MODEL),
+         "residual stream after attention, before the MLP"),
+    Site("resid_post", "blocks.{l}.hook_resid_post", (LAYER, D_MODEL),
+         "residual stream leaving the decoder block"),
+    Site("attn_out", "blocks.{l}.hook_attn_out", (LAYER, D_MODEL),
+         "attention output (after o_proj)"),
+    Site("z", "blocks.{l}.attn.hook_z", (LAYER, HEAD, D_HEAD),
+         "per-head attention output before o_proj"),
+    Site("mlp_post", "blocks.{l}.mlp.hook_post", (LAYER, D_MLP),
+         "MLP hidden activation (input of down_proj)"),
+    Site("mlp_out", "blocks.{l}.hook_mlp_out", (LAYER, D_MODEL),
+         "MLP output (after down_proj)"),
+)
+
+#: Language-model sites by name, in canonical order.
+SITES: dict[str, Site] = {s.name: s for s in _SITE_LIST}
+ALL_SITES: tuple[str, ...] = tuple(SITES)
+
+#: Optional vision-tower site: mean over patch tokens of each vision block's output.
+VISION_SITE = Site("vision_resid_post", "vision.blocks.{l}.hook_resid_post",
+                   (VISION_LAYER, D_VISION),
+                   "vision-tower block output, mean over patch tokens")
+SITES_WITH_VISION: dict[str, Site] = {**SITES, VISION_SITE.name: VISION_SITE}
+
+#: Order of sites inside one layer, as the forward pass computes them (used for tie-breaking
+#: and for knowing how much of the last needed layer must run).
+SITE_ORDER: dict[str, int] = {
+    "resid_pre": 0, "z": 1, "attn_out": 2, "resid_mid": 3, "mlp_post": 4, "mlp_out": 5,
+    "resid_post": 6, "vision_resid_post": -1,
+}
+
+
+def check_sites(sites: str | tuple[str, ...] | list[str] | None, *,
+                allow_vision: bool = True) -> tuple[str, ...]:
+    """Normalise a site selection to a tuple in canonical order, refusing unknown names."""
+    if sites is None:
+        return ALL_SITES
+    if isinstance(sites, str):
+        sites = (sites,)
+    known = SITES_WITH_VISION if allow_vision else SITES
+    unknown = [s for s in sites if s not in known]
+    if unknown:
+        raise ValueError(f"unknown site(s) {unknown}; the sites are {list(known)}")
+    if not sites:
+        raise ValueError("sites is empty; pass at least one of " + ", ".join(known))
+    return tuple(s for s in known if s in set(sites))
+
+
+def neuron_id(site: str, layer: int, unit: int, *, d_head: int | None = None) -> str:
+    """TransformerLens-style id of one scalar; ``z`` units are flattened ``head * d_head + i``."""
+    hook = SITES_WITH_VISION[site].hook_name(layer)
+    if site == "z":
+        if not d_head:
+            raise ValueError("neuron_id for site 'z' needs d_head to split the flat unit index")
+        return f"{hook}[{unit // d_head},{unit % d_head}]"
+    return f"{hook}[{unit}]"
+
+
+_ID_RE = re.compile(r"^(?P<hook>.+)\[(?P<idx>\d+(?:,\d+)?)\]$")
+
+
+def parse_neuron_id(text: str, *, d_head: int | None = None) -> tuple[str, int, int]:
+    """Inverse of :func:`neuron_id`: ``(site, layer, flat unit)``."""
+    m = _ID_RE.match(text.strip())
+    if m:
+        for site in SITES_WITH_VISION.values():
+            pattern = "^" + re.escape(site.hook).replace(r"\{l\}", r"(\d+)") + "$"
+            hm = re.match(pattern, m["hook"])
+            if hm:
+                idx = [int(i) for i in m["idx"].split(",")]
+                if site.name == "z":
+                    if len(idx) != 2 or not d_head:
+                        raise ValueError(f"{text!r}: z ids look like "
+                                         "'blocks.L.attn.hook_z[head,i]' and need d_head")
+                    return site.name, int(hm[1]), idx[0] * d_head + idx[1]
+                if len(idx) != 1:
+                    break
+                return site.name, int(hm[1]), idx[0]
+    raise ValueError(f"{text!r} is not a neuron id; expected e.g. 'blocks.3.mlp.hook_post[1234]'"
+                     " or 'blocks.0.attn.hook_z[5,17]'")
