@@ -1,0 +1,111 @@
+"""One nnsight trace that reads requested sites at the last prompt token, then stops.
+
+:func:`capture` is the single place sn_interp touches model internals during a forward pass;
+:func:`sn_interp.extract` and :class:`sn_interp.EarlyExitClassifier` both call it.
+
+Reads are issued in the order the forward pass computes them (vision tower first, then per
+decoder layer: ``resid_pre``, ``z``, ``attn_out``, ``resid_mid``, ``mlp_post``, ``mlp_out``,
+``resid_post``), each sliced to the last position and cloned so no full sequence stays alive.
+After the last read the trace stops: nothing later runs — no further decoder layer, no final
+norm, no LM head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import nnsight
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from sn_interp.models.vlm import VLM
+from sn_interp.names import SITE_ORDER, VISION_SITE
+
+Request = tuple[str, int]  # (site, layer)
+
+
+def plan(requests: Iterable[Request]) -> list[Request]:
+    """Requests in forward-pass order (vision first, then by layer and position in the layer)."""
+    unique = set(requests)
+    return sorted(unique, key=lambda r: (r[0] != VISION_SITE.name, r[1], SITE_ORDER[r[0]]))
+
+
+def capture(vlm: VLM, enc: Mapping[str, Tensor],
+            requests: Iterable[Request]) -> dict[Request, Float[Tensor, "batch ..."]]:
+    """Run the model on ``enc`` until every requested site is read; return the reads.
+
+    Args:
+        vlm: The loaded model.
+        enc: A left-padded encoding from :meth:`VLM.encode`.
+        requests: ``(site, layer)`` pairs; for ``vision_resid_post`` the layer is a vision
+            block index.
+
+    Returns:
+        ``{(site, layer): tensor}``: ``[batch, d_model]`` / ``[batch, d_mlp]`` /
+        ``[batch, n_heads * d_head]`` for ``z`` / ``[batch, d_vision]`` (mean over each
+        image's patch tokens), on the CPU, in the model's dtype.
+    """
+    ordered = plan(requests)
+    if not ordered:
+        raise ValueError("capture() needs at least one (site, layer) request")
+    _check(vlm, ordered)
+    counts = _vision_token_counts(vlm, enc) if ordered[0][0] == VISION_SITE.name else None
+    with torch.inference_mode(), vlm.nn.trace(**enc, remote=vlm.remote) as tracer:
+        reads = nnsight.save(_read_all(vlm, ordered, counts))
+        tracer.stop()
+    return {key: value.cpu() for key, value in reads.items()}
+
+
+def _read_all(vlm: VLM, ordered: list[Request], counts: list[int] | None) -> dict:
+    """The body of the trace: one read per request, in forward order."""
+    reads = {}
+    for site, layer in ordered:
+        if site == VISION_SITE.name:
+            block = vlm.nn.get(f"{vlm.meta['vision_blocks']}.{layer}")
+            reads[(site, layer)] = _pool_vision(vlm, block.output, counts)
+            continue
+        sub, which = vlm.adapter.layout[site]
+        path = f"{vlm.adapter.layers}.{layer}" + (f".{sub}" if sub else "")
+        envoy = vlm.nn.get(path)
+        value = envoy.input if which == "input" else envoy.output
+        if isinstance(value, tuple):
+            value = value[0]
+        reads[(site, layer)] = value[:, -1].detach().clone()
+    return reads
+
+
+def _pool_vision(vlm: VLM, out: Tensor | tuple, counts: list[int] | None) -> Tensor:
+    hidden = out[0] if isinstance(out, tuple) else out
+    if vlm.adapter.vision_tokens == "batch_first":
+        start = 1 if vlm.adapter.vision_cls else 0
+        return hidden[:, start:].mean(dim=1).detach().clone()
+    pieces = torch.split(hidden, counts, dim=0)
+    return torch.stack([p.mean(dim=0) for p in pieces]).detach().clone()
+
+
+def _vision_token_counts(vlm: VLM, enc: Mapping[str, Tensor]) -> list[int] | None:
+    """Patch tokens per image in a packed (Qwen) vision sequence, from ``image_grid_thw``."""
+    if vlm.adapter.vision_tokens != "packed":
+        return None
+    grid = enc.get("image_grid_thw")
+    if grid is None:
+        raise ValueError("the encoding has no image_grid_thw; cannot pool vision tokens per image")
+    return [int(t * h * w) for t, h, w in grid.tolist()]
+
+
+def _check(vlm: VLM, ordered: list[Request]) -> None:
+    dims = vlm.dims
+    if vlm.meta.get("architecture", "").startswith(("LlavaNext", "LlavaOnevision")) and any(
+            s == VISION_SITE.name for s, _ in ordered):
+        raise ValueError("vision_resid_post is not supported for LLaVA-NeXT / OneVision "
+                         "(images are tiled into a variable number of crops); use the "
+                         "language-model sites")
+    for site, layer in ordered:
+        limit = dims.n_vision_layers if site == VISION_SITE.name else dims.n_layers
+        if site != VISION_SITE.name and site not in vlm.adapter.layout:
+            raise ValueError(f"unknown site {site!r}")
+        if not 0 <= layer < limit:
+            raise ValueError(f"layer {layer} of {site} is out of range: {vlm.model_id} has "
+                             f"{limit} {'vision ' if site == VISION_SITE.name else ''}layers "
+                             f"(0..{limit - 1})")

@@ -1,0 +1,169 @@
+"""Load LLaVA- and Qwen-VL-family models for tracing: :func:`load_model` -> :class:`VLM`.
+
+Names resolve in this order: a tiny test checkpoint (``tiny-llava``, ... built offline on first
+use, see :mod:`sn_interp.models.tiny`), an embedded model committed under ``data/models/<name>``
+(``micro-llava``, ...), a local directory, else a Hugging Face hub id (needs the hub or its
+local cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from pathlib import Path
+
+import torch
+
+from sn_interp.models.adapter import Adapter, Dims, adapter_for, supported_architectures
+from sn_interp.models.vlm import VLM
+
+__all__ = ["VLM", "Adapter", "Dims", "load_model", "resolve", "supported_architectures",
+           "registry_names"]
+
+log = logging.getLogger(__name__)
+
+DATA_MODELS = Path(__file__).resolve().parents[2] / "data" / "models"
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+           "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def registry_names() -> tuple[str, ...]:
+    """Every name :func:`load_model` resolves without a path or hub id."""
+    from sn_interp.models.tiny import TINY_NAMES
+
+    embedded = sorted(p.name for p in DATA_MODELS.glob("*") if (p / "config.json").exists()
+                      or (p / "assemble.json").exists()) if DATA_MODELS.exists() else []
+    return (*TINY_NAMES, *embedded)
+
+
+def resolve(name_or_path: str | Path) -> tuple[Path | str, bool]:
+    """Where a model lives: ``(local directory, True)`` or ``(hub id, False)``."""
+    text = str(name_or_path)
+    from sn_interp.models.tiny import TINY_NAMES, tiny_path
+
+    if text in TINY_NAMES:
+        return tiny_path(text), True
+    if (DATA_MODELS / text / "config.json").exists():
+        return DATA_MODELS / text, True
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} has no config.json: not a saved HF checkpoint "
+                                    "(save one with model.save_pretrained(dir))")
+        return path, True
+    if path.exists() or text.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"{text!r} is not a checkpoint directory")
+    if not re.fullmatch(r"[\w.\-]+/[\w.\-]+", text):
+        raise ValueError(f"{text!r} is not a registry name ({', '.join(registry_names())}), "
+                         "a checkpoint directory or a hub id like 'llava-hf/llava-1.5-7b-hf'")
+    return text, False
+
+
+def _torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def _local_revision(path: Path) -> str:
+    """A content fingerprint of a local checkpoint (config + weight file names and sizes)."""
+    h = hashlib.sha256((path / "config.json").read_bytes())
+    for f in sorted(path.glob("*.safetensors")):
+        h.update(f"{f.name}:{f.stat().st_size}".encode())
+    snapshot = re.search(r"snapshots/([0-9a-f]{40})", str(path.resolve()))
+    return snapshot.group(1) if snapshot else "local-" + h.hexdigest()[:16]
+
+
+def _architecture(source: Path | str, revision: str | None, trust_remote_code: bool) -> str:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source, revision=revision,
+                                            trust_remote_code=trust_remote_code)
+    except OSError as err:
+        raise OSError(f"cannot load the config of {source!r}: {err}. The Hugging Face hub is "
+                      "unreachable or the id is wrong; download the checkpoint elsewhere and "
+                      "pass its directory to load_model") from err
+    archs = getattr(config, "architectures", None) or []
+    if not archs:
+        raise ValueError(f"{source!r}: config.json names no architectures")
+    return archs[0]
+
+
+def load_model(name_or_path: str | Path, *, dtype: str | torch.dtype | None = None,
+               device_map: str | dict | None = None, revision: str | None = None,
+               trust_remote_code: bool = False, remote: bool = False) -> VLM:
+    """Load a VLM for tracing.
+
+    Args:
+        name_or_path: Registry name (``tiny-llava``, ``micro-llava``, ...), checkpoint
+            directory, or hub id (``llava-hf/llava-1.5-7b-hf``, ``Qwen/Qwen3-VL-2B-Instruct``).
+        dtype: Weights dtype (``float32`` default, ``bfloat16``, ``float16``).
+        device_map: Passed to ``from_pretrained`` (e.g. ``"auto"`` on a GPU machine).
+        revision: Hub revision (branch, tag or commit).
+        trust_remote_code: Allow custom modelling code from the hub; off unless you pass it.
+        remote: Trace through nnsight's remote execution (NDIF); weights are not loaded
+            locally, only a meta copy of the module tree.
+
+    Returns:
+        A :class:`VLM` with the family adapter validated against the loaded model.
+
+    Example:
+        >>> import sn_interp as sn
+        >>> sn.load_model("tiny-qwen3-vl").dims.d_head
+        24
+    """
+    source, local = resolve(name_or_path)
+    arch = _architecture(source, revision, trust_remote_code)
+    adapter = adapter_for(arch)
+    torch_dtype = _torch_dtype(dtype)
+    if remote:
+        return _load_remote(str(name_or_path), source, adapter, torch_dtype, revision)
+    import transformers
+    from nnsight.modeling.transformers import TransformersModel
+    from transformers import AutoProcessor
+
+    model_cls = getattr(transformers, arch)
+    model = model_cls.from_pretrained(source, dtype=torch_dtype, device_map=device_map,
+                                      revision=revision, use_safetensors=True,
+                                      trust_remote_code=trust_remote_code).eval()
+    processor = AutoProcessor.from_pretrained(source, revision=revision,
+                                              trust_remote_code=trust_remote_code)
+    processor.tokenizer.padding_side = "left"
+    dims = adapter.validate(model)
+    nn = TransformersModel(model, task="image-text-to-text", processor=processor)
+    rev = _local_revision(Path(source)) if local else (revision or "main")
+    log.info("loaded %s (%s, %d layers)", name_or_path, arch, dims.n_layers)
+    return VLM(model=model, processor=processor, nn=nn, adapter=adapter, dims=dims,
+               model_id=str(name_or_path), revision=rev,
+               meta={"architecture": arch, "source": str(source),
+                     "vision_blocks": adapter.vision_path(model)})
+
+
+def _load_remote(model_id: str, source: Path | str, adapter: Adapter, dtype: torch.dtype,
+                 revision: str | None) -> VLM:
+    """A meta-device copy of the module tree; traces run on NDIF with ``remote=True``."""
+    from nnsight.modeling.transformers import TransformersModel
+
+    if not isinstance(source, str):
+        raise ValueError("remote=True needs a hub id that the remote service hosts, "
+                         f"not a local directory ({source})")
+    nn = TransformersModel(source, task="image-text-to-text", revision=revision, dtype=dtype)
+    dims = adapter.validate(nn._module)
+    return VLM(model=nn._module, processor=nn.processor, nn=nn, adapter=adapter, dims=dims,
+               model_id=model_id, revision=revision or "main", remote=True,
+               meta={"architecture": type(nn._module).__name__, "source": source,
+                     "vision_blocks": adapter.vision_path(nn._module)})
+
+
+def describe(vlm: VLM) -> str:
+    """A JSON summary of a loaded model (family, dims), for logs and provenance."""
+    return json.dumps({"model_id": vlm.model_id, "family": vlm.family,
+                       **vlm.dims.__dict__}, sort_keys=True)
