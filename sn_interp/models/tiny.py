@@ -16,12 +16,14 @@ half checkpoint and a format change rebuilds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -116,8 +118,15 @@ def _qwen_rope(theta: float, section: list[int], **kw: Any) -> dict[str, Any]:
 
 def _qwen_token_ids(tok: PreTrainedTokenizerFast) -> dict[str, int]:
     """Qwen-VL top-level token ids, read from the tokenizer."""
-    img, vid, start, end = _ids(tok, "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
-    return {"image_token_id": img, "video_token_id": vid, "vision_start_token_id": start, "vision_end_token_id": end}
+    img, vid, start, end = _ids(
+        tok, "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"
+    )
+    return {
+        "image_token_id": img,
+        "video_token_id": vid,
+        "vision_start_token_id": start,
+        "vision_end_token_id": end,
+    }
 
 
 # --------------------------------------------------------------------------- LLaVA family
@@ -130,16 +139,26 @@ _OV_PINPOINTS = [[28, 28], [28, 56], [56, 28], [56, 56]]
 
 def _clip_vision(image_size: int, **kw: Any) -> transformers.CLIPVisionConfig:
     """A 2-layer, width-32 CLIP vision tower."""
-    base = {"hidden_size": 32, "intermediate_size": 64, "projection_dim": 32, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "image_size": image_size, "patch_size": 14}
+    base = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "projection_dim": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": image_size,
+        "patch_size": 14,
+    }
     return transformers.CLIPVisionConfig(**{**base, **kw})
 
 
 def _clip_image_kwargs(size: int) -> dict[str, Any]:
     """Resize/crop/normalise settings of a CLIP image processor at ``size`` pixels."""
-    return {"size": {"shortest_edge": size}, "crop_size": {"height": size, "width": size},
-            "image_mean": transformers.image_utils.OPENAI_CLIP_MEAN,
-            "image_std": transformers.image_utils.OPENAI_CLIP_STD}
+    return {
+        "size": {"shortest_edge": size},
+        "crop_size": {"height": size, "width": size},
+        "image_mean": transformers.image_utils.OPENAI_CLIP_MEAN,
+        "image_std": transformers.image_utils.OPENAI_CLIP_STD,
+    }
 
 
 def _llava_config(tok: PreTrainedTokenizerFast) -> PretrainedConfig:
@@ -148,8 +167,10 @@ def _llava_config(tok: PreTrainedTokenizerFast) -> PretrainedConfig:
     return transformers.LlavaConfig(
         vision_config=_clip_vision(_LLAVA_IMAGE),
         text_config=transformers.LlamaConfig(**_text_kwargs(tok)),
-        image_token_index=image_id, image_seq_length=9,
-        vision_feature_layer=-2, vision_feature_select_strategy="default",
+        image_token_index=image_id,
+        image_seq_length=9,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
     )
 
 
@@ -157,8 +178,12 @@ def _llava_processor(tok: PreTrainedTokenizerFast) -> ProcessorMixin:
     """LlavaProcessor with a 42-pixel CLIPImageProcessor."""
     image = transformers.CLIPImageProcessor(**_clip_image_kwargs(_LLAVA_IMAGE))
     return transformers.LlavaProcessor(
-        image_processor=image, tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
-        num_additional_image_tokens=1, chat_template=tok.chat_template,
+        image_processor=image,
+        tokenizer=tok,
+        patch_size=14,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=tok.chat_template,
     )
 
 
@@ -167,9 +192,14 @@ def _llava_next_config(tok: PreTrainedTokenizerFast) -> PretrainedConfig:
     (image_id,) = _ids(tok, "<image>")
     return transformers.LlavaNextConfig(
         vision_config=_clip_vision(_NEXT_TILE),
-        text_config=transformers.LlamaConfig(**_text_kwargs(tok, num_hidden_layers=3, intermediate_size=96)),
-        image_token_index=image_id, image_seq_length=4, image_grid_pinpoints=_NEXT_PINPOINTS,
-        vision_feature_layer=-2, vision_feature_select_strategy="default",
+        text_config=transformers.LlamaConfig(
+            **_text_kwargs(tok, num_hidden_layers=3, intermediate_size=96)
+        ),
+        image_token_index=image_id,
+        image_seq_length=4,
+        image_grid_pinpoints=_NEXT_PINPOINTS,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
     )
 
 
@@ -179,8 +209,12 @@ def _llava_next_processor(tok: PreTrainedTokenizerFast) -> ProcessorMixin:
         **_clip_image_kwargs(_NEXT_TILE), image_grid_pinpoints=_NEXT_PINPOINTS
     )
     return transformers.LlavaNextProcessor(
-        image_processor=image, tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
-        num_additional_image_tokens=1, chat_template=tok.chat_template,
+        image_processor=image,
+        tokenizer=tok,
+        patch_size=14,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=tok.chat_template,
     )
 
 
@@ -188,13 +222,23 @@ def _llava_onevision_config(tok: PreTrainedTokenizerFast) -> PretrainedConfig:
     """LLaVA-OneVision: SigLIP tower (no CLS), Qwen2 LM (hidden 48, 2 layers, qkv bias)."""
     image_id, video_id = _ids(tok, "<image>", "<video>")
     vision = transformers.SiglipVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        image_size=_NEXT_TILE, patch_size=14, vision_use_head=False,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=_NEXT_TILE,
+        patch_size=14,
+        vision_use_head=False,
     )
     text = transformers.Qwen2Config(**_text_kwargs(tok, hidden_size=48, intermediate_size=112))
     return transformers.LlavaOnevisionConfig(
-        vision_config=vision, text_config=text, image_token_index=image_id, video_token_index=video_id,
-        image_grid_pinpoints=_OV_PINPOINTS, vision_feature_layer=-1, vision_feature_select_strategy="full",
+        vision_config=vision,
+        text_config=text,
+        image_token_index=image_id,
+        video_token_index=video_id,
+        image_grid_pinpoints=_OV_PINPOINTS,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
         vision_aspect_ratio="anyres_max_9",
     )
 
@@ -203,12 +247,20 @@ def _llava_onevision_processor(tok: PreTrainedTokenizerFast) -> ProcessorMixin:
     """LlavaOnevisionProcessor: 28-pixel tiles, 4 tokens per tile, plus a video processor."""
     siglip = {"image_mean": [0.5] * 3, "image_std": [0.5] * 3}
     image = transformers.LlavaOnevisionImageProcessor(
-        size={"height": _NEXT_TILE, "width": _NEXT_TILE}, image_grid_pinpoints=_OV_PINPOINTS, **siglip
+        size={"height": _NEXT_TILE, "width": _NEXT_TILE},
+        image_grid_pinpoints=_OV_PINPOINTS,
+        **siglip,
     )
-    video = transformers.LlavaOnevisionVideoProcessor(size={"height": _NEXT_TILE, "width": _NEXT_TILE}, **siglip)
+    video = transformers.LlavaOnevisionVideoProcessor(
+        size={"height": _NEXT_TILE, "width": _NEXT_TILE}, **siglip
+    )
     return transformers.LlavaOnevisionProcessor(
-        image_processor=image, tokenizer=tok, video_processor=video, num_image_tokens=4,
-        vision_feature_select_strategy="full", vision_aspect_ratio="anyres_max_9",
+        image_processor=image,
+        tokenizer=tok,
+        video_processor=video,
+        num_image_tokens=4,
+        vision_feature_select_strategy="full",
+        vision_aspect_ratio="anyres_max_9",
         chat_template=tok.chat_template,
     )
 
@@ -219,18 +271,35 @@ def _llava_onevision_processor(tok: PreTrainedTokenizerFast) -> ProcessorMixin:
 def _qwen_pixels(patch: int) -> dict[str, Any]:
     """Image size bounds: between 4 and 8 merged tokens per image (merge 2x2)."""
     unit = (2 * patch) ** 2
-    return {"min_pixels": 4 * unit, "max_pixels": 8 * unit, "patch_size": patch, "merge_size": 2,
-            "temporal_patch_size": 2}
+    return {
+        "min_pixels": 4 * unit,
+        "max_pixels": 8 * unit,
+        "patch_size": patch,
+        "merge_size": 2,
+        "temporal_patch_size": 2,
+    }
 
 
-def _qwen_processor(tok: PreTrainedTokenizerFast, cls: str, patch: int, mean: list[float],
-                    std: list[float], video_cls: str) -> ProcessorMixin:
+def _qwen_processor(
+    tok: PreTrainedTokenizerFast,
+    *,
+    cls: str,
+    patch: int,
+    mean: list[float],
+    std: list[float],
+    video_cls: str,
+) -> ProcessorMixin:
     """A Qwen-VL processor with a small-pixel Qwen2VLImageProcessor and a video processor."""
     px = _qwen_pixels(patch)
     image = transformers.Qwen2VLImageProcessor(**px, image_mean=mean, image_std=std)
     size = {"shortest_edge": px["min_pixels"], "longest_edge": px["max_pixels"]}
     video = getattr(transformers, video_cls)(
-        size=size, patch_size=patch, merge_size=2, temporal_patch_size=2, image_mean=mean, image_std=std
+        size=size,
+        patch_size=patch,
+        merge_size=2,
+        temporal_patch_size=2,
+        image_mean=mean,
+        image_std=std,
     )
     return getattr(transformers, cls)(
         image_processor=image, tokenizer=tok, video_processor=video, chat_template=tok.chat_template
@@ -240,59 +309,113 @@ def _qwen_processor(tok: PreTrainedTokenizerFast, cls: str, patch: int, mean: li
 def _qwen2_vl_config(tok: PreTrainedTokenizerFast) -> PretrainedConfig:
     """Qwen2-VL: 2-layer ViT (embed 32), LM 2 layers, hidden 64, GQA 4/2, head_dim 16."""
     vision = transformers.Qwen2VLVisionConfig(
-        depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=14,
-        spatial_merge_size=2, temporal_patch_size=2,
+        depth=2,
+        embed_dim=32,
+        hidden_size=64,
+        num_heads=2,
+        mlp_ratio=2,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
     )
-    text = transformers.Qwen2VLTextConfig(**_text_kwargs(tok, rope_parameters=_qwen_rope(1e6, [2, 3, 3])))
-    return transformers.Qwen2VLConfig(vision_config=vision, text_config=text, **_qwen_token_ids(tok))
+    text = transformers.Qwen2VLTextConfig(
+        **_text_kwargs(tok, rope_parameters=_qwen_rope(1e6, [2, 3, 3]))
+    )
+    return transformers.Qwen2VLConfig(
+        vision_config=vision, text_config=text, **_qwen_token_ids(tok)
+    )
 
 
 def _qwen2_5_vl_config(tok: PreTrainedTokenizerFast) -> PretrainedConfig:
     """Qwen2.5-VL: 2-layer windowed ViT (width 32), LM 3 layers, hidden 64, MLP 96."""
     vision = transformers.Qwen2_5_VLVisionConfig(
-        depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
-        spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1],
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        out_hidden_size=64,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=56,
+        fullatt_block_indexes=[1],
     )
     text = transformers.Qwen2_5_VLTextConfig(
-        **_text_kwargs(tok, num_hidden_layers=3, intermediate_size=96, rope_parameters=_qwen_rope(1e6, [2, 3, 3]))
+        **_text_kwargs(
+            tok,
+            num_hidden_layers=3,
+            intermediate_size=96,
+            rope_parameters=_qwen_rope(1e6, [2, 3, 3]),
+        )
     )
-    return transformers.Qwen2_5_VLConfig(vision_config=vision, text_config=text, **_qwen_token_ids(tok))
+    return transformers.Qwen2_5_VLConfig(
+        vision_config=vision, text_config=text, **_qwen_token_ids(tok)
+    )
 
 
 def _qwen3_vl_config(tok: PreTrainedTokenizerFast) -> PretrainedConfig:
     """Qwen3-VL: 3-layer ViT with DeepStack at [1, 2]; LM 3 layers, 4 heads x head_dim 24 != 64."""
     vision = transformers.Qwen3VLVisionConfig(
-        depth=3, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=16,
-        spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64, deepstack_visual_indexes=[1, 2],
+        depth=3,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        out_hidden_size=64,
+        patch_size=16,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        num_position_embeddings=64,
+        deepstack_visual_indexes=[1, 2],
     )
     rope = _qwen_rope(5e6, [4, 4, 4], mrope_interleaved=True)
-    text = transformers.Qwen3VLTextConfig(**_text_kwargs(tok, num_hidden_layers=3, head_dim=24, rope_parameters=rope))
-    return transformers.Qwen3VLConfig(vision_config=vision, text_config=text, **_qwen_token_ids(tok))
-
-
-_CLIP_MEAN, _CLIP_STD = list(transformers.image_utils.OPENAI_CLIP_MEAN), list(transformers.image_utils.OPENAI_CLIP_STD)
-
-TINY_MODELS: dict[str, TinySpec] = {
-    spec.name: spec
-    for spec in (
-        TinySpec("tiny-llava", "llava", "LlavaForConditionalGeneration", "llava", "llava", 1001,
-                 _llava_config, _llava_processor),
-        TinySpec("tiny-llava-next", "llava", "LlavaNextForConditionalGeneration", "llava", "llava", 1002,
-                 _llava_next_config, _llava_next_processor),
-        TinySpec("tiny-llava-onevision", "llava", "LlavaOnevisionForConditionalGeneration", "llava_onevision",
-                 "llava_onevision", 1003, _llava_onevision_config, _llava_onevision_processor),
-        TinySpec("tiny-qwen2-vl", "qwen_vl", "Qwen2VLForConditionalGeneration", "qwen_vl", "qwen2_vl", 1004,
-                 _qwen2_vl_config,
-                 lambda t: _qwen_processor(t, "Qwen2VLProcessor", 14, _CLIP_MEAN, _CLIP_STD, "Qwen2VLVideoProcessor")),
-        TinySpec("tiny-qwen2.5-vl", "qwen_vl", "Qwen2_5_VLForConditionalGeneration", "qwen_vl", "qwen2_vl", 1005,
-                 _qwen2_5_vl_config,
-                 lambda t: _qwen_processor(t, "Qwen2_5_VLProcessor", 14, _CLIP_MEAN, _CLIP_STD,
-                                           "Qwen2VLVideoProcessor")),
-        TinySpec("tiny-qwen3-vl", "qwen_vl", "Qwen3VLForConditionalGeneration", "qwen_vl", "qwen3_vl", 1006,
-                 _qwen3_vl_config,
-                 lambda t: _qwen_processor(t, "Qwen3VLProcessor", 16, [0.5] * 3, [0.5] * 3, "Qwen3VLVideoProcessor")),
+    text = transformers.Qwen3VLTextConfig(
+        **_text_kwargs(tok, num_hidden_layers=3, head_dim=24, rope_parameters=rope)
     )
-}
+    return transformers.Qwen3VLConfig(
+        vision_config=vision, text_config=text, **_qwen_token_ids(tok)
+    )
+
+
+_CLIP_MEAN = list(transformers.image_utils.OPENAI_CLIP_MEAN)
+_CLIP_STD = list(transformers.image_utils.OPENAI_CLIP_STD)
+_SIGLIP_MEAN = _SIGLIP_STD = [0.5, 0.5, 0.5]
+
+_qwen2_vl_processor = partial(
+    _qwen_processor, cls="Qwen2VLProcessor", patch=14, mean=_CLIP_MEAN, std=_CLIP_STD,
+    video_cls="Qwen2VLVideoProcessor",
+)  # fmt: skip
+_qwen2_5_vl_processor = partial(
+    _qwen_processor, cls="Qwen2_5_VLProcessor", patch=14, mean=_CLIP_MEAN, std=_CLIP_STD,
+    video_cls="Qwen2VLVideoProcessor",
+)  # fmt: skip
+_qwen3_vl_processor = partial(
+    _qwen_processor, cls="Qwen3VLProcessor", patch=16, mean=_SIGLIP_MEAN, std=_SIGLIP_STD,
+    video_cls="Qwen3VLVideoProcessor",
+)  # fmt: skip
+
+# fmt: off
+#: Every tiny checkpoint: name -> spec.
+TINY_MODELS: dict[str, TinySpec] = {s.name: s for s in (
+    TinySpec("tiny-llava", "llava", "LlavaForConditionalGeneration",
+             tokenizer_family="llava", chat_template="llava", seed=1001,
+             make_config=_llava_config, make_processor=_llava_processor),
+    TinySpec("tiny-llava-next", "llava", "LlavaNextForConditionalGeneration",
+             tokenizer_family="llava", chat_template="llava", seed=1002,
+             make_config=_llava_next_config, make_processor=_llava_next_processor),
+    TinySpec("tiny-llava-onevision", "llava", "LlavaOnevisionForConditionalGeneration",
+             tokenizer_family="llava_onevision", chat_template="llava_onevision", seed=1003,
+             make_config=_llava_onevision_config, make_processor=_llava_onevision_processor),
+    TinySpec("tiny-qwen2-vl", "qwen_vl", "Qwen2VLForConditionalGeneration",
+             tokenizer_family="qwen_vl", chat_template="qwen2_vl", seed=1004,
+             make_config=_qwen2_vl_config, make_processor=_qwen2_vl_processor),
+    TinySpec("tiny-qwen2.5-vl", "qwen_vl", "Qwen2_5_VLForConditionalGeneration",
+             tokenizer_family="qwen_vl", chat_template="qwen2_vl", seed=1005,
+             make_config=_qwen2_5_vl_config, make_processor=_qwen2_5_vl_processor),
+    TinySpec("tiny-qwen3-vl", "qwen_vl", "Qwen3VLForConditionalGeneration",
+             tokenizer_family="qwen_vl", chat_template="qwen3_vl", seed=1006,
+             make_config=_qwen3_vl_config, make_processor=_qwen3_vl_processor),
+)}
+# fmt: on
 #: Names of all tiny checkpoints, in registry order.
 TINY_NAMES: tuple[str, ...] = tuple(TINY_MODELS)
 
@@ -305,13 +428,21 @@ def _spec(name: str) -> TinySpec:
     try:
         return TINY_MODELS[name]
     except KeyError:
-        raise KeyError(f"unknown tiny model {name!r}; known tiny models: {', '.join(TINY_NAMES)}") from None
+        raise KeyError(
+            f"unknown tiny model {name!r}; known tiny models: {', '.join(TINY_NAMES)}"
+        ) from None
 
 
 def _marker(spec: TinySpec) -> dict[str, Any]:
     """Contents of the marker file of a finished checkpoint."""
-    return {"name": spec.name, "version": TINY_FORMAT_VERSION, "seed": spec.seed, "family": spec.family,
-            "model_class": spec.model_class, "transformers": transformers.__version__}
+    return {
+        "name": spec.name,
+        "version": TINY_FORMAT_VERSION,
+        "seed": spec.seed,
+        "family": spec.family,
+        "model_class": spec.model_class,
+        "transformers": transformers.__version__,
+    }
 
 
 def _is_current(path: Path, spec: TinySpec) -> bool:
@@ -337,6 +468,19 @@ def _seeded_model(spec: TinySpec, config: PretrainedConfig) -> torch.nn.Module:
     return model.float().eval()
 
 
+@contextlib.contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """Hide transformers' progress bars (e.g. "Writing model shards") for the duration."""
+    hf_logging = transformers.utils.logging
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def build_tiny(name: str, out_dir: str | os.PathLike[str]) -> Path:
     """Build tiny checkpoint ``name`` into ``out_dir`` (created) and return it.
 
@@ -352,12 +496,36 @@ def build_tiny(name: str, out_dir: str | os.PathLike[str]) -> Path:
     config.dtype = torch.float32
     model = _seeded_model(spec, config)
     gen = model.generation_config
-    gen.pad_token_id, gen.eos_token_id, gen.bos_token_id = tok.pad_token_id, tok.eos_token_id, tok.bos_token_id
+    gen.pad_token_id, gen.eos_token_id, gen.bos_token_id = (
+        tok.pad_token_id,
+        tok.eos_token_id,
+        tok.bos_token_id,
+    )
     gen.do_sample = False
-    model.save_pretrained(out)
+    with _quiet_progress():
+        model.save_pretrained(out)
     spec.make_processor(tok).save_pretrained(out)
     (out / MARKER).write_text(json.dumps(_marker(spec), indent=2, sort_keys=True) + "\n")
     return out
+
+
+def _remove_stale_builds(root: Path, name: str) -> None:
+    """Delete temporary build directories of ``name`` left by processes that no longer run."""
+    for path in root.glob(f".{name}.tmp-*"):
+        pid = path.name.removeprefix(f".{name}.tmp-").split("-")[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    """True when a process with id ``pid`` exists (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def tiny_path(name: str, *, rebuild: bool = False) -> Path:
@@ -372,6 +540,7 @@ def tiny_path(name: str, *, rebuild: bool = False) -> Path:
     final = root / name
     if not rebuild and _is_current(final, spec):
         return final
+    _remove_stale_builds(root, name)
     tmp = root / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         build_tiny(name, tmp)
