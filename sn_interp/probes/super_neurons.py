@@ -1,0 +1,180 @@
+"""Super Neurons: score every scalar as a classifier, rank, select the top k, vote.
+
+Example:
+    >>> import sn_interp as sn
+    >>> found = sn.find_super_neurons(acts, k=20)            # doctest: +SKIP
+    >>> found.selected["id"].values[:2]                      # doctest: +SKIP
+    array(['blocks.3.mlp.hook_post[1234]', 'blocks.0.attn.hook_z[5,17]'], dtype=object)
+    >>> pred = found.predict(test_acts)                      # doctest: +SKIP
+    >>> float((pred == test_acts.label).mean())              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+import numpy as np
+import xarray as xr
+
+from sn_interp.names import ALL_SITES, SITE_ORDER, SITES_WITH_VISION, VISION_SITE, check_sites
+from sn_interp.probes import neurons
+from sn_interp.probes._data import KEPT_ATTRS, layer_dim, probe_labels
+from sn_interp.probes._selection import Selection
+
+log = logging.getLogger(__name__)
+
+
+class SuperNeurons(Selection):
+    """A ranked neuron table (best first) with fitted rules; the top ``k`` vote.
+
+    Attributes:
+        table: ``xr.Dataset`` over ``neuron`` with coords ``site``, ``layer``, ``unit``, ``id``
+            and variables ``score``, ``rank`` and the rule params (``centroids`` (neuron,
+            class) for ``centroid``; ``threshold``/``polarity`` (neuron[, class]) otherwise).
+        selected: the top-``k`` rows. sites, layers, max_layer: what ``predict`` reads.
+    """
+
+    dim: ClassVar[str] = "neuron"
+    kind: ClassVar[str] = "super_neurons"
+
+    @property
+    def rule(self) -> str:
+        return str(self.params["rule"])
+
+    def _units(self, row: int) -> np.ndarray:
+        return np.array([int(self.table["unit"].values[row])])
+
+    def _vote_matrix(self, values: dict[tuple[str, int], np.ndarray], k: int) -> np.ndarray:
+        x = np.concatenate(self._columns(values, k), axis=1)  # (sample, k)
+        top = self.table.isel(neuron=slice(0, k))
+        if self.rule == "centroid":
+            lo, hi = neurons.centroid_bounds(top["centroids"].values.T)
+            return neurons.centroid_predict(x, lo, hi)
+        t, pol = top["threshold"].values, top["polarity"].values
+        return neurons.threshold_predict(x, t.T, pol.T)
+
+
+def _candidate_blocks(acts: xr.Dataset, sites: tuple[str, ...] | str | None,
+                      max_layer: int | None) -> list[tuple[str, int]]:
+    """(site, layer) blocks to score, checking that requested sites exist in ``acts``."""
+    if sites is None:
+        chosen = tuple(s for s in ALL_SITES if s in acts.data_vars)
+        if not chosen:
+            raise ValueError(f"acts holds none of the sites {list(ALL_SITES)}")
+    else:
+        chosen = check_sites(sites)
+        absent = [s for s in chosen if s not in acts.data_vars]
+        if absent:
+            raise ValueError(f"site(s) {absent} are not in acts (it has "
+                             f"{[v for v in acts.data_vars]}); extract them with "
+                             f"sn.extract(vlm, samples, sites={tuple(chosen)})")
+    blocks = []
+    for site in chosen:
+        dim = layer_dim(site)
+        layers = acts[site][dim].values if dim in acts[site].coords else range(acts.sizes[dim])
+        for layer in sorted(int(la) for la in layers):
+            if max_layer is None or site == VISION_SITE.name or layer <= max_layer:
+                blocks.append((site, layer))
+    if not blocks:
+        raise ValueError(f"no candidate layers <= max_layer={max_layer} in acts")
+    return blocks
+
+
+def _neuron_ids(site: str, layer: int, n: int, d_head: int | None) -> np.ndarray:
+    prefix = SITES_WITH_VISION[site].hook_name(layer)
+    if site == "z":
+        return np.array([f"{prefix}[{u // d_head},{u % d_head}]" for u in range(n)], object)
+    return np.array([f"{prefix}[{u}]" for u in range(n)], object)
+
+
+def _build_table(stats: dict[tuple[str, int], np.ndarray], rule: str, n_classes: int,
+                 d_head: int | None) -> xr.Dataset:
+    """Concatenate per-block stats into one table, ranked best first, ties by position."""
+    parts = {k: [] for k in ("site", "layer", "unit", "id", "score", "bad", "params")}
+    for (site, layer), st in stats.items():
+        n = st.shape[1]
+        parts["site"].append(np.full(n, site, object))
+        parts["layer"].append(np.full(n, layer, np.int64))
+        parts["unit"].append(np.arange(n, dtype=np.int64))
+        parts["id"].append(_neuron_ids(site, layer, n, d_head))
+        parts["score"].append(st[0])
+        parts["bad"].append(st[1] > 0)
+        parts["params"].append(st[2:])
+    cat = {k: np.concatenate(v, axis=-1) for k, v in parts.items()}
+    if cat["bad"].any():
+        ids = cat["id"][cat["bad"]]
+        raise ValueError(f"non-finite activations (NaN/inf) in {len(ids)} neuron(s), e.g. "
+                         f"{ids[:10].tolist()}; fix or drop them (or exclude their sites "
+                         "with sites=) before scoring")
+    site_key = np.array([SITE_ORDER[s] for s in cat["site"]])
+    layer_key = np.where(cat["site"] == VISION_SITE.name, cat["layer"] - 10**6, cat["layer"])
+    order = np.lexsort((cat["unit"], site_key, layer_key, -cat["score"]))
+    coords = {"site": ("neuron", cat["site"][order].astype(str)),
+              "layer": ("neuron", cat["layer"][order]),
+              "unit": ("neuron", cat["unit"][order]), "id": ("neuron", cat["id"][order].astype(str))}
+    p = cat["params"][:, order]
+    data = {"score": ("neuron", cat["score"][order], {"long_name": "classification accuracy"}),
+            "rank": ("neuron", np.arange(len(order), dtype=np.int64), {"long_name": "rank"})}
+    if rule == "centroid":
+        data["centroids"] = (("neuron", "class"), p.T, {"long_name": "class mean"})
+    elif n_classes == 2:
+        data["threshold"] = ("neuron", p[0], {"long_name": "decision threshold"})
+        data["polarity"] = ("neuron", p[1].astype(np.int8), {"long_name": "polarity"})
+    else:
+        data["threshold"] = (("neuron", "class"), p[:n_classes].T,
+                             {"long_name": "one-vs-rest threshold"})
+        data["polarity"] = (("neuron", "class"), p[n_classes:].T.astype(np.int8),
+                            {"long_name": "one-vs-rest polarity"})
+    return xr.Dataset(data, coords=coords)
+
+
+def find_super_neurons(acts: xr.Dataset, *, k: int = 20, rule: str = "centroid",
+                       score: str = "probe", sites: tuple[str, ...] | str | None = None,
+                       max_layer: int | None = None, folds: int = 5, seed: int = 0,
+                       progress: bool = True) -> SuperNeurons:
+    """Score every unit of every site and layer as a one-scalar classifier; keep the top k.
+
+    Args:
+        acts: Labelled probe-split activations (extraction schema), in memory or dask-backed.
+        k: Number of neurons that vote in ``predict``.
+        rule: ``"centroid"`` (1-D nearest class mean) or ``"threshold"``; see
+            :mod:`sn_interp.probes.neurons` for the exact decision rules.
+        score: ``"probe"`` (in-sample accuracy) or ``"cv"`` (stratified ``folds``-fold CV).
+        sites: Sites to consider (default: every language-model site in ``acts``; the
+            vision tower only when named).
+        max_layer: Only layers ``<= max_layer`` are candidates (early exit).
+        folds, seed: CV folds and their shuffling seed.
+        progress: Show a tqdm bar over (site, layer) blocks.
+
+    Returns:
+        SuperNeurons with the full ranked table; ties in score are broken by (layer, site in
+        forward order, unit), so identical inputs give identical selections.
+
+    Raises:
+        ValueError: unlabelled or single-class probe set, unknown rule/score/site, NaN/inf
+            activations (the message names the neurons), ``k`` above the candidate count.
+
+    Example:
+        >>> found = sn.find_super_neurons(acts, k=20, rule="centroid")  # doctest: +SKIP
+        >>> found.predict(test_acts, k=1)                              # doctest: +SKIP
+    """
+    y, class_names = probe_labels(acts)
+    plan = neurons.make_plan(y, len(class_names), rule, score, folds, seed)
+    blocks = _candidate_blocks(acts, sites, max_layer)
+    d_head = int(acts.sizes["d_head"]) if "d_head" in acts.sizes else None
+    stats = neurons.score_blocks(acts, blocks, plan, progress=progress)
+    table = _build_table(stats, rule, len(class_names), d_head)
+    if "class" in table.dims:
+        table = table.assign_coords({"class": np.arange(len(class_names)),
+                                     "class_name": ("class", list(class_names))})
+    n = table.sizes["neuron"]
+    if not 1 <= k <= n:
+        raise ValueError(f"k={k} is outside 1..{n} (the number of candidate neurons)")
+    attrs = {a: acts.attrs[a] for a in KEPT_ATTRS if a in acts.attrs}
+    table.attrs.update({"rule": rule, "score": score, "n_probe": len(y), **attrs})
+    log.info("scored %d neurons; best %s (%.3f)", n, table["id"].values[0],
+             table["score"].values[0])
+    return SuperNeurons(table, k=k, class_names=class_names, attrs=attrs,
+                        params={"rule": rule, "score": score, "folds": folds, "seed": seed,
+                                "max_layer": max_layer, "d_head": d_head})
