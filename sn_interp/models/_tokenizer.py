@@ -175,6 +175,16 @@ _WORDS = {
     ),
 }
 
+_CHAT = (
+    "USER: ASSISTANT:",
+    "user",
+    "assistant",
+    "system",
+    "You are a helpful assistant.",
+    "Answer the question using a single word or phrase.",
+    "Answer with the option's letter from the given choices directly.",
+)
+
 _TEMPLATES = (
     "What digit is this? {w}",
     "What is the {w} in the image? The answer is {w}.",
@@ -187,7 +197,7 @@ _TEMPLATES = (
 
 def base_corpus() -> list[str]:
     """The built-in training corpus: VQA-style sentences over digits, colours, shapes, ... ."""
-    lines: list[str] = []
+    lines: list[str] = [line for line in _CHAT for _ in range(4)]
     for group in sorted(_WORDS):
         words = _WORDS[group].split()
         lines.append(" ".join(words))

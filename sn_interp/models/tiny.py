@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 #: Bump when anything that changes the saved checkpoint changes (configs, tokenizer, seeds).
-TINY_FORMAT_VERSION = 1
+TINY_FORMAT_VERSION = 2
 #: Marker file written last into a finished checkpoint directory.
 MARKER = "sn_interp_tiny.json"
 
