@@ -152,7 +152,8 @@ class Selection:
         v = self._vote_matrix(self._values(acts, k), k)
         table = self.table.isel({self.dim: slice(0, k)})
         coords = {**sample_coords(acts),
-                  **{c: (self.dim, table[c].values) for c in table.coords}}
+                  **{c: (self.dim, table[c].values) for c in table.coords
+                     if table[c].dims == (self.dim,)}}
         return xr.DataArray(v, dims=("sample", self.dim), coords=coords, name="votes")
 
     def predict(self, acts: xr.Dataset, k: int | None = None) -> xr.DataArray:

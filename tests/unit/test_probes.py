@@ -1,0 +1,195 @@
+"""SuperNeurons: planted neurons, oracles (sklearn / brute force), dask agreement, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+from conftest import make_acts
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.neighbors import NearestCentroid
+
+import sn_interp as sn
+from sn_interp.names import neuron_id
+from sn_interp.probes.neurons import centroid_bounds, centroid_predict, threshold_predict
+
+PLANTED = {("mlp_post", 1, 5): 3.0, ("z", 2, 6): 2.0}
+
+
+def _flat(acts, site, layer):
+    v = acts[site].sel(layer=layer).values
+    return v.reshape(v.shape[0], -1)
+
+
+@pytest.mark.parametrize("rule", ["centroid", "threshold"])
+@pytest.mark.parametrize("score", ["probe", "cv"])
+def test_planted_neurons_rank_first(rule, score):
+    acts = make_acts(planted=PLANTED, n_per_class=12)
+    found = sn.find_super_neurons(acts, k=2, rule=rule, score=score, progress=False)
+    top = {(s, int(la), int(u)) for s, la, u in zip(found.selected.site.values,
+                                                     found.selected.layer.values,
+                                                     found.selected.unit.values)}
+    assert top == set(PLANTED)
+    assert found.selected.score.values.tolist() == [1.0, 1.0]
+    # tie at 1.0 broken by (layer, site order, unit): layer 1 before layer 2
+    assert found.selected.id.values.tolist() == [neuron_id("mlp_post", 1, 5),
+                                                 neuron_id("z", 2, 6, d_head=4)]
+    assert found.sites == ("z", "mlp_post") and found.layers == (1, 2) and found.max_layer == 2
+    test = make_acts(planted=PLANTED, n_per_class=20, seed=1, split="test")
+    assert float((found.predict(test) == test.label).mean()) == 1.0
+
+
+def test_centroid_scores_match_sklearn_nearest_centroid():
+    acts = make_acts(n_classes=3, n_per_class=8, layers=(0, 4), sites=("resid_post", "z"))
+    found = sn.find_super_neurons(acts, k=1, progress=False)
+    cv = sn.find_super_neurons(acts, k=1, score="cv", folds=4, seed=3, progress=False)
+    y = acts.label.values
+    skf = StratifiedKFold(4, shuffle=True, random_state=3)
+    t, tcv = found.table, cv.table
+    for i in range(0, t.sizes["neuron"], 5):
+        site, layer, unit = str(t.site[i].values), int(t.layer[i]), int(t.unit[i])
+        x = _flat(acts, site, layer)[:, [unit]]
+        nc = NearestCentroid().fit(x, y)
+        assert t.score.values[i] == pytest.approx(np.mean(nc.predict(x) == y))
+        np.testing.assert_allclose(t.centroids.values[i], nc.centroids_.ravel(), rtol=1e-6)
+        sel = (tcv.site == site) & (tcv.layer == layer) & (tcv.unit == unit)
+        expect = cross_val_score(NearestCentroid(), x, y, cv=skf).mean()
+        assert float(tcv.score.values[sel.values][0]) == pytest.approx(expect)
+
+
+def test_centroid_rule_hand_cases_and_ties():
+    # means 0, 2, 2 (classes 1 and 2 equal): class 2 never wins; x=1 is a tie -> class 0
+    lo, hi = centroid_bounds(np.array([[0.0], [2.0], [2.0]]))
+    x = np.array([[-5], [0.99], [1.0], [1.01], [2.0], [9]], np.float32)
+    assert centroid_predict(x, lo, hi).ravel().tolist() == [0, 0, 0, 1, 1, 1]
+    # reversed order: class 0 at 2, class 1 at 0 -> the midpoint 1 goes to class 0
+    lo, hi = centroid_bounds(np.array([[2.0], [0.0]]))
+    assert centroid_predict(np.array([[1.0], [0.5]], np.float32), lo, hi).ravel().tolist() == [0, 1]
+    # brute force against |x - m| argmin on random data
+    rng = np.random.default_rng(0)
+    means = rng.standard_normal((5, 50))
+    x = rng.standard_normal((40, 50)).astype(np.float32)
+    brute = np.argmin(np.abs(x[None].astype(np.float64) - means[:, None]), axis=0)
+    lo, hi = centroid_bounds(means)
+    np.testing.assert_array_equal(centroid_predict(x, lo, hi), brute)
+
+
+def _brute_threshold(x, y):
+    best = (-1, None, None)
+    cuts = np.concatenate([[-np.inf], (np.unique(x)[1:] + np.unique(x)[:-1]) / 2, [np.inf]])
+    for pol in (1, -1):
+        for t in cuts:
+            acc = np.sum((pol * (x - t) > 0).astype(int) == y)
+            if acc > best[0]:
+                best = (acc, t, pol)
+    return best
+
+
+def test_threshold_matches_brute_force_binary():
+    acts = make_acts(n_per_class=7, layers=(0,), sites=("mlp_post",))
+    found = sn.find_super_neurons(acts, k=1, rule="threshold", progress=False)
+    y = acts.label.values
+    x_all = _flat(acts, "mlp_post", 0).astype(np.float64)
+    t = found.table.sortby("unit")
+    for u in range(x_all.shape[1]):
+        acc, thr, pol = _brute_threshold(x_all[:, u], y)
+        assert t.score.values[u] == pytest.approx(acc / len(y))
+        assert t.threshold.values[u] == thr and t.polarity.values[u] == pol
+
+
+def test_threshold_one_vs_rest_decision():
+    t = np.array([[0.5], [1.5], [2.5]])
+    pol = np.array([[-1], [1], [1]])
+    x = np.array([[0.0], [1.0], [2.0], [3.0]], np.float32)
+    # margins at x=2: class0 -1.5, class1 0.5, class2 -0.5 -> class 1; x=3 -> class 1 (1.5 > .5)
+    assert threshold_predict(x, t, pol).ravel().tolist() == [0, 0, 1, 1]
+
+
+def test_zarr_dask_scoring_matches_memory(tmp_path):
+    acts = make_acts(planted=PLANTED, n_per_class=9, n_classes=3)
+    acts.chunk({"sample": 5}).to_zarr(tmp_path / "a.zarr")
+    lazy = xr.open_zarr(tmp_path / "a.zarr")
+    assert lazy.mlp_post.chunks is not None
+    for rule in ("centroid", "threshold"):
+        mem = sn.find_super_neurons(acts, rule=rule, progress=False)
+        dsk = sn.find_super_neurons(lazy, rule=rule, progress=False)
+        xr.testing.assert_identical(mem.table.drop_attrs(), dsk.table.drop_attrs())
+        np.testing.assert_array_equal(mem.predict(acts).values, dsk.predict(lazy).values)
+
+
+def test_votes_majority_and_tie_to_highest_ranked():
+    acts = make_acts(planted={("resid_post", 0, 1): 3.0, ("resid_post", 1, 2): -3.0,
+                              ("mlp_out", 2, 3): 3.0}, n_per_class=6)
+    found = sn.find_super_neurons(acts, k=3, progress=False)
+    votes = found.votes(acts, k=2)
+    assert "class" not in votes.coords and list(votes.id.values) == list(found.selected.id.values[:2])
+    assert votes.dims == ("sample", "neuron") and votes.shape == (12, 2)
+    np.testing.assert_array_equal(votes.values, np.stack([acts.label.values] * 2, 1))
+    # flip the second-ranked neuron's values: 1-1 ties go to the top neuron, still correct
+    bad = acts.copy(deep=True)
+    bad["resid_post"].loc[dict(layer=1)] = -bad["resid_post"].sel(layer=1)
+    assert (found.predict(bad, k=2) == bad.label).all()
+
+
+def test_predict_on_minimal_dataset_and_values_path():
+    acts = make_acts(planted=PLANTED, n_per_class=8, layers=(0, 1, 2, 5))
+    found = sn.find_super_neurons(acts, k=4, progress=False)
+    test = make_acts(planted=PLANTED, n_per_class=8, seed=2, layers=(0, 1, 2, 5))
+    minimal = test[list(found.sites)].sel(layer=list(found.layers) + [5])
+    full_pred = found.predict(test)
+    np.testing.assert_array_equal(found.predict(minimal).values, full_pred.values)
+    values = {}
+    for (site, layer), units in found.requirements().items():
+        values[site, layer] = _flat(test, site, layer)[:, units]
+    np.testing.assert_array_equal(found.predict_values(values), full_pred.values)
+    assert full_pred.name == "pred" and list(full_pred.sample_id.values[:1]) == ["probe0"]
+
+
+def test_max_layer_and_sites_restrict_candidates():
+    acts = make_acts(planted=PLANTED, n_per_class=8)
+    found = sn.find_super_neurons(acts, k=5, max_layer=1, progress=False)
+    assert found.table.layer.max() <= 1 and found.selected.id.values[0] == neuron_id("mlp_post", 1, 5)
+    only_z = sn.find_super_neurons(acts, k=1, sites="z", progress=False)
+    assert set(only_z.table.site.values) == {"z"}
+
+
+def test_save_load_roundtrip(tmp_path):
+    acts = make_acts(planted=PLANTED, n_per_class=8, n_classes=3)
+    for rule in ("centroid", "threshold"):
+        found = sn.find_super_neurons(acts, k=3, rule=rule, progress=False)
+        found.save(tmp_path / rule)
+        back = sn.SuperNeurons.load(tmp_path / rule)
+        assert not list((tmp_path / rule).glob("*.pkl"))
+        assert back.k == 3 and back.class_names == found.class_names
+        assert back.attrs["model_id"] == "synthetic" and "prompt_template" in back.attrs
+        xr.testing.assert_equal(back.table, found.table)
+        np.testing.assert_array_equal(back.predict(acts).values, found.predict(acts).values)
+
+
+def test_bad_inputs_fail_clearly():
+    acts = make_acts(planted=PLANTED, n_per_class=5)
+    with pytest.raises(ValueError, match="single class"):
+        sn.find_super_neurons(acts.isel(sample=acts.label.values == 0), progress=False)
+    nolab = acts.assign_coords(label=("sample", np.full(10, -1)))
+    with pytest.raises(ValueError, match="no label"):
+        sn.find_super_neurons(nolab, progress=False)
+    with pytest.raises(ValueError, match="no 'label'"):
+        sn.find_super_neurons(acts.drop_vars("label"), progress=False)
+    nan = acts.copy(deep=True)
+    nan["mlp_post"][3, 1, 7] = np.nan
+    with pytest.raises(ValueError, match=r"blocks\.1\.mlp\.hook_post\[7\]"):
+        sn.find_super_neurons(nan, progress=False)
+    nan["mlp_post"][3, 1, 7] = np.inf
+    with pytest.raises(ValueError, match=r"blocks\.1\.mlp\.hook_post\[7\]"):
+        sn.find_super_neurons(nan, rule="threshold", progress=False)
+    with pytest.raises(ValueError, match="k=100000"):
+        sn.find_super_neurons(acts, k=100000, progress=False)
+    for kw, msg in [({"rule": "knn"}, "unknown rule"), ({"score": "auc"}, "unknown score"),
+                    ({"sites": "mlp_pre"}, "unknown site"), ({"score": "cv", "folds": 9}, "folds")]:
+        with pytest.raises(ValueError, match=msg):
+            sn.find_super_neurons(acts, progress=False, **kw)
+    found = sn.find_super_neurons(acts, k=2, progress=False)
+    with pytest.raises(ValueError, match=r"site 'mlp_post'.*sn.extract"):
+        found.predict(acts.drop_vars("mlp_post"))
+    with pytest.raises(ValueError, match=r"layer\(s\) \[2\] of site 'z'"):
+        found.predict(acts.sel(layer=[0, 1]))
