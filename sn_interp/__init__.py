@@ -30,7 +30,7 @@ _API: dict[str, str] = {
     "VLM": "sn_interp.models",
     "load_task": "sn_interp.tasks",
     "Task": "sn_interp.tasks",
-    "extract": "sn_interp.extract",
+    "extract": "sn_interp.extraction",
     "open_store": "sn_interp.store",
     "find_super_neurons": "sn_interp.probes",
     "SuperNeurons": "sn_interp.probes",
@@ -46,7 +46,7 @@ __all__ = sorted([*_API, *_SUBMODULES, "__version__"])
 
 if TYPE_CHECKING:  # pragma: no cover
     from sn_interp.early_exit import EarlyExitClassifier
-    from sn_interp.extract import extract
+    from sn_interp.extraction import extract
     from sn_interp.models import VLM, load_model
     from sn_interp.probes import (SAVHeads, SuperNeurons, evaluate, find_sav_heads,
                                   find_super_neurons, zero_shot)

@@ -1,10 +1,13 @@
-"""``extract()``: every requested scalar at the last prompt token, as a labelled xr.Dataset.
+"""``sn.extract()``: every requested scalar at the last prompt token, as a labelled xr.Dataset.
 
 Output schema (DESIGN section 3): variables ``resid_pre``, ``resid_mid``, ``resid_post``,
 ``attn_out``, ``mlp_out`` (sample, layer, d_model), ``z`` (sample, layer, head, d_head),
 ``mlp_post`` (sample, layer, d_mlp) and optionally ``vision_resid_post`` (sample,
 vision_layer, d_vision); per-sample coords ``sample_id``, ``label``, ``label_name``, ``split``,
 ``task``, ``prompt_id``, ``image_id``; provenance attrs.
+
+(The module is ``extraction`` rather than ``extract`` so that the function ``sn.extract`` is
+never shadowed by a submodule of the same name.)
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -70,6 +72,20 @@ def _torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     if dtype not in _DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {sorted(_DTYPES)}")
     return _DTYPES[dtype]
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Hide transformers' per-load weight progress bar (restored afterwards)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def _local_revision(path: Path) -> str:
@@ -131,9 +147,16 @@ def load_model(name_or_path: str | Path, *, dtype: str | torch.dtype | None = No
     from transformers import AutoProcessor
 
     model_cls = getattr(transformers, arch)
-    model = model_cls.from_pretrained(source, dtype=torch_dtype, device_map=device_map,
-                                      revision=revision, use_safetensors=True,
-                                      trust_remote_code=trust_remote_code).eval()
+    with _quiet_loading():
+        try:
+            model = model_cls.from_pretrained(source, dtype=torch_dtype, device_map=device_map,
+                                              revision=revision, use_safetensors=True,
+                                              trust_remote_code=trust_remote_code).eval()
+        except OSError as err:
+            raise OSError(f"cannot load safetensors weights for {name_or_path!r} ({err}). "
+                          "sn_interp loads weights from safetensors only (no pickle): convert "
+                          "the checkpoint with model.save_pretrained(dir) on a trusted machine"
+                          ) from err
     processor = AutoProcessor.from_pretrained(source, revision=revision,
                                               trust_remote_code=trust_remote_code)
     processor.tokenizer.padding_side = "left"

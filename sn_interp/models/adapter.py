@@ -143,7 +143,8 @@ class Adapter:
 
 def _vision_width(config: object) -> int:
     vision = getattr(config, "vision_config", None)
-    width = getattr(vision, "hidden_size", None) or getattr(vision, "embed_dim", None)
+    # Qwen2-VL calls the tower's width embed_dim (its hidden_size is the merger's output).
+    width = getattr(vision, "embed_dim", None) or getattr(vision, "hidden_size", None)
     if width is None:
         raise ValueError("the checkpoint's config has no vision_config.hidden_size")
     return int(width)
