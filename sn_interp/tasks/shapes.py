@@ -56,8 +56,9 @@ def _describe(o: Mapping[str, Any]) -> str:
     return f"{o['color']} {o['shape']}"
 
 
-def _two_distinct(rng: np.random.Generator, size: float) -> list[dict[str, Any]]:
-    shapes = rng.choice(SHAPES, 2, replace=False)
+def _two_distinct(rng: np.random.Generator, size: float,
+                  kinds: Sequence[str] = SHAPES) -> list[dict[str, Any]]:
+    shapes = rng.choice(list(kinds), 2, replace=False)
     colors = rng.choice(list(COLORS), 2, replace=False)
     return [_obj(rng, str(s), str(c), size) for s, c in zip(shapes, colors)]
 
@@ -99,9 +100,9 @@ def make_scene(kind: str, label: int, classes: Sequence[str],
             objs[int(rng.integers(len(objs)))]["shape"] = queried
         return {"objects": _place_apart(objs, rng)}, {"object": queried}
     if kind == "occlusion":
-        objs = _two_distinct(rng, 0.5)
+        objs = _two_distinct(rng, 0.5, ("circle", "square", "triangle"))  # stars barely overlap
         angle = rng.uniform(0, 2 * math.pi)
-        gap = rng.uniform(0.15, 0.22)
+        gap = rng.uniform(0.07, 0.12)  # half the centre distance: the shapes overlap
         for o, sign in zip(objs, (1, -1)):
             o["x"] = 0.5 + sign * gap * math.cos(angle)
             o["y"] = 0.5 + sign * gap * math.sin(angle)
