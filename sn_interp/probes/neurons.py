@@ -201,9 +201,9 @@ def _centroid_block(x: np.ndarray, plan: _Plan) -> np.ndarray:
     perm, seg = plan.seg_order()
     xs = x if np.array_equal(perm, np.arange(len(perm))) else x[perm]
     n_seg, c = plan.n_folds * plan.n_classes, plan.n_classes
-    onehot = np.zeros((n_seg, len(seg)), np.float32)
-    onehot[seg, np.arange(len(seg))] = 1
-    sums = (onehot @ xs).astype(np.float64).reshape(plan.n_folds, c, -1)
+    bounds = np.searchsorted(seg, np.arange(n_seg + 1))  # rows are sorted by segment
+    sums = np.stack([xs[a:b].sum(0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+    sums = sums.astype(np.float64).reshape(plan.n_folds, c, -1)
     counts = np.bincount(seg, minlength=n_seg).reshape(plan.n_folds, c)
     class_sums, class_counts = sums.sum(0), counts.sum(0)
     means = class_sums / class_counts[:, None]

@@ -1,0 +1,74 @@
+"""Centroid scoring of all neurons vs one numpy read pass over the same matrix (DESIGN 7).
+
+N=1,000 samples x F=1,000,000 neurons (random float32, 10 classes, random labels), generated
+in blocks so the whole matrix is never held at once; per block we time (a) one numpy read pass
+(``block.sum(axis=0)``), (b) the library's centroid kernel on the block through the same dask
+path ``find_super_neurons`` uses (default threaded scheduler), (c) the same kernel single
+threaded (synchronous scheduler). A per-neuron scikit-learn ``NearestCentroid`` loop on a
+sample of neurons is timed and extrapolated to F. Last line: ``scoring_read_ratio=<value>``.
+
+Run: ``.venv/bin/python benchmarks/scoring.py [--features 1000000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import dask
+import dask.array as da
+import numpy as np
+
+from sn_interp.probes import neurons
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=1000)
+    ap.add_argument("--features", type=int, default=1_000_000)
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--block", type=int, default=50_000, help="columns generated at once")
+    ap.add_argument("--sklearn-neurons", type=int, default=200)
+    args = ap.parse_args(argv)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, args.classes, args.samples)
+    plan = neurons.make_plan(y, args.classes, "centroid", "probe", 5, 0)
+    t_read = t_score = t_score1 = 0.0
+    sk_x = None
+    for start in range(0, args.features, args.block):
+        w = min(args.block, args.features - start)
+        x = rng.standard_normal((args.samples, w), dtype=np.float32)
+        if sk_x is None:
+            sk_x = x[:, :args.sklearn_neurons].copy()
+        t0 = time.perf_counter()
+        x.sum(axis=0)
+        t_read += time.perf_counter() - t0
+        arr = da.from_array(x, chunks=(args.samples, neurons.BLOCK))
+        stats = arr.map_blocks(neurons._centroid_block, plan, dtype=np.float64,
+                               chunks=((plan.n_stats,), arr.chunks[1]))
+        t0 = time.perf_counter()
+        dask.compute(stats)
+        t_score += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        dask.compute(stats, scheduler="synchronous")
+        t_score1 += time.perf_counter() - t0
+    from sklearn.neighbors import NearestCentroid
+    t0 = time.perf_counter()
+    for j in range(sk_x.shape[1]):
+        col = sk_x[:, [j]]
+        np.mean(NearestCentroid().fit(col, y).predict(col) == y)
+    t_sk = (time.perf_counter() - t0) / sk_x.shape[1] * args.features
+    gb = args.samples * args.features * 4 / 1e9
+    print(f"matrix: {args.samples} x {args.features} float32 ({gb:.1f} GB), "
+          f"{args.classes} classes, generated in blocks of {args.block} columns")
+    print(f"read pass (numpy sum, 1 thread): {t_read:.2f} s ({gb / t_read:.1f} GB/s)")
+    print(f"centroid scoring, dask threads:  {t_score:.2f} s")
+    print(f"centroid scoring, 1 thread:      {t_score1:.2f} s "
+          f"(ratio {t_score1 / t_read:.2f})")
+    print(f"sklearn NearestCentroid loop, extrapolated from {sk_x.shape[1]} neurons: "
+          f"{t_sk:.0f} s ({t_sk / t_score:.0f}x slower than the kernel)")
+    print(f"scoring_read_ratio={t_score / t_read:.2f}")
+
+
+if __name__ == "__main__":
+    main()
