@@ -32,7 +32,7 @@ from sn_interp.tasks.base import Task
 from sn_interp.tasks.hub_io import (HubUnavailableError, encode_png, open_image, read_rows,
                                     side_by_side)
 from sn_interp.tasks.manifest import manifest
-from sn_interp.tasks.prompts import templates_from_manifest
+from sn_interp.tasks.prompts import LETTERS, templates_from_manifest
 
 log = logging.getLogger(__name__)
 Batch = dict[str, list[Any]]
@@ -180,7 +180,7 @@ class HubAdapter:
     manifest_key: str | None = None
 
     def classes(self, **options: Any) -> list[str]:
-        """The class list (CLEVR's depends on ``family``)."""
+        """The class list (CLEVR's depends on ``family``; letter-class tasks: A-Z)."""
         spec = manifest("hub")[self.manifest_key or self.name]
         if "families" in spec:
             family = options.get("family", self.options.get("family"))
@@ -188,7 +188,7 @@ class HubAdapter:
                 raise ValueError(f"{self.name}: unknown family {family!r}; known: "
                                  f"{list(spec['families'])}")
             return spec["families"][family]
-        return spec["classes"]
+        return list(LETTERS) if spec.get("letter_classes") else spec["classes"]
 
     def load(self, partition: str = "eval", *, path: str | Path | None = None,
              data_dir: str | None = None, split: str | None = None, **options: Any) -> Task:
@@ -213,7 +213,8 @@ class HubAdapter:
         return self._to_task(raw, opts)
 
     def _to_task(self, raw: datasets.Dataset, opts: Mapping[str, Any]) -> Task:
-        classes = self.classes(**opts)
+        spec = manifest("hub")[self.manifest_key or self.name]
+        classes = self.classes(**opts)  # checks the options before any work
         try:
             rows = raw.map(self.convert, batched=True, with_indices=True, keep_in_memory=True,
                            remove_columns=raw.column_names, fn_kwargs=dict(opts), desc=self.name)
@@ -223,11 +224,12 @@ class HubAdapter:
         if len(rows) == 0:
             raise ValueError(f"task {self.name!r}: no rows left after conversion "
                              f"(options {dict(opts)}); check the options and the data")
+        if spec.get("letter_classes"):  # options per question: letters up to the most options
+            classes = list(LETTERS[: max(len(c) for c in rows["choices"])])
         labels = [self._label_index(v, classes, i) for i, v in enumerate(rows["label"])]
         rows = rows.remove_columns("label").add_column("label", labels)
         rows = rows.cast_column("label", datasets.ClassLabel(names=list(classes)))
         rows = rows.cast_column("image", datasets.Image())
-        spec = manifest("hub")[self.manifest_key or self.name]
         suffix = "".join(f", {k}={v}" for k, v in opts.items() if v is not None)
         return Task(self.name, rows, prompts=templates_from_manifest(spec["prompts"]),
                     description=f"{self.description}{suffix}")

@@ -104,8 +104,11 @@ class Template:
         """
         row = dict(row or {})
         choices = row.pop("choices", None) or list(class_names)
-        values = {"options": format_options(choices), "classes": format_classes(class_names),
-                  **row}
+        values = dict(row)
+        if "options" in self.fields:
+            values["options"] = format_options(choices)
+        if "classes" in self.fields:
+            values["classes"] = format_classes(class_names)
         try:
             return self.text.format_map(values)
         except KeyError as err:
