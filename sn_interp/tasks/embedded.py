@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -165,7 +166,8 @@ def _build(name: str, spec: Mapping[str, Any], part: str) -> datasets.Dataset:
 
 
 def _cached(name: str, spec: Mapping[str, Any], part: str) -> datasets.Dataset:
-    key = hashlib.sha1(json.dumps([_BUILD_VERSION, spec], sort_keys=True).encode()).hexdigest()
+    code = inspect.getsource(shapes) if spec["source"] == "shapes" else ""  # generator changes
+    key = hashlib.sha1(json.dumps([_BUILD_VERSION, spec, code], sort_keys=True).encode()).hexdigest()
     path = cache_dir("tasks", name) / f"{key[:12]}-{part}"
     if not (path / "dataset_info.json").is_file():
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")

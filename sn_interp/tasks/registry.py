@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections.abc import Callable
@@ -115,7 +116,8 @@ def load_task(name_or_path: str | Path, *, partition: str = "eval", n: int | Non
         from sn_interp.tasks import local
 
         loader = local.load_jsonl if Path(key).suffix == ".jsonl" else local.load_folder
-        task = _call_loader(TaskEntry(key, loader, "user"), partition, options)
+        task = _call_loader(TaskEntry(key, functools.partial(loader, key), "user"), partition,
+                            options)
     else:
         raise KeyError(f"unknown task {key!r}: not a registered task, a .jsonl file or an "
                        f"image folder. Registered: {sorted(REGISTRY)}")
