@@ -42,11 +42,15 @@ def plot_examples(task: Task, per_class: int = 4, seed: int = 0, max_classes: in
     rows = examples_per_class(task, per_class, seed)[:max_classes]
     fig, axes = plt.subplots(len(rows), per_class, squeeze=False,
                              figsize=(2.6 * per_class, 3.0 * len(rows)))
-    for c, (idx, ax_row) in enumerate(zip(rows, axes)):
-        for ax, i in zip(ax_row, idx + [None] * (per_class - len(idx))):
-            ax.set_axis_off()
+    for _c, (idx, ax_row) in enumerate(zip(rows, axes, strict=False)):
+        for ax, i in zip(ax_row, idx + [None] * (per_class - len(idx)), strict=False):
             if i is None:
+                ax.set_axis_off()
                 continue
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():  # frame: white scenes on a white page
+                spine.set_color("0.7")
             s = task[i]
             ax.imshow(np.asarray(s.image), interpolation="nearest")
             first = textwrap.shorten(s.question.splitlines()[0], 100)

@@ -75,7 +75,7 @@ def stratified_take(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.
     quota = np.floor(exact).astype(int)
     order = np.lexsort((classes, -(exact - quota)))
     quota[order[: n - quota.sum()]] += 1
-    picked = [rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quota)]
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quota, strict=False)]
     return np.sort(np.concatenate(picked)) if picked else np.arange(0)
 
 

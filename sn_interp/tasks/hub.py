@@ -29,8 +29,13 @@ import datasets
 import numpy as np
 
 from sn_interp.tasks.base import Task
-from sn_interp.tasks.hub_io import (HubUnavailableError, encode_png, open_image, read_rows,
-                                    side_by_side)
+from sn_interp.tasks.hub_io import (
+    HubUnavailableError,
+    encode_png,
+    open_image,
+    read_rows,
+    side_by_side,
+)
 from sn_interp.tasks.manifest import manifest
 from sn_interp.tasks.prompts import LETTERS, templates_from_manifest
 
@@ -107,7 +112,7 @@ def _mhalubench(b: Batch, idx: list[int]) -> Batch:
 
 def _vlguard(b: Batch, idx: list[int]) -> Batch:
     out: Batch = {"image": [], "label": [], "image_id": [], "raw_question": []}
-    for i, (safe, pairs) in enumerate(zip(b["safe"], b["instr-resp"])):
+    for i, (safe, pairs) in enumerate(zip(b["safe"], b["instr-resp"], strict=False)):
         for j, pair in enumerate(pairs):
             key = next(k for k in pair if k.endswith("instruction"))
             label = {"safe_instruction": "safe", "unsafe_instruction": "unsafe"}.get(

@@ -60,7 +60,7 @@ def _two_distinct(rng: np.random.Generator, size: float,
                   kinds: Sequence[str] = SHAPES) -> list[dict[str, Any]]:
     shapes = rng.choice(list(kinds), 2, replace=False)
     colors = rng.choice(list(COLORS), 2, replace=False)
-    return [_obj(rng, str(s), str(c), size) for s, c in zip(shapes, colors)]
+    return [_obj(rng, str(s), str(c), size) for s, c in zip(shapes, colors, strict=False)]
 
 
 def make_scene(kind: str, label: int, classes: Sequence[str],
@@ -103,7 +103,7 @@ def make_scene(kind: str, label: int, classes: Sequence[str],
         objs = _two_distinct(rng, 0.5, ("circle", "square", "triangle"))  # stars barely overlap
         angle = rng.uniform(0, 2 * math.pi)
         gap = rng.uniform(0.07, 0.12)  # half the centre distance: the shapes overlap
-        for o, sign in zip(objs, (1, -1)):
+        for o, sign in zip(objs, (1, -1), strict=False):
             o["x"] = 0.5 + sign * gap * math.cos(angle)
             o["y"] = 0.5 + sign * gap * math.sin(angle)
         front, back = objs[1], objs[0]  # drawn last = in front
