@@ -44,15 +44,21 @@ _SUBMODULES = ("names", "models", "tasks", "probes", "early_exit", "plotting", "
 
 __all__ = sorted([*_API, *_SUBMODULES, "__version__"])
 
-if TYPE_CHECKING:  # pragma: no cover
-    from sn_interp.early_exit import EarlyExitClassifier
-    from sn_interp.extraction import extract
-    from sn_interp.models import VLM, load_model
-    from sn_interp.probes import (SAVHeads, SuperNeurons, evaluate, find_sav_heads,
-                                  find_super_neurons, zero_shot)
-    from sn_interp.sample import Sample
-    from sn_interp.store import open_store
-    from sn_interp.tasks import Task, load_task
+if TYPE_CHECKING:  # pragma: no cover (names re-exported lazily below)
+    from sn_interp.early_exit import EarlyExitClassifier  # noqa: F401
+    from sn_interp.extraction import extract  # noqa: F401
+    from sn_interp.models import VLM, load_model  # noqa: F401
+    from sn_interp.probes import (  # noqa: F401
+        SAVHeads,
+        SuperNeurons,
+        evaluate,
+        find_sav_heads,
+        find_super_neurons,
+        zero_shot,
+    )
+    from sn_interp.sample import Sample  # noqa: F401
+    from sn_interp.store import open_store  # noqa: F401
+    from sn_interp.tasks import Task, load_task  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

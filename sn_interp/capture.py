@@ -12,9 +12,10 @@ norm, no LM head.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import nnsight
+import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -31,8 +32,9 @@ def plan(requests: Iterable[Request]) -> list[Request]:
     return sorted(unique, key=lambda r: (r[0] != VISION_SITE.name, r[1], SITE_ORDER[r[0]]))
 
 
-def capture(vlm: VLM, enc: Mapping[str, Tensor],
-            requests: Iterable[Request]) -> dict[Request, Float[Tensor, "batch ..."]]:
+def capture(vlm: VLM, enc: Mapping[str, Tensor], requests: Iterable[Request], *,
+            units: Mapping[Request, Sequence[int]] | None = None,
+            ) -> dict[Request, Float[Tensor, "batch ..."]]:
     """Run the model on ``enc`` until every requested site is read; return the reads.
 
     Args:
@@ -40,38 +42,48 @@ def capture(vlm: VLM, enc: Mapping[str, Tensor],
         enc: A left-padded encoding from :meth:`VLM.encode`.
         requests: ``(site, layer)`` pairs; for ``vision_resid_post`` the layer is a vision
             block index.
+        units: Optionally, per request, the flat unit indices to keep (``z`` units are
+            ``head * d_head + i``); the slice is taken inside the trace, so nothing else of
+            that site is copied out.
 
     Returns:
         ``{(site, layer): tensor}``: ``[batch, d_model]`` / ``[batch, d_mlp]`` /
         ``[batch, n_heads * d_head]`` for ``z`` / ``[batch, d_vision]`` (mean over each
-        image's patch tokens), on the CPU, in the model's dtype.
+        image's patch tokens), on the CPU, in the model's dtype; only the ``units`` columns
+        where those are given.
     """
     ordered = plan(requests)
     if not ordered:
         raise ValueError("capture() needs at least one (site, layer) request")
     _check(vlm, ordered)
     counts = _vision_token_counts(vlm, enc) if ordered[0][0] == VISION_SITE.name else None
+    index = {key: torch.as_tensor(np.asarray(u, dtype=np.int64), device=vlm.device)
+             for key, u in (units or {}).items()}
     with torch.inference_mode(), vlm.nn.trace(**enc, remote=vlm.remote) as tracer:
-        reads = nnsight.save(_read_all(vlm, ordered, counts))
+        reads = nnsight.save(_read_all(vlm, ordered, counts, index))
         tracer.stop()
     return {key: value.cpu() for key, value in reads.items()}
 
 
-def _read_all(vlm: VLM, ordered: list[Request], counts: list[int] | None) -> dict:
+def _read_all(vlm: VLM, ordered: list[Request], counts: list[int] | None,
+              index: dict[Request, Tensor]) -> dict:
     """The body of the trace: one read per request, in forward order."""
     reads = {}
     for site, layer in ordered:
         if site == VISION_SITE.name:
             block = vlm.nn.get(f"{vlm.meta['vision_blocks']}.{layer}")
-            reads[(site, layer)] = _pool_vision(vlm, block.output, counts)
-            continue
-        sub, which = vlm.adapter.layout[site]
-        path = f"{vlm.adapter.layers}.{layer}" + (f".{sub}" if sub else "")
-        envoy = vlm.nn.get(path)
-        value = envoy.input if which == "input" else envoy.output
-        if isinstance(value, tuple):
-            value = value[0]
-        reads[(site, layer)] = value[:, -1].detach().clone()
+            value = _pool_vision(vlm, block.output, counts)
+        else:
+            sub, which = vlm.adapter.layout[site]
+            path = f"{vlm.adapter.layers}.{layer}" + (f".{sub}" if sub else "")
+            envoy = vlm.nn.get(path)
+            value = envoy.input if which == "input" else envoy.output
+            if isinstance(value, tuple):
+                value = value[0]
+            value = value[:, -1]
+        if (site, layer) in index:
+            value = value[:, index[(site, layer)]]
+        reads[(site, layer)] = value.detach().clone()
     return reads
 
 
@@ -79,9 +91,9 @@ def _pool_vision(vlm: VLM, out: Tensor | tuple, counts: list[int] | None) -> Ten
     hidden = out[0] if isinstance(out, tuple) else out
     if vlm.adapter.vision_tokens == "batch_first":
         start = 1 if vlm.adapter.vision_cls else 0
-        return hidden[:, start:].mean(dim=1).detach().clone()
+        return hidden[:, start:].mean(dim=1)
     pieces = torch.split(hidden, counts, dim=0)
-    return torch.stack([p.mean(dim=0) for p in pieces]).detach().clone()
+    return torch.stack([p.mean(dim=0) for p in pieces])
 
 
 def _vision_token_counts(vlm: VLM, enc: Mapping[str, Tensor]) -> list[int] | None:

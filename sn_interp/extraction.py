@@ -27,7 +27,6 @@ from sn_interp import store as stores
 from sn_interp.capture import capture
 from sn_interp.models.vlm import VLM
 from sn_interp.names import (
-    D_VISION,
     HEAD,
     LAYER,
     POSITION,
@@ -150,7 +149,7 @@ def _sample_id(s: Sample, i: int) -> str:
 def _template(vlm: VLM, samples: list[Sample], spec: _Spec) -> xr.Dataset:
     """An all-NaN Dataset of the final shape with coords and attrs (data filled later)."""
     n, d = len(samples), vlm.dims
-    coords = _sample_coords(samples)
+    coords = sample_coords(samples)
     coords[LAYER] = (LAYER, np.array(spec.layers, dtype=np.int64))
     if "z" in spec.sites:
         coords[HEAD] = (HEAD, np.arange(d.n_heads, dtype=np.int64))
@@ -166,7 +165,7 @@ def _template(vlm: VLM, samples: list[Sample], spec: _Spec) -> xr.Dataset:
     return xr.Dataset(data, coords=coords, attrs=_attrs(vlm, samples, spec))
 
 
-def _sample_coords(samples: list[Sample]) -> dict[str, tuple]:
+def sample_coords(samples: list[Sample]) -> dict[str, tuple]:
     col = {
         "sample_id": [_sample_id(s, i) for i, s in enumerate(samples)],
         "label": np.array([-1 if s.label is None else s.label for s in samples], np.int64),

@@ -22,7 +22,7 @@ from sn_interp.models.adapter import Adapter, Dims, adapter_for, supported_archi
 from sn_interp.models.vlm import VLM
 
 __all__ = ["VLM", "Adapter", "Dims", "load_model", "resolve", "supported_architectures",
-           "registry_names"]
+           "registry_names", "wrap"]
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,6 @@ def load_model(name_or_path: str | Path, *, dtype: str | torch.dtype | None = No
     if remote:
         return _load_remote(str(name_or_path), source, adapter, torch_dtype, revision)
     import transformers
-    from nnsight.modeling.transformers import TransformersModel
     from transformers import AutoProcessor
 
     model_cls = getattr(transformers, arch)
@@ -159,14 +158,30 @@ def load_model(name_or_path: str | Path, *, dtype: str | torch.dtype | None = No
                           ) from err
     processor = AutoProcessor.from_pretrained(source, revision=revision,
                                               trust_remote_code=trust_remote_code)
-    processor.tokenizer.padding_side = "left"
-    dims = adapter.validate(model)
-    nn = TransformersModel(model, task="image-text-to-text", processor=processor)
     rev = _local_revision(Path(source)) if local else (revision or "main")
-    log.info("loaded %s (%s, %d layers)", name_or_path, arch, dims.n_layers)
-    return VLM(model=model, processor=processor, nn=nn, adapter=adapter, dims=dims,
-               model_id=str(name_or_path), revision=rev,
-               meta={"architecture": arch, "source": str(source),
+    vlm = wrap(model, processor, model_id=str(name_or_path), revision=rev,
+               source=str(source))
+    log.info("loaded %s (%s, %d layers)", name_or_path, arch, vlm.dims.n_layers)
+    return vlm
+
+
+def wrap(model: torch.nn.Module, processor: object, *, model_id: str, revision: str = "",
+         source: str = "") -> VLM:
+    """A :class:`VLM` around an HF model already in memory (validates its adapter).
+
+    Use it for models built in code (benchmarks, training recipes); :func:`load_model` calls
+    it after loading.
+    """
+    from nnsight.modeling.transformers import TransformersModel
+
+    arch = type(model).__name__
+    adapter = adapter_for(arch)
+    dims = adapter.validate(model)
+    processor.tokenizer.padding_side = "left"
+    nn = TransformersModel(model, task="image-text-to-text", processor=processor)
+    return VLM(model=model.eval(), processor=processor, nn=nn, adapter=adapter, dims=dims,
+               model_id=model_id, revision=revision or "in-memory",
+               meta={"architecture": arch, "source": source,
                      "vision_blocks": adapter.vision_path(model)})
 
 

@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, overload
 
 import datasets
 import numpy as np
@@ -206,7 +206,16 @@ class Task:
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, i: int) -> Sample:
+    @overload
+    def __getitem__(self, i: int) -> Sample: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Task: ...
+
+    def __getitem__(self, i: int | slice) -> Sample | Task:
+        """One sample, or for a slice the sub-task of those rows (same split name)."""
+        if isinstance(i, slice):
+            return self.select(range(len(self))[i])
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for task {self.name!r} of {len(self)} rows")
         i = i % len(self)

@@ -1,0 +1,216 @@
+"""Super Neurons as a deployable classifier that runs the model only as far as it needs.
+
+:class:`EarlyExitClassifier` encodes the samples, runs the vision tower and the language model
+up to the deepest (site, layer) its selection reads, slices out just the selected units at the
+last prompt token, and stops the forward pass there: no later decoder layer, no later part of
+that layer, no final norm, no LM head, no decoding. Its predictions equal
+``found.predict(sn.extract(vlm, samples, sites=found.sites, layers=found.layers))``.
+
+:func:`sweep` measures accuracy and latency against the exit layer, next to the base model
+answering on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from tqdm.auto import tqdm
+
+from sn_interp import __version__
+from sn_interp.capture import capture
+from sn_interp.extraction import _check_samples, sample_coords
+from sn_interp.models.vlm import VLM
+from sn_interp.probes import SAVHeads, SuperNeurons
+from sn_interp.probes._selection import Selection
+from sn_interp.sample import Sample
+
+log = logging.getLogger(__name__)
+
+_KINDS = {SuperNeurons.kind: SuperNeurons, SAVHeads.kind: SAVHeads}
+
+
+class EarlyExitClassifier:
+    """Classify samples from a selection's neurons, running the model only up to them.
+
+    Args:
+        vlm: The model the selection was found on.
+        found: A :class:`~sn_interp.probes.SuperNeurons` or :class:`~sn_interp.probes.SAVHeads`.
+        batch_size: Samples per forward pass.
+        k: Number of top voters to use (default: the selection's ``k``).
+        task_options: How the probe split was drawn (``n``, ``shots``, ``seed``), saved with
+            the classifier so ``python -m sn_interp.predict --task`` re-draws the same split.
+
+    Example:
+        >>> import sn_interp as sn
+        >>> vlm = sn.load_model("tiny-llava")
+        >>> probe, test = sn.load_task("shapes-color", n=80).split(shots=5)
+        >>> found = sn.find_super_neurons(sn.extract(vlm, probe), k=5, max_layer=0)
+        >>> clf = sn.EarlyExitClassifier(vlm, found)
+        >>> pred = clf.predict(test)          # runs decoder layer 0 only
+        >>> float((pred == pred.label).mean()) >= 0
+        True
+    """
+
+    def __init__(self, vlm: VLM, found: Selection, *, batch_size: int = 8,
+                 k: int | None = None, task_options: dict | None = None) -> None:
+        if not isinstance(found, Selection):
+            raise TypeError(f"found must be a SuperNeurons or SAVHeads, got "
+                            f"{type(found).__name__}")
+        _check_model(vlm, found.attrs)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.vlm, self.found, self.batch_size = vlm, found, batch_size
+        self.k = found.k if k is None else int(k)
+        self.task_options = dict(task_options or {})
+        self.units = found.requirements(self.k)
+
+    @property
+    def exit_layer(self) -> int:
+        """The last decoder layer that runs (-1: the language model does not run at all)."""
+        return max((layer for site, layer in self.units if site != "vision_resid_post"),
+                   default=-1)
+
+    def predict(self, samples: Iterable[Sample], *, progress: bool = False) -> xr.DataArray:
+        """Class indices over ``sample`` (named ``pred``, with the label coords)."""
+        samples = _check_samples(samples)
+        preds = []
+        starts = range(0, len(samples), self.batch_size)
+        for start in tqdm(starts, desc="early exit", unit="batch", disable=not progress):
+            batch = samples[start:start + self.batch_size]
+            reads = capture(self.vlm, self.vlm.encode(batch), list(self.units),
+                            units=self.units)
+            values = {key: value.float().numpy() for key, value in reads.items()}
+            preds.append(self.found.predict_values(values, k=self.k))
+        pred = xr.DataArray(np.concatenate(preds).astype(np.int64), dims=("sample",),
+                            coords=sample_coords(samples), name="pred")
+        pred.attrs["class_names"] = json.dumps(list(self.found.class_names))
+        pred.attrs["exit_layer"] = self.exit_layer
+        return pred
+
+    # ---- persistence ---------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write ``classifier.json`` and the selection (JSON + netCDF) under ``path``."""
+        path = Path(path)
+        self.found.save(path / "selection")
+        info = {"format": "sn_interp.EarlyExitClassifier", "version": 1,
+                "kind": self.found.kind, "k": self.k, "batch_size": self.batch_size,
+                "exit_layer": self.exit_layer, "sn_interp_version": __version__,
+                "model_id": self.vlm.model_id, "model_revision": self.vlm.revision,
+                "family": self.vlm.family, "task_options": self.task_options,
+                **{key: self.found.attrs.get(key, "") for key in
+                   ("task", "prompt_template", "answer_format", "class_names")}}
+        (path / "classifier.json").write_text(json.dumps(info, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, vlm: VLM | None = None) -> EarlyExitClassifier:
+        """Read a classifier; load its model unless ``vlm`` is given (then it must match)."""
+        path = Path(path)
+        info_file = path / "classifier.json"
+        if not info_file.exists():
+            raise FileNotFoundError(f"{path} is not a saved EarlyExitClassifier "
+                                    "(no classifier.json); save one with clf.save(dir)")
+        info = json.loads(info_file.read_text())
+        found = _KINDS[info["kind"]].load(path / "selection")
+        if vlm is None:
+            from sn_interp.models import load_model
+
+            vlm = load_model(info["model_id"])
+        _check_model(vlm, {"model_id": info["model_id"],
+                           "model_revision": info["model_revision"]})
+        return cls(vlm, found, batch_size=info["batch_size"], k=info["k"],
+                   task_options=info.get("task_options"))
+
+    @staticmethod
+    def info(path: str | Path) -> dict:
+        """The saved metadata (model, task, prompt, classes) without loading anything."""
+        return json.loads((Path(path) / "classifier.json").read_text())
+
+    def __repr__(self) -> str:
+        return (f"EarlyExitClassifier({self.vlm.model_id!r}, {type(self.found).__name__}, "
+                f"k={self.k}, exit_layer={self.exit_layer})")
+
+
+def _check_model(vlm: VLM, attrs: dict) -> None:
+    """Refuse a model other than the one the selection was fitted on."""
+    want = (attrs.get("model_id"), attrs.get("model_revision"))
+    have = (vlm.model_id, vlm.revision)
+    if want[0] and (want[0] != have[0] or (want[1] and want[1] != have[1])):
+        raise ValueError(f"this selection was fitted on {want[0]!r} (revision {want[1]}), "
+                         f"not on {have[0]!r} (revision {have[1]}): neuron indices do not "
+                         "transfer between models; load the model it was fitted on")
+
+
+def timed_predict(clf: EarlyExitClassifier, samples: Sequence[Sample]) -> tuple[xr.DataArray,
+                                                                                 float]:
+    """Predictions and wall-clock seconds per sample."""
+    start = time.perf_counter()
+    pred = clf.predict(samples)
+    return pred, (time.perf_counter() - start) / len(samples)
+
+
+def sweep(vlm: VLM, probe: Sequence[Sample], test: Sequence[Sample], *,
+          layers: Sequence[int] | None = None, k: int = 20, rule: str = "centroid",
+          score: str = "probe", vision: bool = False, batch_size: int = 8,
+          zero_shot_mode: str = "generate", max_new_tokens: int = 5,
+          progress: bool = True) -> xr.Dataset:
+    """Test accuracy and latency of SN early exit at each exit layer, and of the base model.
+
+    For each exit layer ``L``, SNs are selected on ``probe`` among the neurons of layers
+    ``<= L`` (``max_layer=L``) and run by an :class:`EarlyExitClassifier` on ``test``. With
+    ``vision=True`` one more exit point (``exit_layer=-1``) selects among the vision tower's
+    neurons only, so the language model never runs. The base model answers ``test`` itself
+    through :func:`sn_interp.zero_shot`.
+
+    Returns:
+        A Dataset over ``exit_layer`` with ``accuracy`` (+ ``accuracy_low``/``_high``, 95%
+        bootstrap), ``latency`` (seconds per sample), ``speedup`` (base latency / latency),
+        ``best_neuron``; scalars ``base_accuracy`` (+ interval) and ``base_latency``.
+    """
+    from sn_interp.extraction import extract
+    from sn_interp.names import ALL_SITES, VISION_SITE
+    from sn_interp.probes import evaluate, find_super_neurons, zero_shot
+
+    test = _check_samples(test)
+    layers = sorted(set(range(vlm.dims.n_layers) if layers is None else layers))
+    sites = ALL_SITES + ((VISION_SITE.name,) if vision else ())
+    acts = extract(vlm, probe, sites=sites, layers=range(max(layers) + 1),
+                   batch_size=batch_size, progress=progress)
+    exits = ([-1] if vision else []) + layers
+    rows = []
+    for exit_layer in tqdm(exits, desc="exit layers", disable=not progress):
+        cand = dict(sites=(VISION_SITE.name,)) if exit_layer < 0 else dict(
+            sites=ALL_SITES, max_layer=exit_layer)
+        found = find_super_neurons(acts, k=k, rule=rule, score=score, progress=False, **cand)
+        clf = EarlyExitClassifier(vlm, found, batch_size=batch_size)
+        pred, latency = timed_predict(clf, test)
+        ev = evaluate(pred)
+        rows.append((float(ev.accuracy), float(ev.accuracy_low), float(ev.accuracy_high),
+                     latency, str(found.table["id"].values[0])))
+    start = time.perf_counter()
+    base = zero_shot(vlm, test, mode=zero_shot_mode, max_new_tokens=max_new_tokens,
+                     batch_size=batch_size, progress=False)
+    base_latency = (time.perf_counter() - start) / len(test)
+    base_ev = evaluate(base.pred)
+    acc, low, high, lat, best = (np.array(c) for c in zip(*rows, strict=True))
+    return xr.Dataset(
+        {"accuracy": ("exit_layer", acc, {"long_name": "SN early-exit test accuracy"}),
+         "accuracy_low": ("exit_layer", low), "accuracy_high": ("exit_layer", high),
+         "latency": ("exit_layer", lat, {"long_name": "latency", "units": "s / sample"}),
+         "speedup": ("exit_layer", base_latency / lat, {"long_name": "speed-up vs base"}),
+         "best_neuron": ("exit_layer", best.astype(str)),
+         "base_accuracy": ((), float(base_ev.accuracy)),
+         "base_accuracy_low": ((), float(base_ev.accuracy_low)),
+         "base_accuracy_high": ((), float(base_ev.accuracy_high)),
+         "base_latency": ((), base_latency, {"units": "s / sample"})},
+        coords={"exit_layer": ("exit_layer", np.array(exits, np.int64),
+                               {"long_name": "exit layer (-1: vision tower only)"})},
+        attrs={"model_id": vlm.model_id, "k": k, "rule": rule, "score": score,
+               "zero_shot_mode": zero_shot_mode, "batch_size": batch_size,
+               "n_probe": int(acts.sizes["sample"]), "n_test": len(test)})
