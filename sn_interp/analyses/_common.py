@@ -1,0 +1,288 @@
+"""Shared plumbing of the analysis modules: configs, CLI, output folders, stage reuse, stores.
+
+Every analysis module ``sn_interp/analyses/<name>.py`` defines a frozen ``Config`` (a subclass
+of :class:`StudyConfig` whose fields carry a docstring each — that text becomes ``--help``),
+a pure ``run(cfg) -> xr.Dataset``, ``tables(result) -> dict[str, DataFrame]``,
+``figures(result) -> dict[str, Figure]`` and ``main = make_main(...)``.
+
+:func:`make_main` gives every analysis the same command line and the same outputs:
+``--config study.toml`` or flags; under ``--out`` (default ``results/<analysis>/<study>/``)
+``config.json`` first, then ``result.nc``, tables as CSV and Markdown, figures as PNG and PDF.
+A finished ``result.nc`` written with the same config is reused unless ``--overwrite``;
+activation stores are shared by all analyses under ``--stores`` and reused the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import hashlib
+import inspect
+import json
+import logging
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """Options every analysis shares."""
+
+    study: str = "default"
+    """Study name: the folder under results/<analysis>/ and a label in reports."""
+    models: tuple[str, ...] = ("tiny-llava",)
+    """Models to study: registry names (sn_interp.models.registry_names()), directories or hub ids."""
+    tasks: tuple[str, ...] = ("shapes-color",)
+    """Tasks to study: registry names (python -m sn_interp.tasks list), .jsonl files or folders."""
+    n: int | None = None
+    """Cap on the images loaded per task (stratified); None loads the whole eval partition."""
+    shots: int = 20
+    """Probe examples per class (the few-shot set SNs and SAV heads are fitted on)."""
+    test_size: int | None = None
+    """Cap on the test set per task (stratified); None tests on all remaining images."""
+    seed: int = 0
+    """Seed of the probe/test split and of the bootstrap intervals."""
+    k: int = 20
+    """Number of Super Neurons / SAV heads in the top-k vote."""
+    rule: str = "centroid"
+    """Per-neuron classifier rule: centroid (1-D nearest class mean) or threshold."""
+    score: str = "probe"
+    """Neuron ranking score: probe (in-sample accuracy, as SAV) or cv (k-fold cross-validated)."""
+    batch_size: int = 8
+    """Samples per forward pass."""
+    dtype: str = "float32"
+    """Model weights dtype: float32, bfloat16 or float16."""
+    out: str | None = None
+    """Output folder (default results/<analysis>/<study>)."""
+    stores: str = "runs/stores"
+    """Folder of the activation stores shared by all analyses (reused across runs)."""
+    overwrite: bool = False
+    """Recompute finished stages (result.nc) instead of reusing them."""
+    scheduler: str | None = None
+    """Address of a dask.distributed scheduler to score on (default: local threads)."""
+    progress: bool = True
+    """Show progress bars."""
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError("models is empty: name at least one model")
+        if not self.tasks:
+            raise ValueError("tasks is empty: name at least one task")
+        for name in ("shots", "k", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.rule not in ("centroid", "threshold"):
+            raise ValueError(f"rule must be centroid or threshold, got {self.rule!r}")
+        if self.score not in ("probe", "cv"):
+            raise ValueError(f"score must be probe or cv, got {self.score!r}")
+
+    def digest(self) -> str:
+        """Hash of every field that changes results (not out/overwrite/progress/scheduler)."""
+        skip = {"out", "overwrite", "progress", "scheduler", "stores"}
+        data = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ---- config <-> command line / TOML ------------------------------------------------------
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Field -> the docstring written under it, for every class in the MRO."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is object or not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(inspect.getsource(klass))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body
+        for node, nxt in zip(body, body[1:], strict=False):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)):
+                docs[node.target.id] = " ".join(str(nxt.value.value).split())
+    return docs
+
+
+def _base_type(tp: Any) -> tuple[type, bool]:
+    """(scalar type, is_tuple) of an annotation like ``int | None`` or ``tuple[str, ...]``."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if typing.get_origin(tp) is tuple:
+        return typing.get_args(tp)[0], True
+    return tp, False
+
+
+_FLAG_NAMES = {"models": "--model", "tasks": "--task"}
+
+
+def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
+    """An argparse parser with ``--config`` and one flag per Config field."""
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", type=Path, help="study config (TOML): top-level keys, "
+                   "overridden by a table named after the analysis, overridden by flags")
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag = _FLAG_NAMES.get(f.name, "--" + f.name.replace("_", "-"))
+        base, many = _base_type(hints[f.name])
+        kw: dict[str, Any] = {"dest": f.name, "default": None, "help": docs.get(f.name, "")
+                              + f" (default: {f.default})"}
+        if base is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["type"] = base
+            if many:
+                kw["nargs"] = "+"
+        p.add_argument(flag, **kw)
+    return p
+
+
+def make_config(cls: type, analysis: str, argv: Sequence[str] | None) -> Any:
+    """A Config from a TOML study file (optional) and flags."""
+    parser = build_parser(cls, f"python -m sn_interp.analyses.{analysis}",
+                          (inspect.getmodule(cls).__doc__ or "").strip().split("\n\n")[0])
+    args = parser.parse_args(argv)
+    values = load_toml(args.config, analysis) if args.config else {}
+    values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
+    return config_from(cls, values, origin=str(args.config or "flags"))
+
+
+def load_toml(path: Path, analysis: str) -> dict[str, Any]:
+    """Top-level keys of a study file, updated by its ``[<analysis>]`` table."""
+    if not Path(path).exists():
+        raise SystemExit(f"error: no study config at {path}")
+    with open(path, "rb") as fh:
+        data = tomllib.load(fh)
+    tables = {k for k, v in data.items() if isinstance(v, dict)}
+    values = {k: v for k, v in data.items() if k not in tables}
+    values.update(data.get(analysis, {}))
+    return values
+
+
+def config_from(cls: type, values: dict[str, Any], origin: str = "") -> Any:
+    """Build a Config, turning lists into tuples and naming unknown keys."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise SystemExit(f"error: unknown option(s) {unknown} in {origin}; "
+                         f"{cls.__module__} knows {sorted(names)}")
+    clean = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return cls(**clean)
+    except (TypeError, ValueError) as err:
+        raise SystemExit(f"error: bad config ({origin}): {err}") from err
+
+
+# ---- outputs ------------------------------------------------------------------------------
+
+def out_dir(cfg: StudyConfig, analysis: str) -> Path:
+    return Path(cfg.out) if cfg.out else Path("results") / analysis / cfg.study
+
+
+def write_table(df: Any, folder: Path, name: str) -> None:
+    """A pandas DataFrame as ``<name>.csv`` and ``<name>.md``."""
+    df.to_csv(folder / f"{name}.csv", index=False)
+    (folder / f"{name}.md").write_text(markdown_table(df) + "\n")
+
+
+def markdown_table(df: Any, floatfmt: str = ".3f") -> str:
+    """A GitHub-flavoured Markdown table (no extra dependency)."""
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return format(v, floatfmt)
+        return str(v)
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, rule, *rows])
+
+
+def save_figure(fig: Any, folder: Path, name: str) -> list[Path]:
+    """A matplotlib figure as PNG (200 dpi) and PDF; closes it."""
+    import matplotlib.pyplot as plt
+
+    paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
+    fig.savefig(paths[0], dpi=200, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def make_main(analysis: str, cls: type, run: Callable[[Any], xr.Dataset],
+              tables: Callable[[xr.Dataset], dict[str, Any]],
+              figures: Callable[[xr.Dataset], dict[str, Any]]) -> Callable[..., Path]:
+    """The ``main(argv=None)`` of an analysis module (see the module docstring)."""
+
+    def main(argv: Sequence[str] | None = None) -> Path:
+        cfg = make_config(cls, analysis, argv)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        return execute(analysis, cfg, run, tables, figures)
+
+    main.__doc__ = f"Command line of sn_interp.analyses.{analysis} (see --help)."
+    return main
+
+
+def execute(analysis: str, cfg: StudyConfig, run: Callable[[Any], xr.Dataset],
+            tables: Callable[[xr.Dataset], dict[str, Any]],
+            figures: Callable[[xr.Dataset], dict[str, Any]]) -> Path:
+    """Write config.json, reuse or compute result.nc, then tables and figures; return the folder."""
+    folder = out_dir(cfg, analysis)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"analysis": analysis, "digest": cfg.digest(), **dataclasses.asdict(cfg)}
+    (folder / "config.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    result_path = folder / "result.nc"
+    result = None if cfg.overwrite else _reusable(result_path, cfg.digest())
+    if result is None:
+        with _scheduler(cfg.scheduler):
+            result = run(cfg)
+        result.attrs.update({"analysis": analysis, "config_digest": cfg.digest(),
+                             "config": json.dumps(dataclasses.asdict(cfg), default=str)})
+        result.to_netcdf(result_path)
+        log.info("wrote %s", result_path)
+    else:
+        log.info("reusing %s (same config; --overwrite to recompute)", result_path)
+    for name, df in tables(result).items():
+        write_table(df, folder, name)
+    for name, fig in figures(result).items():
+        save_figure(fig, folder, name)
+    log.info("outputs in %s", folder)
+    return folder
+
+
+def _reusable(path: Path, digest: str) -> xr.Dataset | None:
+    if not path.exists():
+        return None
+    with xr.open_dataset(path) as ds:
+        if ds.attrs.get("config_digest") != digest:
+            log.info("%s was computed with another config; recomputing", path)
+            return None
+        return ds.load()
+
+
+class _scheduler:
+    """Use a dask.distributed scheduler for the duration of a run, when one is named."""
+
+    def __init__(self, address: str | None) -> None:
+        self.address, self.client = address, None
+
+    def __enter__(self) -> _scheduler:
+        if self.address:
+            from distributed import Client
+
+            self.client = Client(self.address)
+            log.info("scoring on dask scheduler %s", self.address)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.client is not None:
+            self.client.close()

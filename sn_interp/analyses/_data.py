@@ -1,0 +1,74 @@
+"""Loading what analyses share: models (cached per process), splits, activation stores."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from sn_interp.analyses._common import StudyConfig
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=4)
+def model(name: str, dtype: str = "float32"):
+    """A loaded VLM, kept for the process so several analyses of a report share it."""
+    from sn_interp.models import load_model
+
+    return load_model(name, dtype=dtype)
+
+
+def split(cfg: StudyConfig, task: str, *, prompt: str | None = None,
+          shift: str | None = None):
+    """The (probe, test) split of a task under a prompt and shift, as the config draws it."""
+    from sn_interp.tasks import load_task
+
+    loaded = load_task(task, n=cfg.n, seed=cfg.seed, prompt=prompt, shift=shift)
+    return loaded.split(shots=cfg.shots, seed=cfg.seed, test_size=cfg.test_size)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+def store_path(cfg: StudyConfig, vlm, samples, tag: str) -> Path:
+    """Where the activations of ``samples`` live: one zarr store per model/task/prompt/split."""
+    first = samples[0]
+    parts = [first.task or "samples", first.prompt_id or "p", tag,
+             f"n{cfg.n}-shots{cfg.shots}-seed{cfg.seed}-test{cfg.test_size}"]
+    return Path(cfg.stores) / _slug(vlm.model_id) / ("-".join(_slug(p) for p in parts) + ".zarr")
+
+
+def acts(cfg: StudyConfig, vlm, samples, tag: str, *, sites=None, layers=None) -> xr.Dataset:
+    """Activations of ``samples`` (all sites, all layers by default), through a reused store.
+
+    ``tag`` names the sample set (``probe``, ``test``, ``test-noisy``, ...). A finished store is
+    reused without running the model; a store of another sample set or model is refused by
+    :func:`sn_interp.extract` with a message (delete it, or pass another ``--stores``).
+    """
+    from sn_interp.extraction import extract
+
+    samples = list(samples)
+    path = store_path(cfg, vlm, samples, tag + ("" if sites is None else "-" + "_".join(sites)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return extract(vlm, samples, sites=sites, layers=layers, batch_size=cfg.batch_size,
+                   store=path, progress=cfg.progress)
+
+
+def accuracy_fields(ev: xr.Dataset) -> tuple[float, float, float]:
+    """(accuracy, low, high) of an :func:`sn_interp.evaluate` result."""
+    return float(ev.accuracy), float(ev.accuracy_low), float(ev.accuracy_high)
+
+
+def pad_layers(values: dict[int, float], n_layers: int, size: int) -> np.ndarray:
+    """Per-layer values in an array of ``size`` (NaN past the model's own ``n_layers``)."""
+    out = np.full(size, np.nan)
+    for layer, v in values.items():
+        if layer < n_layers:
+            out[layer] = v
+    return out

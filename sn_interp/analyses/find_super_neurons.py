@@ -1,0 +1,233 @@
+"""Do single neurons answer categorical visual questions better than the model itself?
+
+For each model and task: Super Neurons selected on the few-shot probe split, then on the
+held-out test split the accuracy (95% bootstrap interval) of the best neuron alone, of the
+top-k vote, of the top-k SAV heads and of the model's own zero-shot answer; where the selected
+SNs live (counts per layer and site); and the best single-neuron accuracy per layer and site.
+
+Output dims: ``model``, ``task``, ``classifier`` (zero_shot, sav, sn_top1, sn_topk; not ``method``,
+which ``.sel`` would take for its own keyword), ``site``,
+``layer`` (padded to the deepest model; NaN past a model's own depth).
+
+Run: ``python -m sn_interp.analyses.find_super_neurons --model micro-llava --task digits``
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from sn_interp.analyses import _data
+from sn_interp.analyses._common import StudyConfig, make_main
+from sn_interp.names import ALL_SITES
+
+log = logging.getLogger(__name__)
+ANALYSIS = "find_super_neurons"
+METHODS = ("zero_shot", "sav", "sn_top1", "sn_topk")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(StudyConfig):
+    """Options of the find_super_neurons analysis."""
+
+    zero_shot_mode: str = "generate"
+    """How the base model answers: generate (greedy text, mapped to a class) or first_token."""
+    max_new_tokens: int = 8
+    """Generation budget of the zero-shot answer."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.zero_shot_mode not in ("generate", "first_token"):
+            raise ValueError(f"zero_shot_mode must be generate or first_token, "
+                             f"got {self.zero_shot_mode!r}")
+
+
+def best_per_cell(found, acts_test: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
+    """Probe score and test accuracy of the best neuron of each (site, layer).
+
+    The table is ranked best first, so each cell's first row is its best neuron.
+    """
+    from sn_interp.probes import SuperNeurons
+
+    table = found.table
+    keys = list(zip(table["site"].values.tolist(), table["layer"].values.tolist(), strict=True))
+    first: dict[tuple[str, int], int] = {}
+    for row, key in enumerate(keys):
+        first.setdefault(key, row)
+    rows = sorted(first.values())
+    sub = SuperNeurons(table.isel(neuron=rows), k=len(rows), class_names=found.class_names,
+                       attrs=found.attrs, params=found.params)
+    correct = (sub.votes(acts_test) == acts_test["label"]).mean("sample").values
+    layers = sorted({la for _, la in first})
+    probe = xr.DataArray(np.full((len(ALL_SITES), len(layers)), np.nan),
+                         coords={"site": list(ALL_SITES), "layer": layers})
+    test = probe.copy()
+    for j, row in enumerate(rows):
+        site, layer = keys[row]
+        probe.loc[site, layer] = float(table["score"].values[row])
+        test.loc[site, layer] = float(correct[j])
+    return probe, test
+
+
+def _counts(found) -> dict[tuple[str, int], int]:
+    sel = found.selected
+    out: dict[tuple[str, int], int] = {}
+    for site, layer in zip(sel["site"].values.tolist(), sel["layer"].values.tolist(),
+                           strict=True):
+        out[(site, layer)] = out.get((site, layer), 0) + 1
+    return out
+
+
+def one(cfg: Config, vlm, task: str) -> dict:
+    """Every number of one (model, task) cell."""
+    from sn_interp.probes import evaluate, find_sav_heads, find_super_neurons, zero_shot
+
+    probe, test = _data.split(cfg, task)
+    a_probe = _data.acts(cfg, vlm, probe, "probe")
+    a_test = _data.acts(cfg, vlm, test, "test")
+    found = find_super_neurons(a_probe, k=cfg.k, rule=cfg.rule, score=cfg.score,
+                               seed=cfg.seed, progress=cfg.progress)
+    heads = find_sav_heads(a_probe, k=min(cfg.k, vlm.dims.n_layers * vlm.dims.n_heads),
+                           progress=cfg.progress)
+    base = zero_shot(vlm, test, mode=cfg.zero_shot_mode, max_new_tokens=cfg.max_new_tokens,
+                     batch_size=cfg.batch_size, progress=cfg.progress)
+    preds = {"zero_shot": base.pred, "sav": heads.predict(a_test),
+             "sn_top1": found.predict(a_test, k=1), "sn_topk": found.predict(a_test)}
+    evs = {m: _data.accuracy_fields(evaluate(p, seed=cfg.seed)) for m, p in preds.items()}
+    probe_best, test_best = best_per_cell(found, a_test)
+    top = found.table.isel(neuron=0)
+    return {"evs": evs, "probe_best": probe_best, "test_best": test_best,
+            "counts": _counts(found), "best_id": str(top["id"].values),
+            "best_layer": int(top["layer"].values), "best_site": str(top["site"].values),
+            "n_layers": vlm.dims.n_layers, "chance": 1 / len(found.class_names),
+            "mapped": float(base.mapped.mean())}
+
+
+def run(cfg: Config) -> xr.Dataset:
+    """All (model, task) cells as one Dataset (see the module docstring)."""
+    cells = {(m, t): one(cfg, _data.model(m, cfg.dtype), t)
+             for m in cfg.models for t in cfg.tasks}
+    return assemble(cfg, cells)
+
+
+def assemble(cfg: Config, cells: dict[tuple[str, str], dict]) -> xr.Dataset:
+    models, tasks = list(cfg.models), list(cfg.tasks)
+    depth = max(c["n_layers"] for c in cells.values())
+    shape3 = (len(models), len(tasks), len(METHODS))
+    acc, low, high = (np.zeros(shape3) for _ in range(3))
+    grids = {name: np.full((len(models), len(tasks), len(ALL_SITES), depth), np.nan)
+             for name in ("probe_best", "test_best", "sn_count")}
+    per_cell = {name: np.empty((len(models), len(tasks)), dtype=object if name.endswith(
+        ("id", "site")) else float) for name in ("best_id", "best_site", "best_layer",
+                                                 "mapped", "relative_depth")}
+    for (m, t), c in cells.items():
+        i, j = models.index(m), tasks.index(t)
+        for q, method in enumerate(METHODS):
+            acc[i, j, q], low[i, j, q], high[i, j, q] = c["evs"][method]
+        for name in ("probe_best", "test_best"):
+            grids[name][i, j, :, :c["n_layers"]] = c[name].reindex(
+                layer=range(c["n_layers"])).values
+        grids["sn_count"][i, j, :, :c["n_layers"]] = 0
+        for (site, layer), count in c["counts"].items():
+            if site in ALL_SITES:
+                grids["sn_count"][i, j, ALL_SITES.index(site), layer] = count
+        per_cell["best_id"][i, j], per_cell["best_site"][i, j] = c["best_id"], c["best_site"]
+        per_cell["best_layer"][i, j], per_cell["mapped"][i, j] = c["best_layer"], c["mapped"]
+        per_cell["relative_depth"][i, j] = (c["best_layer"] + 1) / c["n_layers"]
+    n_layers = [next(c["n_layers"] for (m2, _), c in cells.items() if m2 == m) for m in models]
+    chance = [next(c["chance"] for (_, t2), c in cells.items() if t2 == t) for t in tasks]
+    mt = ("model", "task")
+    grid_dims = ("model", "task", "site", "layer")
+    return xr.Dataset(
+        {"accuracy": (mt + ("classifier",), acc, {"long_name": "test accuracy"}),
+         "accuracy_low": (mt + ("classifier",), low), "accuracy_high": (mt + ("classifier",), high),
+         "probe_best": (grid_dims, grids["probe_best"],
+                        {"long_name": "probe accuracy of the best neuron"}),
+         "test_best": (grid_dims, grids["test_best"],
+                       {"long_name": "test accuracy of the best neuron"}),
+         "sn_count": (grid_dims, grids["sn_count"], {"long_name": "selected SNs"}),
+         "best_id": (mt, per_cell["best_id"].astype(str)),
+         "best_site": (mt, per_cell["best_site"].astype(str)),
+         "best_layer": (mt, per_cell["best_layer"].astype(np.int64)),
+         "relative_depth": (mt, per_cell["relative_depth"],
+                            {"long_name": "(best layer + 1) / n_layers"}),
+         "zero_shot_mapped": (mt, per_cell["mapped"],
+                              {"long_name": "fraction of answers mapped to a class"}),
+         "n_layers": ("model", np.array(n_layers, np.int64)),
+         "chance": ("task", np.array(chance), {"long_name": "1 / number of classes"})},
+        coords={"model": models, "task": tasks, "classifier": list(METHODS),
+                "site": list(ALL_SITES), "layer": np.arange(depth)},
+        attrs={"study": cfg.study, "k": cfg.k, "shots": cfg.shots, "rule": cfg.rule,
+               "score": cfg.score})
+
+
+def headline(result: xr.Dataset) -> pd.DataFrame:
+    """One row per (model, task): zero-shot, SAV, best SN, top-k SNs, best SN's place."""
+    rows = []
+    for m in result.model.values:
+        for t in result.task.values:
+            r = result.sel(model=m, task=t)
+            acc = {meth: float(r.accuracy.sel(classifier=meth)) for meth in METHODS}
+            rows.append({"model": m, "task": t, "zero-shot": acc["zero_shot"],
+                         "SAV": acc["sav"], "SN best": acc["sn_top1"],
+                         f"SN top-{result.attrs['k']}": acc["sn_topk"],
+                         "best SN": str(r.best_id.values),
+                         "best SN layer": int(r.best_layer)})
+    return pd.DataFrame(rows)
+
+
+def tables(result: xr.Dataset) -> dict[str, pd.DataFrame]:
+    acc = result[["accuracy", "accuracy_low", "accuracy_high"]].to_dataframe().reset_index()
+    where = result.sn_count.to_dataframe().reset_index().dropna()
+    where = where[where.sn_count > 0].rename(columns={"sn_count": "count"})
+    return {"headline": headline(result), "accuracy": acc,
+            "sn_locations": where.astype({"count": int})}
+
+
+def plot(result: xr.Dataset, ax=None, *, model: str | None = None):
+    """Accuracy per task and method for one model (default: the first)."""
+    from sn_interp.plotting import method_bars
+
+    m = model or str(result.model.values[0])
+    df = result[["accuracy", "accuracy_low", "accuracy_high"]].sel(model=m) \
+        .to_dataframe().reset_index()
+    ax = method_bars(df, hue="classifier", ax=ax, chance=dict(zip(result.task.values, result.chance.values,
+                                                strict=True)))
+    ax.set_title(m, fontsize=8, pad=28)
+    return ax
+
+
+def figures(result: xr.Dataset) -> dict:
+    """Accuracy bars per model; best-neuron heatmap and SN locations per (model, task)."""
+    import matplotlib.pyplot as plt
+
+    from sn_interp.plotting import counts_by_layer, layer_site_heatmap
+
+    figs = {}
+    for m in result.model.values:
+        ax = plot(result, model=str(m))
+        figs[f"accuracy_{_name(m)}"] = ax.figure
+        for t in result.task.values:
+            r = result.sel(model=m, task=t)
+            fig, axes = plt.subplots(1, 2, figsize=(7, 2.2), layout="constrained")
+            layer_site_heatmap(r.test_best.dropna("layer", how="all"), ax=axes[0])
+            axes[0].set_title(f"{m} / {t}: best neuron per layer and site", fontsize=8)
+            counts = r.sn_count.to_dataframe().reset_index().dropna()
+            counts_by_layer(counts.rename(columns={"sn_count": "count"}), ax=axes[1])
+            axes[1].set_title(f"where the top-{result.attrs['k']} SNs live", fontsize=8)
+            figs[f"layers_{_name(m)}_{_name(t)}"] = fig
+    return figs
+
+
+def _name(text: object) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in str(text))
+
+
+main = make_main(ANALYSIS, Config, run, tables, figures)
+
+if __name__ == "__main__":
+    main()

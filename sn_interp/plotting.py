@@ -1,0 +1,147 @@
+"""Seaborn figures from long-form frames, axes-level so notebooks can compose them.
+
+Each function takes a tidy ``pandas.DataFrame`` (or a DataArray it turns into one with
+``to_dataframe().reset_index()``) and an optional ``ax``, draws, labels the axes (with units)
+and returns the ``Axes``. Sizes suit a paper column (3.3-3.5 in wide).
+
+Example:
+    >>> import sn_interp.plotting as snp
+    >>> ax = snp.method_bars(df)           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import xarray as xr
+from matplotlib.axes import Axes
+
+COLUMN_WIDTH = 3.4  # inches
+METHOD_LABELS = {"zero_shot": "zero-shot (model's answer)", "sav": "SAV heads",
+                 "sn_top1": "best SN", "sn_topk": "top-k SNs", "linear": "linear probe"}
+
+sns.set_theme(context="paper", style="whitegrid", font_scale=0.9)
+
+
+def _ax(ax: Axes | None, width: float = COLUMN_WIDTH, height: float = 2.4) -> Axes:
+    if ax is None:
+        _, ax = plt.subplots(figsize=(width, height), layout="constrained")
+    return ax
+
+
+def tidy(obj: xr.DataArray | pd.DataFrame) -> pd.DataFrame:
+    """A long-form frame from a DataArray (its name becomes the value column)."""
+    if isinstance(obj, pd.DataFrame):
+        return obj
+    return obj.to_dataframe().reset_index()
+
+
+def _error_bars(ax: Axes, df: pd.DataFrame, x: str, hue: str, value: str,
+                low: str, high: str, order: Sequence[str], hue_order: Sequence[str]) -> None:
+    """Asymmetric interval bars on a seaborn barplot's patches (drawn in order)."""
+    width = 0.8 / len(hue_order)
+    for j, h in enumerate(hue_order):
+        for i, xv in enumerate(order):
+            row = df[(df[x] == xv) & (df[hue] == h)]
+            if row.empty:
+                continue
+            pos = i - 0.4 + width * (j + 0.5)
+            v = float(row[value].iloc[0])
+            ax.errorbar(pos, v, yerr=[[v - float(row[low].iloc[0])],
+                                      [float(row[high].iloc[0]) - v]],
+                        fmt="none", ecolor="0.2", elinewidth=0.8, capsize=1.5)
+
+
+def method_bars(df: pd.DataFrame, *, x: str = "task", hue: str = "classifier",
+                ax: Axes | None = None, chance: dict[str, float] | None = None) -> Axes:
+    """Test accuracy per task and method with 95% bootstrap intervals.
+
+    ``df`` has columns ``x``, ``hue``, ``accuracy``, ``accuracy_low``, ``accuracy_high``.
+    """
+    ax = _ax(ax, height=2.6)
+    order = list(dict.fromkeys(df[x]))
+    hue_order = list(dict.fromkeys(df[hue]))
+    labelled = df.assign(**{hue: df[hue].map(lambda m: METHOD_LABELS.get(m, m))})
+    sns.barplot(data=labelled, x=x, y="accuracy", hue=hue, order=order,
+                hue_order=[METHOD_LABELS.get(h, h) for h in hue_order], ax=ax,
+                errorbar=None, palette="colorblind")
+    _error_bars(ax, df, x, hue, "accuracy", "accuracy_low", "accuracy_high", order, hue_order)
+    if chance:
+        for i, xv in enumerate(order):
+            if xv in chance:
+                ax.hlines(chance[xv], i - 0.45, i + 0.45, colors="0.4", linestyles=":", lw=1)
+    ax.set(ylim=(0, 1.02), ylabel="test accuracy", xlabel="")
+    ax.tick_params(axis="x", rotation=20)
+    ax.legend(fontsize=6, title=None, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+              ncol=2, frameon=False)
+    return ax
+
+
+def layer_site_heatmap(da: xr.DataArray, *, ax: Axes | None = None,
+                       label: str = "test accuracy of the best neuron") -> Axes:
+    """A (site x layer) heatmap, e.g. the best single-neuron accuracy per layer and site."""
+    ax = _ax(ax, height=2.0)
+    frame = da.transpose("site", "layer").to_pandas()
+    frame = frame.loc[:, ~frame.isna().all(axis=0)]
+    sns.heatmap(frame, ax=ax, cmap="viridis", vmin=0, vmax=1, cbar_kws={"label": label},
+                linewidths=0.3, linecolor="white")
+    ax.set(xlabel="layer", ylabel="site")
+    ax.tick_params(axis="y", rotation=0)
+    return ax
+
+
+def accuracy_lines(df: pd.DataFrame, *, x: str, hue: str = "classifier", ax: Axes | None = None,
+                   xlabel: str | None = None, logx: bool = False) -> Axes:
+    """Accuracy against ``x`` (k, shots, exit layer, ...) with a shaded 95% interval."""
+    ax = _ax(ax)
+    palette = dict(zip(dict.fromkeys(df[hue]), sns.color_palette("colorblind"), strict=False))
+    for h, part in df.groupby(hue, sort=False):
+        part = part.sort_values(x)
+        ax.plot(part[x], part["accuracy"], marker="o", ms=3, color=palette[h],
+                label=METHOD_LABELS.get(h, h))
+        if {"accuracy_low", "accuracy_high"} <= set(part):
+            ax.fill_between(part[x], part["accuracy_low"], part["accuracy_high"],
+                            color=palette[h], alpha=0.2, lw=0)
+    if logx:
+        ax.set_xscale("log")
+    ax.set(ylim=(0, 1.02), ylabel="test accuracy", xlabel=xlabel or x)
+    ax.legend(fontsize=6, frameon=True)
+    return ax
+
+
+def matrix_heatmap(da: xr.DataArray, *, ax: Axes | None = None, label: str = "",
+                   vmin: float | None = 0, vmax: float | None = 1, fmt: str = ".2f",
+                   cmap: str = "viridis") -> Axes:
+    """A labelled 2-D heatmap with annotated cells (e.g. prompt A x prompt B accuracy)."""
+    ax = _ax(ax, height=2.6)
+    frame = da.to_pandas()
+    sns.heatmap(frame, ax=ax, annot=frame.shape[0] * frame.shape[1] <= 64, fmt=fmt,
+                cmap=cmap, vmin=vmin, vmax=vmax, cbar_kws={"label": label},
+                annot_kws={"fontsize": 6})
+    ax.set(xlabel=da.dims[1].replace("_", " "), ylabel=da.dims[0].replace("_", " "))
+    return ax
+
+
+def counts_by_layer(df: pd.DataFrame, *, x: str = "layer", hue: str = "site",
+                    ax: Axes | None = None, xlabel: str = "layer") -> Axes:
+    """Stacked counts (e.g. where the top-k SNs live) per layer, coloured by site."""
+    ax = _ax(ax)
+    wide = df.pivot_table(index=x, columns=hue, values="count", aggfunc="sum", fill_value=0,
+                          sort=False)
+    wide = wide.loc[:, wide.sum(axis=0) > 0]
+    bottom = np.zeros(len(wide))
+    for col, colour in zip(wide.columns, sns.color_palette("colorblind", len(wide.columns)),
+                           strict=True):
+        ax.bar(wide.index, wide[col], bottom=bottom, color=colour, label=col, width=0.8)
+        bottom += wide[col].to_numpy()
+    ax.set(xlabel=xlabel, ylabel="number of selected SNs")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.legend(fontsize=6, frameon=True)
+    return ax
