@@ -18,6 +18,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import dask.array
 import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
@@ -48,7 +49,7 @@ def extract(vlm: VLM, samples: Iterable[Sample], *, sites: str | Sequence[str] |
             layers: int | Sequence[int] | None = None,
             vision_layers: Sequence[int] | None = None, batch_size: int = 8,
             store: str | Path | None = None, dtype: str = "float32",
-            progress: bool = True) -> xr.Dataset:
+            shard: tuple[int, int] | None = None, progress: bool = True) -> xr.Dataset:
     """Read every requested site of every requested layer at the last prompt token.
 
     One nnsight trace per batch; the model stops after the deepest requested read.
@@ -64,6 +65,9 @@ def extract(vlm: VLM, samples: Iterable[Sample], *, sites: str | Sequence[str] |
         store: A zarr directory to stream into. Resumes an interrupted run; reuses a finished
             one without running the model; refuses one written by another run.
         dtype: Storage dtype (``float32``, ``float16`` or ``float64``).
+        shard: ``(i, n)``: this worker fills only batches ``i, i+n, i+2n, ...`` of ``store``
+            (needs ``store``). Run ``n`` workers (dask workers, a job array) on the same store
+            to extract in parallel; any rerun without ``shard`` fills what is still missing.
         progress: Show a tqdm bar over batches.
 
     Returns:
@@ -81,10 +85,13 @@ def extract(vlm: VLM, samples: Iterable[Sample], *, sites: str | Sequence[str] |
     spec = _Spec.make(vlm, sites, layers, vision_layers, dtype)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    template = _template(vlm, samples, spec)
+    if shard is not None and (store is None or not 0 <= shard[0] < shard[1]):
+        raise ValueError(f"shard={shard} needs store= and 0 <= i < n")
+    template = _template(vlm, samples, spec, lazy=store is not None)
     if store is None:
         return _extract_memory(vlm, samples, spec, template, batch_size, progress)
-    return _extract_store(vlm, samples, spec, template, Path(store), batch_size, progress)
+    return _extract_store(vlm, samples, spec, template, Path(store), batch_size, progress,
+                          shard)
 
 
 class _Spec:
@@ -146,8 +153,11 @@ def _sample_id(s: Sample, i: int) -> str:
     return s.sample_id or s.image_id or str(i)
 
 
-def _template(vlm: VLM, samples: list[Sample], spec: _Spec) -> xr.Dataset:
-    """An all-NaN Dataset of the final shape with coords and attrs (data filled later)."""
+def _template(vlm: VLM, samples: list[Sample], spec: _Spec, *, lazy: bool) -> xr.Dataset:
+    """An all-NaN Dataset of the final shape with coords and attrs (data filled later).
+
+    ``lazy`` builds the data as dask arrays, so a store's template costs no memory.
+    """
     n, d = len(samples), vlm.dims
     coords = sample_coords(samples)
     coords[LAYER] = (LAYER, np.array(spec.layers, dtype=np.int64))
@@ -160,7 +170,8 @@ def _template(vlm: VLM, samples: list[Sample], spec: _Spec) -> xr.Dataset:
         info = SITES_WITH_VISION[site]
         n_l = len(spec.vision_layers) if site == VISION_SITE.name else len(spec.layers)
         shape = (n, n_l, *d.width(site))
-        data[site] = ((SAMPLE, *info.dims), np.full(shape, np.nan, _NP_DTYPES[spec.dtype]),
+        full = dask.array.full if lazy else np.full
+        data[site] = ((SAMPLE, *info.dims), full(shape, np.nan, dtype=_NP_DTYPES[spec.dtype]),
                       {"long_name": info.long_name, "hook": info.hook, "units": "activation"})
     return xr.Dataset(data, coords=coords, attrs=_attrs(vlm, samples, spec))
 
@@ -232,16 +243,16 @@ def _extract_memory(vlm, samples, spec, template, batch_size, progress) -> xr.Da
     return template
 
 
-def _extract_store(vlm, samples, spec, template, path, batch_size, progress) -> xr.Dataset:
-    if not path.exists():
-        stores.create(path, template, batch_size)
-    else:
+def _extract_store(vlm, samples, spec, template, path, batch_size, progress,
+                   shard) -> xr.Dataset:
+    if path.exists() or not stores.create(path, template, batch_size):
         stores.check_fingerprint(path, template.attrs)
     chunk = xr.open_zarr(path)[stores.DONE].encoding.get("chunks", (batch_size,))[0]
     if chunk != batch_size:
         log.info("resuming %s with its batch size %d (asked %d)", path, chunk, batch_size)
     todo = stores.pending(path)
-    starts = [s for s in range(0, len(samples), chunk) if todo[s:s + chunk].any()]
+    starts = [s for s in range(0, len(samples), chunk) if todo[s:s + chunk].any()
+              and (shard is None or (s // chunk) % shard[1] == shard[0])]
     if not starts:
         log.info("store %s is complete; nothing to extract", path)
     for start in tqdm(starts, desc="extract", unit="batch", disable=not progress):
@@ -249,4 +260,4 @@ def _extract_store(vlm, samples, spec, template, path, batch_size, progress) -> 
         values = _run_batch(vlm, batch, spec)
         ds = xr.Dataset({site: (template[site].dims, arr) for site, arr in values.items()})
         stores.write_region(path, ds, start)
-    return stores.open_store(path)
+    return stores.open_store(path, complete=shard is None)

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -37,20 +39,33 @@ class StoreMismatchError(ValueError):
     """An existing store was written for another model, prompt, site list or sample set."""
 
 
-def create(path: str | Path, template: xr.Dataset, chunk: int) -> None:
-    """Write a store's metadata, coordinates and an all-false ``done`` (data left empty)."""
+def create(path: str | Path, template: xr.Dataset, chunk: int) -> bool:
+    """Write a store's metadata, coordinates and an all-false ``done`` (data left empty).
+
+    The store is built under a private temporary name and renamed into place, so a reader
+    never sees half a store and, when several workers start at once, exactly one creates it
+    (the others get False and check its fingerprint instead).
+    """
     path = Path(path)
     ds = template.copy()
     ds[DONE] = xr.zeros_like(ds["sample_id"], dtype=bool)
     ds[DONE].attrs = {"long_name": "sample written (resume bookkeeping)"}
     encoding = {name: {"chunks": (chunk,) + var.shape[1:]} for name, var in ds.data_vars.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    ds.to_zarr(tmp, mode="w-", compute=False, encoding=encoding, consolidated=True,
-               zarr_format=2)
-    ds[[DONE]].to_zarr(tmp, mode="r+", region={"sample": slice(None)})
-    tmp.rename(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        ds.to_zarr(tmp, mode="w-", compute=False, encoding=encoding, consolidated=True,
+                   zarr_format=2)
+        ds[[DONE]].to_zarr(tmp, mode="r+", region={"sample": slice(None)})
+        try:
+            tmp.rename(path)
+        except OSError:
+            if path.exists():  # another worker created it first
+                return False
+            raise
+        return True
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def write_region(path: str | Path, batch: xr.Dataset, start: int) -> None:

@@ -107,3 +107,18 @@ def test_foreign_store_is_refused_and_left_untouched(vlm, tmp_path):
     with pytest.raises(StoreMismatchError, match="model_id"):
         sn.extract(other, _samples(4), batch_size=2, store=path, progress=False)
     assert _tree_digest(path) == before
+
+
+def test_sharded_workers_fill_one_store(vlm, tmp_path):
+    samples = _samples(9)
+    whole = tmp_path / "whole.zarr"
+    sn.extract(vlm, samples, batch_size=2, store=whole, progress=False)
+    sharded = tmp_path / "sharded.zarr"
+    part = sn.extract(vlm, samples, batch_size=2, store=sharded, shard=(1, 2), progress=False)
+    assert xr.open_zarr(sharded)["done"].values.tolist() == [False, False, True, True] * 2 + [
+        False]
+    assert part.sizes["sample"] == 9
+    sn.extract(vlm, samples, batch_size=2, store=sharded, shard=(0, 2), progress=False)
+    assert _tree_digest(sharded) == _tree_digest(whole)
+    with pytest.raises(ValueError, match="shard"):
+        sn.extract(vlm, samples, shard=(0, 2), progress=False)
