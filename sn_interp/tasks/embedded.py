@@ -171,7 +171,14 @@ def _cached(name: str, spec: Mapping[str, Any], part: str) -> datasets.Dataset:
     path = cache_dir("tasks", name) / f"{key[:12]}-{part}"
     if not (path / "dataset_info.json").is_file():
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        _build(name, spec, part).save_to_disk(str(tmp))
+        log.info("building the %s images of task %s (cached in %s)", part, name, path)
+        was = datasets.utils.logging.is_progress_bar_enabled()
+        datasets.disable_progress_bars()
+        try:
+            _build(name, spec, part).save_to_disk(str(tmp))
+        finally:
+            if was:
+                datasets.enable_progress_bars()
         shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)
     return datasets.load_from_disk(str(path))
