@@ -36,7 +36,7 @@ test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: install
-	$(PY) -m sn_interp.demo
+	$(PY) -m sn_interp.analyses.report --config analyses/embedded.toml
 
 lint: install
 	$(VENV)/bin/ruff check sn_interp tests benchmarks
