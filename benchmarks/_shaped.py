@@ -12,6 +12,10 @@ model (vision tower, each decoder layer, LM head, generation) are those of the r
 
 from __future__ import annotations
 
+import statistics
+import time
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import transformers
@@ -109,3 +113,16 @@ def samples(n: int, size: int = 448) -> list[sn.Sample]:
 
 def n_params(vlm: VLM) -> int:
     return sum(p.numel() for p in vlm.model.parameters())
+
+
+def median_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each fn after one warm-up, run round-robin so drift hits all alike."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}

@@ -19,28 +19,13 @@ Run: ``.venv/bin/python benchmarks/capture_overhead.py [--repeats 5]``
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
-from _shaped import llava15, n_params, samples
+from _shaped import llava15, median_times, n_params, samples
 
 from sn_interp.capture import capture
 from sn_interp.names import ALL_SITES
-
-
-def _median_time(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each fn, run round-robin so drift hits all alike."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():  # warm-up
-        fn()
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def _components(raw: torch.nn.Module, enc) -> dict[str, Callable[[], object]]:
@@ -84,7 +69,7 @@ def run(batch: int, repeats: int, vlm, raw) -> float:
     fns["capture_all"] = lambda: capture(vlm, enc, every)
     for L in (0, 1, 15):
         fns[f"capture_L{L}"] = lambda L=L: capture(vlm, enc, [(s, L) for s in ALL_SITES])
-    t = _median_time(fns, repeats)
+    t = median_times(fns, repeats)
     ratio = t["capture_all"] / t["plain"]
     print(f"\nbatch {batch} (tokens {enc['input_ids'].shape[1]}): plain forward "
           f"{t['plain']:.3f}s, capture all {len(every)} site-layers {t['capture_all']:.3f}s "

@@ -23,12 +23,10 @@ Run: ``.venv/bin/python benchmarks/early_exit.py [--repeats 3] [--models llava15
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
-from _shaped import SHAPES, samples
+from _shaped import SHAPES, median_times, samples
 
 import sn_interp as sn
 
@@ -53,18 +51,6 @@ def _partial_forward(raw: torch.nn.Module, enc, layer: int) -> None:
         pass
     finally:
         handle.remove()
-
-
-def _medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():
-        fn()
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def _classifiers(vlm, n_probe: int = 8) -> dict[int, sn.EarlyExitClassifier]:
@@ -92,11 +78,12 @@ def run_model(name: str, batches: list[int], repeats: int) -> dict[tuple[int, in
             with torch.inference_mode():
                 return raw.generate(**e, max_new_tokens=5, min_new_tokens=5, do_sample=False)
 
-        fns: dict[str, Callable[[], object]] = {"generate": generate, "encode": lambda: vlm.encode(data)}
+        fns: dict[str, Callable[[], object]] = {
+            "generate": generate, "encode": lambda data=data: vlm.encode(data)}
         for L in EXITS:
             fns[f"clf{L}"] = lambda L=L, data=data: clfs[L].predict(data)
             fns[f"part{L}"] = lambda L=L, enc=enc: _partial_forward(raw, enc, L)
-        t = _medians(fns, repeats)
+        t = median_times(fns, repeats)
         for L in EXITS:
             speedup = t["generate"] / t[f"clf{L}"]
             bound = t["generate"] / (t["encode"] + t[f"part{L}"])
