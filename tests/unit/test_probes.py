@@ -193,3 +193,79 @@ def test_bad_inputs_fail_clearly():
         found.predict(acts.drop_vars("mlp_post"))
     with pytest.raises(ValueError, match=r"layer\(s\) \[2\] of site 'z'"):
         found.predict(acts.sel(layer=[0, 1]))
+
+
+def _oracle_centroid_pred(x: float, means: list[float]) -> int:
+    """Brute-force centroid rule for one float32 value (as float64, exact): walk the sorted
+    distinct means; beyond a float64 midpoint x goes up, on it to the lower class index."""
+    groups = sorted({m: min(c for c, v in enumerate(means) if v == m) for m in means}.items())
+    cls = groups[0][1]
+    for (m0, c0), (m1, c1) in zip(groups, groups[1:], strict=False):
+        mid = (m0 + m1) / 2
+        if x > mid or (x == mid and c1 < c0):
+            cls = c1
+        else:
+            break
+    return cls
+
+
+def _oracle_sums(x: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-class float32 sums accumulated in sample order, as float64 (as the kernel)."""
+    out = np.zeros((n_classes, x.shape[1]))
+    for c in range(n_classes):
+        acc = np.zeros(x.shape[1], np.float32)
+        for r in x[y == c]:
+            acc = acc + r
+        out[c] = acc
+    return out
+
+
+@pytest.mark.parametrize("score", ["probe", "cv"])
+def test_centroid_kernel_matches_brute_force_with_ties(score):
+    from sn_interp.probes import neurons
+    rng = np.random.default_rng(7)
+    n_cls, n = 4, 37
+    y = rng.permutation(np.concatenate([np.repeat(np.arange(n_cls), 5),
+                                        rng.integers(0, n_cls, n - 5 * n_cls)]))
+    # small integers: equal means across classes and values exactly on midpoints;
+    # plus a random column, a constant column and one whose classes share a mean
+    x = rng.integers(-2, 3, (n, 40)).astype(np.float32) / 2
+    x[:, 0] = rng.standard_normal(n)
+    x[:, 1] = 0.5
+    x[:, 2] = np.where(y < 2, 1.0, 3.0)
+    plan = neurons.make_plan(y, n_cls, "centroid", score, 3, 1)
+    stats = neurons._centroid_block(x, plan)
+    # cv: per-fold float32 sums, added in float64; train means leave one fold's sums out
+    fold = plan.fold
+    sums = np.stack([_oracle_sums(x[fold == f], y[fold == f], n_cls) for f in range(plan.n_folds)])
+    cnt = np.stack([np.bincount(y[fold == f], minlength=n_cls) for f in range(plan.n_folds)])
+    accs = []
+    for f in range(plan.n_folds):
+        te = fold == f
+        if score == "probe":
+            means = sums.sum(0) / cnt.sum(0)[:, None]
+        else:
+            means = (sums.sum(0) - sums[f]) / (cnt.sum(0) - cnt[f])[:, None]
+        pred = np.array([[_oracle_centroid_pred(float(row[j]), list(means[:, j]))
+                          for j in range(x.shape[1])] for row in x[te]])
+        accs.append((pred == y[te, None]).mean(0))
+        lo, hi = neurons.centroid_bounds(means)
+        np.testing.assert_array_equal(neurons.centroid_predict(x[te], lo, hi), pred)
+    np.testing.assert_array_equal(stats[0], np.mean(accs, axis=0))
+    np.testing.assert_array_equal(stats[2:], sums.sum(0) / cnt.sum(0)[:, None])
+    # the kernel is blockwise: any column split gives the same stats
+    parts = [neurons._centroid_block(x[:, a:b], plan) for a, b in ((0, 1), (1, 17), (17, 40))]
+    np.testing.assert_array_equal(np.concatenate(parts, 1), stats)
+
+
+def test_centroid_bounds_brute_force_random_ties():
+    rng = np.random.default_rng(3)
+    for n_cls in (2, 3, 7, 10):
+        means = rng.integers(-3, 4, (n_cls, 60)).astype(np.float64) / 4
+        means[:, :20] = rng.standard_normal((n_cls, 20))
+        x = np.concatenate([rng.integers(-8, 9, (30, 60)) / 8,
+                            rng.standard_normal((10, 60))]).astype(np.float32)
+        lo, hi = centroid_bounds(means)
+        brute = [[_oracle_centroid_pred(float(v), list(means[:, j])) for j, v in enumerate(row)]
+                 for row in x]
+        np.testing.assert_array_equal(centroid_predict(x, lo, hi), brute)
