@@ -145,3 +145,87 @@ def counts_by_layer(df: pd.DataFrame, *, x: str = "layer", hue: str = "site",
     ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.legend(fontsize=6, frameon=True)
     return ax
+
+
+def early_exit_axes(df: pd.DataFrame, *, base: tuple[float, float, float] | None = None,
+                    ax: Axes | None = None, best: int | None = None) -> Axes:
+    """Accuracy against the exit layer, the base model as a band, speed-up on a second axis.
+
+    ``df`` has columns ``exit_layer``, ``accuracy``, ``accuracy_low``, ``accuracy_high`` and
+    ``speedup``; ``exit_layer`` -1 (vision tower only) is labelled ``vision``. ``base`` is the
+    base model's (accuracy, low, high); ``best`` marks the chosen exit layer.
+    """
+    ax = _ax(ax, height=2.4)
+    df = df.sort_values("exit_layer")
+    blue, orange = sns.color_palette("colorblind")[:2]
+    grey = "0.35"
+    x = df["exit_layer"].to_numpy()
+    ax.plot(x, df["accuracy"], marker="o", ms=3, color=blue, label="SN early exit")
+    ax.fill_between(x, df["accuracy_low"], df["accuracy_high"], color=blue, alpha=0.2, lw=0)
+    if base is not None:
+        ax.axhspan(base[1], base[2], color=grey, alpha=0.15, lw=0)
+        ax.axhline(base[0], color=grey, ls="--", lw=1, label="base model (own answer)")
+    if best is not None:
+        ax.axvline(best, color=blue, ls=":", lw=0.8, label="chosen exit")
+    ax.set(ylim=(0, 1.02), ylabel="test accuracy", xlabel="exit layer (0-based decoder block)")
+    ax.set_xticks(x, ["vision" if v < 0 else str(int(v)) for v in x])
+    twin = ax.twinx()
+    twin.plot(x, df["speedup"], marker="s", ms=3, color=orange, ls="-.", label="speed-up")
+    twin.set_ylabel("speed-up vs base model (×)", color=orange)
+    twin.tick_params(axis="y", colors=orange)
+    twin.set_ylim(0, max(1.05, float(np.nanmax(df["speedup"])) * 1.1))
+    twin.grid(False)
+    lines = ax.get_legend_handles_labels()
+    more = twin.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=6, frameon=True,
+              loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2)
+    return ax
+
+
+def drop_bars(df: pd.DataFrame, *, x: str = "shift", hue: str = "task", value: str = "drop",
+              ax: Axes | None = None, ylabel: str = "accuracy drop (clean − shifted)") -> Axes:
+    """Signed bars of ``value`` per ``x`` and ``hue`` (e.g. the accuracy drop per shift)."""
+    ax = _ax(ax)
+    order = list(dict.fromkeys(df[x]))
+    hue_order = list(dict.fromkeys(df[hue]))
+    sns.barplot(data=df, x=x, y=value, hue=hue, order=order, hue_order=hue_order, ax=ax,
+                errorbar=None, palette="colorblind")
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set(xlabel="", ylabel=ylabel)
+    ax.tick_params(axis="x", rotation=20)
+    ax.legend(fontsize=6, title=None, frameon=True)
+    return ax
+
+
+def depth_strips(df: pd.DataFrame, *, x: str = "relative_depth", y: str = "task",
+                 hue: str = "model", ax: Axes | None = None,
+                 xlabel: str = "relative depth of SN, (layer + 1) / n_layers") -> Axes:
+    """Distribution of SN relative depths: one jittered strip per ``y`` and ``hue``, with medians."""
+    ax = _ax(ax, height=0.6 + 0.5 * df[y].nunique() * max(1, df[hue].nunique()) ** 0.5)
+    hue_order = list(dict.fromkeys(df[hue]))
+    sns.stripplot(data=df, x=x, y=y, hue=hue, hue_order=hue_order, dodge=True, jitter=0.25,
+                  size=3, alpha=0.6, palette="colorblind", ax=ax)
+    sns.pointplot(data=df, x=x, y=y, hue=hue, hue_order=hue_order, dodge=0.8 - 0.8 /
+                  len(hue_order), estimator="median", errorbar=None, markers="|",
+                  markersize=12, linestyle="none", palette="dark:0.1", ax=ax, legend=False)
+    ax.set(xlim=(0, 1.02), xlabel=xlabel, ylabel="")
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles[:len(hue_order)], labels[:len(hue_order)], fontsize=6, frameon=True,
+              title=None, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2)
+    return ax
+
+
+def site_bars(df: pd.DataFrame, *, x: str = "site", hue: str = "model", value: str = "count",
+              ax: Axes | None = None, normalize: bool = True) -> Axes:
+    """Where SNs live by site: the share (or count) of selected SNs per site, one bar per ``hue``."""
+    ax = _ax(ax)
+    df = df.copy()
+    if normalize:
+        df[value] = df[value] / df.groupby(hue)[value].transform("sum").replace(0, np.nan)
+    order = list(dict.fromkeys(df[x]))
+    sns.barplot(data=df, x=x, y=value, hue=hue, order=order, errorbar=None,
+                palette="colorblind", ax=ax)
+    ax.set(xlabel="site", ylabel="share of selected SNs" if normalize else "selected SNs")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=6, title=None, frameon=True)
+    return ax

@@ -218,15 +218,19 @@ def save_figure(fig: Any, folder: Path, name: str) -> list[Path]:
     return paths
 
 
+Extras = Callable[[Any, xr.Dataset, Path], None]
+
+
 def make_main(analysis: str, cls: type, run: Callable[[Any], xr.Dataset],
               tables: Callable[[xr.Dataset], dict[str, Any]],
-              figures: Callable[[xr.Dataset], dict[str, Any]]) -> Callable[..., Path]:
+              figures: Callable[[xr.Dataset], dict[str, Any]],
+              extras: Extras | None = None) -> Callable[..., Path]:
     """The ``main(argv=None)`` of an analysis module (see the module docstring)."""
 
     def main(argv: Sequence[str] | None = None) -> Path:
         cfg = make_config(cls, analysis, argv)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-        return execute(analysis, cfg, run, tables, figures)
+        return execute(analysis, cfg, run, tables, figures, extras=extras)
 
     main.__doc__ = f"Command line of sn_interp.analyses.{analysis} (see --help)."
     return main
@@ -234,8 +238,13 @@ def make_main(analysis: str, cls: type, run: Callable[[Any], xr.Dataset],
 
 def execute(analysis: str, cfg: StudyConfig, run: Callable[[Any], xr.Dataset],
             tables: Callable[[xr.Dataset], dict[str, Any]],
-            figures: Callable[[xr.Dataset], dict[str, Any]]) -> Path:
-    """Write config.json, reuse or compute result.nc, then tables and figures; return the folder."""
+            figures: Callable[[xr.Dataset], dict[str, Any]], *,
+            extras: Extras | None = None) -> Path:
+    """Write config.json, reuse or compute result.nc, then tables and figures; return the folder.
+
+    ``extras(cfg, result, folder)``, when given, writes an analysis's other outputs (e.g. the
+    early-exit analysis's saved classifiers) after the tables and figures.
+    """
     folder = out_dir(cfg, analysis)
     folder.mkdir(parents=True, exist_ok=True)
     record = {"analysis": analysis, "digest": cfg.digest(), **dataclasses.asdict(cfg)}
@@ -255,6 +264,8 @@ def execute(analysis: str, cfg: StudyConfig, run: Callable[[Any], xr.Dataset],
         write_table(df, folder, name)
     for name, fig in figures(result).items():
         save_figure(fig, folder, name)
+    if extras is not None:
+        extras(cfg, result, folder)
     log.info("outputs in %s", folder)
     return folder
 
