@@ -1,0 +1,332 @@
+"""What does a whole study find? Run its analyses and write one REPORT.md.
+
+Runs each analysis named in ``--analyses`` (default: find_super_neurons, sav_comparison,
+robustness, cross_model_overlap, early_exit; a module that does not exist is skipped with a
+warning) through :func:`sn_interp.analyses._common.execute`, into ``<out>/<analysis>/``
+(default ``results/<study>/``), each with its own Config built from the same study TOML: the
+top-level keys that Config knows, then its ``[<analysis>]`` table (every key of which it must
+know), then the flags given to the report that it knows. A top-level key no analysis knows is
+an error. Finished results and activation stores are reused as by every analysis.
+
+``<out>/REPORT.md`` holds a headline table per model and task (zero-shot, SAV, best-SN and
+top-k SN test accuracy, the layer of the best SN, the early-exit layer, accuracy and speed-up),
+then every table (Markdown) and figure (PNG link) of every analysis, and the study config that
+produced them. The headline is also written as ``headline.csv`` / ``headline.md``.
+
+Run: ``python -m sn_interp.analyses.report --config analyses/embedded.toml``
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import sys
+import time
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from sn_interp.analyses._common import (
+    StudyConfig,
+    build_parser,
+    config_from,
+    execute,
+    markdown_table,
+    write_table,
+)
+
+log = logging.getLogger(__name__)
+ANALYSIS = "report"
+ANALYSES = ("find_super_neurons", "sav_comparison", "robustness", "cross_model_overlap",
+            "early_exit")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(StudyConfig):
+    """Options of the report (the other options are handed to every analysis that knows them)."""
+
+    analyses: tuple[str, ...] = ANALYSES
+    """Analyses to run, in order (modules of sn_interp.analyses); missing modules are skipped with a warning."""
+    max_rows: int = 40
+    """Rows of a table shown in REPORT.md; longer tables are cut there (their CSV is complete)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_rows < 1:
+            raise ValueError(f"max_rows must be >= 1, got {self.max_rows}")
+        bad = [a for a in self.analyses if a == ANALYSIS or not a.isidentifier()]
+        if bad:
+            raise ValueError(f"analyses {bad} are not analysis module names")
+
+
+@dataclasses.dataclass
+class Section:
+    """What one analysis produced (or why it did not run)."""
+
+    name: str
+    folder: Path | None = None
+    question: str = ""
+    tables: dict[str, pd.DataFrame] = dataclasses.field(default_factory=dict)
+    figures: list[str] = dataclasses.field(default_factory=list)
+    result: xr.Dataset | None = None
+    seconds: float = 0.0
+    skipped: str = ""
+    failed: bool = False
+
+
+# ---- configs ----------------------------------------------------------------------------------
+
+def fields_of(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def load_module(name: str) -> Any | None:
+    """``sn_interp.analyses.<name>``, or None (with a warning) when it does not exist."""
+    full = f"sn_interp.analyses.{name}"
+    try:
+        return importlib.import_module(full)
+    except ModuleNotFoundError as err:
+        if err.name != full:
+            raise
+        log.warning("analysis %s does not exist (yet); skipping it", name)
+        return None
+
+
+def read_study(path: Path | None) -> tuple[dict[str, Any], dict[str, dict], str]:
+    """(top-level keys, tables, raw text) of a study TOML (empty without one)."""
+    if path is None:
+        return {}, {}, ""
+    if not Path(path).exists():
+        raise SystemExit(f"error: no study config at {path}")
+    text = Path(path).read_text()
+    data = tomllib.loads(text)
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    return {k: v for k, v in data.items() if k not in tables}, tables, text
+
+
+def check_keys(top: dict[str, Any], tables: dict[str, dict], modules: dict[str, Any],
+               origin: str) -> None:
+    """Refuse top-level keys no analysis knows and tables that name no analysis."""
+    known = fields_of(Config).union(*(fields_of(m.Config) for m in modules.values() if m))
+    unknown = sorted(set(top) - known)
+    if unknown:
+        raise SystemExit(f"error: unknown option(s) {unknown} in {origin}: no analysis of "
+                         f"{sorted(modules)} knows them")
+    stray = sorted(set(tables) - set(modules) - {ANALYSIS})
+    if stray:
+        raise SystemExit(f"error: table(s) {stray} in {origin} name no analysis of this "
+                         f"report ({sorted(modules)}); add them to analyses or remove them")
+
+
+def sub_config(module: Any, name: str, top: dict[str, Any], table: dict[str, Any],
+               flags: dict[str, Any], out: Path, origin: str) -> StudyConfig:
+    """An analysis's Config: known top-level keys < its table < known report flags."""
+    known = fields_of(module.Config)
+    values = {k: v for k, v in top.items() if k in known}
+    values.update(table)
+    values.update({k: v for k, v in flags.items() if k in known})
+    values["out"] = str(out / name)
+    return config_from(module.Config, values, origin=f"{origin} [{name}]")
+
+
+# ---- running ----------------------------------------------------------------------------------
+
+def run_one(name: str, module: Any, cfg: StudyConfig) -> Section:
+    """Execute one analysis, keeping its tables, figure names and result for the report."""
+    sec = Section(name, question=(module.__doc__ or "").strip().split("\n")[0])
+    keep: dict[str, Any] = {}
+
+    def tables(result: xr.Dataset) -> dict[str, pd.DataFrame]:
+        keep["result"], keep["tables"] = result, module.tables(result)
+        return keep["tables"]
+
+    def figures(result: xr.Dataset) -> dict[str, Any]:
+        figs = module.figures(result)
+        keep["figures"] = list(figs)
+        return figs
+
+    start = time.perf_counter()
+    sec.folder = execute(name, cfg, module.run, tables, figures,
+                         extras=getattr(module, "extras", None))
+    sec.seconds = time.perf_counter() - start
+    sec.result, sec.tables, sec.figures = keep["result"], keep["tables"], keep["figures"]
+    return sec
+
+
+def run_all(cfg: Config, top: dict[str, Any], tables: dict[str, dict],
+            flags: dict[str, Any], origin: str) -> list[Section]:
+    """Every analysis of the report, in order; a missing one becomes a skipped section."""
+    modules = {name: load_module(name) for name in cfg.analyses}
+    check_keys(top, tables, modules, origin)
+    out = report_dir(cfg)
+    sections = []
+    for name, module in modules.items():
+        if module is None:
+            sections.append(Section(name, skipped="module not available"))
+            continue
+        sub = sub_config(module, name, top, tables.get(name, {}), flags, out, origin)
+        log.info("report: running %s into %s", name, sub.out)
+        try:
+            sections.append(run_one(name, module, sub))
+        except Exception as err:  # one broken analysis must not lose the others' report
+            log.exception("analysis %s failed", name)
+            sections.append(Section(name, skipped=f"failed: {type(err).__name__}: {err}",
+                                    failed=True))
+    return sections
+
+
+def report_dir(cfg: Config) -> Path:
+    return Path(cfg.out) if cfg.out else Path("results") / cfg.study
+
+
+# ---- the headline -----------------------------------------------------------------------------
+
+def _get(result: xr.Dataset | None, var: str, **where: Any) -> float:
+    """A scalar of ``result[var]`` at ``where``, NaN when absent."""
+    if result is None or var not in result:
+        return float("nan")
+    da = result[var]
+    try:
+        da = da.sel({k: v for k, v in where.items() if k in da.dims})
+    except KeyError:
+        return float("nan")
+    return float(da) if da.size == 1 else float("nan")
+
+
+def headline(cfg: Config, sections: Sequence[Section]) -> pd.DataFrame:
+    """Per (model, task): the numbers a reader wants first, from whichever analyses ran."""
+    res = {s.name: s.result for s in sections}
+    fsn, sav, ee = (res.get(n) for n in ("find_super_neurons", "sav_comparison", "early_exit"))
+    rows = []
+    for m in cfg.models:
+        for t in cfg.tasks:
+            at = {"model": m, "task": t}
+
+            def acc(q: str, _at: dict = at) -> float:
+                return _get(fsn, "accuracy", classifier=q, **_at)
+
+            sav_k = _get(sav, "accuracy_by_shots", classifier="sav", shots=cfg.shots, **at)
+            sn_k = _get(sav, "accuracy_by_shots", classifier="sn", shots=cfg.shots, **at)
+            layer = _get(fsn, "best_layer", **at)
+            if np.isnan(layer):
+                layer = _get(sav, "best_layer", classifier="sn", shots=cfg.shots, **at)
+            rows.append({
+                "model": m, "task": t, "zero-shot": acc("zero_shot"),
+                "SAV": _first(acc("sav"), sav_k), "SN best": acc("sn_top1"),
+                f"SN top-{cfg.k}": _first(acc("sn_topk"), sn_k),
+                "best SN layer": _int(layer),
+                "exit layer": _int(_get(ee, "best_exit_layer", **at)),
+                "early-exit accuracy": _get(ee, "best_accuracy", **at),
+                "speed-up": _get(ee, "best_speedup", **at)})
+    return pd.DataFrame(rows)
+
+
+def _first(*values: float) -> float:
+    return next((v for v in values if not np.isnan(v)), float("nan"))
+
+
+def _int(v: float) -> str:
+    return "–" if np.isnan(v) else str(int(v))
+
+
+# ---- REPORT.md --------------------------------------------------------------------------------
+
+HEADLINE_NOTE = (
+    "Test accuracy on the held-out split. *zero-shot*: the model's own answer mapped to a class; "
+    "*SAV*: top-k SAV heads; *SN best*: the single best Super Neuron; *SN top-k*: the top-k SN "
+    "vote; *best SN layer*: 0-based layer of the best SN; *exit layer* (-1: vision tower only), "
+    "*early-exit accuracy*, *speed-up*: the SN early-exit classifier at its chosen exit point, "
+    "speed-up over the base model generating its answer. – : not computed.")
+
+
+def _table_md(df: pd.DataFrame, max_rows: int, csv: str) -> str:
+    if len(df) <= max_rows:
+        return markdown_table(df)
+    return (markdown_table(df.head(max_rows))
+            + f"\n\n*First {max_rows} of {len(df)} rows; all of them in [{csv}]({csv}).*")
+
+
+def section_md(sec: Section, out: Path, max_rows: int) -> list[str]:
+    lines = [f"## {sec.name}", ""]
+    if sec.skipped:
+        return [*lines, f"*Skipped: {sec.skipped}.*", ""]
+    rel = sec.folder.relative_to(out) if sec.folder.is_relative_to(out) else sec.folder
+    lines += [f"{sec.question}", "",
+              f"Outputs in [`{rel}/`]({rel}/) ([config]({rel}/config.json), "
+              f"[result.nc]({rel}/result.nc)); {sec.seconds:.0f} s.", ""]
+    for name, df in sec.tables.items():
+        lines += [f"### {name.replace('_', ' ')}", "",
+                  _table_md(df, max_rows, f"{rel}/{name}.csv"), ""]
+    if sec.figures:
+        lines += ["### figures", ""]
+        lines += [f"![{name}]({rel}/{name}.png)" for name in sec.figures] + [""]
+    return lines
+
+
+def render(cfg: Config, sections: Sequence[Section], head: pd.DataFrame, study_text: str,
+           command: str) -> str:
+    """The text of REPORT.md."""
+    from sn_interp import __version__
+
+    out = report_dir(cfg)
+    lines = [f"# Study `{cfg.study}`", "",
+             f"Written by `{command}` (sn_interp {__version__}).", "",
+             "## Headline", "", markdown_table(head), "", HEADLINE_NOTE, ""]
+    for sec in sections:
+        lines += section_md(sec, out, cfg.max_rows)
+    lines += ["## Config", ""]
+    if study_text:
+        lines += ["The study file:", "", "```toml", study_text.rstrip(), "```", ""]
+    lines += ["Each analysis's resolved options are in its `config.json`. Report options:", "",
+              "```", *(f"{k} = {v!r}" for k, v in dataclasses.asdict(cfg).items()), "```", ""]
+    return "\n".join(lines)
+
+
+# ---- command line -----------------------------------------------------------------------------
+
+def report(cfg: Config, top: dict[str, Any] | None = None, tables: dict[str, dict] | None = None,
+           flags: dict[str, Any] | None = None, study_text: str = "",
+           origin: str = "flags", command: str = "python -m sn_interp.analyses.report") -> Path:
+    """Run the study and write REPORT.md; return its path.
+
+    Raises:
+        RuntimeError: after writing REPORT.md, when an analysis failed (its section says why).
+    """
+    sections = run_all(cfg, top or {}, tables or {}, flags or {}, origin)
+    out = report_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    head = headline(cfg, sections)
+    write_table(head, out, "headline")
+    path = out / "REPORT.md"
+    path.write_text(render(cfg, sections, head, study_text, command))
+    log.info("wrote %s", path)
+    failed = [s.name for s in sections if s.failed]
+    if failed:
+        raise RuntimeError(f"analyses {failed} failed (see the log and {path})")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """Command line of sn_interp.analyses.report (see --help)."""
+    parser = build_parser(Config, "python -m sn_interp.analyses.report",
+                          __doc__.strip().split("\n\n")[0])
+    args = parser.parse_args(argv)
+    top, tables, text = read_study(args.config)
+    flags = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
+    origin = str(args.config or "flags")
+    own = {k: v for k, v in top.items() if k in fields_of(Config)}
+    cfg = config_from(Config, {**own, **tables.get(ANALYSIS, {}), **flags}, origin=origin)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    command = "python -m sn_interp.analyses.report " + " ".join(
+        map(str, sys.argv[1:] if argv is None else argv))
+    return report(cfg, top, tables, flags, text, origin, command.strip())
+
+
+if __name__ == "__main__":
+    main()

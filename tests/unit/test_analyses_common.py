@@ -1,0 +1,114 @@
+"""The analyses' shared command line: TOML + flag precedence, unknown keys, bool and list flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import xarray as xr
+
+from sn_interp.analyses import _common
+from sn_interp.analyses._common import StudyConfig, execute, field_docs, make_config
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig(StudyConfig):
+    """A config with one field of each kind the command line maps."""
+
+    grid: tuple[int, ...] = (1, 2)
+    """A list of numbers."""
+    flag: bool = False
+    """A switch."""
+    label: str | None = None
+    """An optional text."""
+
+
+def _toml(tmp_path, text: str):
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_config_or_flags():
+    assert make_config(DemoConfig, "demo", []) == DemoConfig()
+
+
+def test_table_overrides_top_level_and_flags_override_both(tmp_path):
+    path = _toml(tmp_path, 'study = "s"\nk = 3\nshots = 4\nmodels = ["a", "b"]\n'
+                           '[demo]\nk = 7\ngrid = [5, 6]\n[other]\nk = 99\n')
+    cfg = make_config(DemoConfig, "demo", ["--config", str(path), "--shots", "9"])
+    assert (cfg.study, cfg.k, cfg.shots, cfg.grid) == ("s", 7, 9, (5, 6))
+    assert cfg.models == ("a", "b")  # TOML lists become tuples
+    cfg = make_config(DemoConfig, "demo", ["--config", str(path), "--k", "2",
+                                           "--model", "x", "y", "z", "--grid", "8"])
+    assert (cfg.k, cfg.models, cfg.grid) == (2, ("x", "y", "z"), (8,))
+
+
+def test_unknown_keys_are_named(tmp_path):
+    path = _toml(tmp_path, "shotz = 3\n")
+    with pytest.raises(SystemExit, match="shotz"):
+        make_config(DemoConfig, "demo", ["--config", str(path)])
+    path = _toml(tmp_path, "[demo]\ngird = [1]\n")
+    with pytest.raises(SystemExit, match="gird"):
+        make_config(DemoConfig, "demo", ["--config", str(path)])
+
+
+def test_bool_flags_both_ways(tmp_path):
+    assert make_config(DemoConfig, "demo", ["--flag"]).flag is True
+    path = _toml(tmp_path, "flag = true\noverwrite = true\n")
+    cfg = make_config(DemoConfig, "demo", ["--config", str(path), "--no-flag"])
+    assert cfg.flag is False and cfg.overwrite is True
+    assert make_config(DemoConfig, "demo", ["--no-progress"]).progress is False
+
+
+def test_bad_values_and_missing_file_fail_clearly(tmp_path):
+    with pytest.raises(SystemExit, match="k must be >= 1"):
+        make_config(DemoConfig, "demo", ["--k", "0"])
+    with pytest.raises(SystemExit, match="no study config"):
+        make_config(DemoConfig, "demo", ["--config", str(tmp_path / "nope.toml")])
+
+
+def test_help_lists_every_field_doc(capsys):
+    with pytest.raises(SystemExit):
+        make_config(DemoConfig, "demo", ["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    docs = field_docs(DemoConfig)
+    assert {f.name for f in dataclasses.fields(DemoConfig)} == set(docs)
+    for doc in docs.values():
+        assert doc in text
+
+
+def test_digest_ignores_where_and_how_but_not_what():
+    a = DemoConfig()
+    assert a.digest() == DemoConfig(out="x", overwrite=True, progress=False,
+                                    stores="y").digest()
+    assert a.digest() != DemoConfig(grid=(3,)).digest()
+
+
+def test_execute_reuses_result_of_same_config_only(tmp_path):
+    calls = []
+
+    def run(cfg):
+        calls.append(cfg.k)
+        return xr.Dataset({"v": ("x", [float(cfg.k)])})
+
+    def tables(result):
+        return {"t": result.to_dataframe().reset_index()}
+
+    extras = []
+    for k, overwrite in ((1, False), (1, False), (2, False), (2, True)):
+        cfg = DemoConfig(k=k, out=str(tmp_path / "o"), overwrite=overwrite)
+        folder = execute("demo", cfg, run, tables, lambda r: {},
+                         extras=lambda c, r, f: extras.append(float(r.v[0])))
+    assert calls == [1, 2, 2] and extras == [1.0, 1.0, 2.0, 2.0]
+    record = json.loads((folder / "config.json").read_text())
+    assert record["analysis"] == "demo" and record["k"] == 2
+    assert (folder / "t.csv").exists() and (folder / "t.md").read_text().startswith("| x |")
+
+
+def test_markdown_table_formats_floats():
+    import pandas as pd
+
+    text = _common.markdown_table(pd.DataFrame({"a": [0.12345], "b": ["x"]}))
+    assert text.splitlines() == ["| a | b |", "|---|---|", "| 0.123 | x |"]
