@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 
 RULES = ("centroid", "threshold")
 SCORES = ("probe", "cv")
-BLOCK = 2048  # units per block: (1000 samples x 2048) float32 = 8 MB, fits in L3
+BLOCK = 4096  # units per dask chunk: (1000 samples x 4096) float32 = 16 MB
+GROUP = 8 * BLOCK  # units computed per dask.compute call (several chunks: all threads busy)
 
 
 def _f32_at_least(v: np.ndarray, strict: bool) -> np.ndarray:
@@ -64,14 +65,35 @@ def _f32_at_most(v: np.ndarray, strict: bool) -> np.ndarray:
     return np.where(bump, np.nextafter(r, np.float32(-np.inf)), r)
 
 
-def _next_up(r: np.ndarray) -> np.ndarray:
-    """``np.nextafter(r, +inf)`` for finite or -inf float32 ``r``, by an integer step.
+_local = threading.local()
+
+
+def _buffer(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A per-thread scratch array (reused across blocks: no allocation, no page faults)."""
+    size = int(np.prod(shape))
+    buf = getattr(_local, name, None)
+    if buf is None or buf.size < size or buf.dtype != dtype:
+        buf = np.empty(max(size, 1), dtype)
+        setattr(_local, name, buf)
+    return buf[:size].reshape(shape)
+
+
+def _next_up_bits(r: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Bits (int32) of ``np.nextafter(r, +inf)`` for finite or -inf float32 ``r``, into ``out``.
 
     ``r + 0`` turns -0.0 into +0.0, whose successor is the smallest positive subnormal.
     """
-    k = (r + np.float32(0)).view(np.int32)
-    k += (k >> 31) | 1  # +1 above zero, -1 (toward zero) below
-    return k.view(np.float32)
+    np.add(r, np.float32(0), out=out.view(np.float32))
+    step = _buffer("b_step", r.shape, np.int32)
+    np.right_shift(out, 31, out=step)
+    np.bitwise_or(step, 1, out=step)  # +1 above zero, -1 (toward zero) below
+    np.add(out, step, out=out)
+    return out
+
+
+def _next_up(r: np.ndarray) -> np.ndarray:
+    """``np.nextafter(r, +inf)`` for finite or -inf float32 ``r``, by an integer step."""
+    return _next_up_bits(r, np.empty(r.shape, np.int32)).view(np.float32)
 
 
 def _next_down(r: np.ndarray) -> np.ndarray:
@@ -83,15 +105,17 @@ def _sorted_classes(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per column, the means sorted ascending and their class indices, (class, neuron) each.
 
     A stable sort (equal means keep class order), done as an odd-even transposition network
-    across the few class rows: ~7 vector operations per class over all columns at once,
-    instead of one tiny sort per column.
+    across the few class rows: a few vector operations per class over all columns at once,
+    instead of one tiny sort per column. Returns per-thread scratch arrays.
     """
     n_cls, n = means.shape
-    srt = means.copy()
-    order = np.repeat(np.arange(n_cls, dtype=np.int16)[:, None], n, axis=1)
+    srt = _buffer("b_srt", (n_cls, n), np.float64)
+    np.copyto(srt, means)
+    order = _buffer("b_order", (n_cls, n), np.int16)
+    np.copyto(order, np.arange(n_cls, dtype=np.int16)[:, None])
     half = n_cls // 2
-    lo_v, hi_v = np.empty((half, n)), np.empty((half, n))
-    swap, dif = np.empty((half, n), bool), np.empty((half, n), np.int16)
+    lo_v, hi_v = _buffer("b_lo_v", (half, n), np.float64), _buffer("b_hi_v", (half, n), np.float64)
+    swap, dif = _buffer("b_swap", (half, n), bool), _buffer("b_dif", (half, n), np.int16)
     for rnd in range(n_cls):
         s = rnd % 2
         a, b = srt[s:n_cls - 1:2], srt[s + 1:n_cls:2]  # adjacent pairs (s, s+1), (s+2, s+3), ...
@@ -112,11 +136,15 @@ def _sorted_classes(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return srt, order
 
 
-def centroid_bounds(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def centroid_bounds(means: np.ndarray, out: tuple[np.ndarray, np.ndarray] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Closed float32 intervals ``(lo, hi)``, each (class, neuron), of the centroid rule.
 
     Args:
         means: float64 class means, (class, neuron).
+        out: optional float32 ``(lo, hi)`` arrays to fill (the scoring kernel passes
+            per-thread scratch; every temporary here is per-thread scratch too, since fresh
+            large arrays cost page faults).
     Returns:
         ``lo``, ``hi``: class ``c`` is predicted for ``x`` iff ``lo[c] <= x <= hi[c]``;
         empty intervals (a class whose mean equals a lower-indexed class's) are ``+inf, -inf``.
@@ -127,41 +155,56 @@ def centroid_bounds(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     means = np.asarray(means, np.float64)
     n_cls, n = means.shape
-    lo = np.full((n_cls, n), np.inf, np.float32)
-    hi = np.full((n_cls, n), -np.inf, np.float32)
+    lo, hi = out if out is not None else (np.empty((n_cls, n), np.float32),
+                                          np.empty((n_cls, n), np.float32))
     if n == 0 or n_cls == 0:
         return lo, hi
     srt, order = _sorted_classes(means)
-    first = np.ones((n_cls, n), bool)  # first (lowest class index) of a group of equal means
+    first = _buffer("b_first", (n_cls, n), bool)  # first (lowest class) of equal means
+    first[0] = True
     np.not_equal(srt[1:], srt[:-1], out=first[1:])
     ties = not first.all()
-    rep = order.copy()  # representative class (the group's first) of each sorted position
+    rep = order  # representative class (the group's first) of each sorted position
     if ties:
+        rep = _buffer("b_rep", (n_cls, n), np.int16)
+        np.copyto(rep, order)
         for j in range(1, n_cls):
             np.copyto(rep[j], rep[j - 1], where=~first[j])
-    mid = (srt[:-1] + srt[1:]) / 2  # boundary below sorted position j+1, (n_cls - 1, n)
-    strict = order[1:] > rep[:-1]  # on the boundary x goes to the lower class index
-    r = mid.astype(np.float32)
-    r64 = r.astype(np.float64)
-    bump = (r64 < mid) | (strict & (r64 == mid))
-    b = np.where(bump, _next_up(r), r)  # smallest float32 of the upper side of each boundary
-    lo_s = np.empty((n_cls, n), np.float32)
+    m = n_cls - 1
+    mid = _buffer("b_mid", (m, n), np.float64)  # boundary below sorted position j+1
+    np.add(srt[:-1], srt[1:], out=mid)
+    np.divide(mid, 2, out=mid)
+    bump, eq = _buffer("b_bump", (m, n), bool), _buffer("b_eq", (m, n), bool)
+    np.greater(order[1:], rep[:-1], out=eq)  # strict: on the boundary x goes to the lower class
+    r = _buffer("b_r", (m, n), np.float32)
+    np.copyto(r, mid, casting="unsafe")  # round to nearest, as astype
+    r64 = _buffer("b_r64", (m, n), np.float64)
+    np.copyto(r64, r)
+    np.logical_and(eq, np.equal(r64, mid, out=bump), out=eq)
+    np.logical_or(np.less(r64, mid, out=bump), eq, out=bump)
+    lo_s = _buffer("b_lo_s", (n_cls, n), np.float32)
     lo_s[0] = -np.inf
-    lo_s[1:] = b
-    below = _next_down(b)  # largest float32 of the lower side of each boundary
-    hi_s = np.empty((n_cls, n), np.float32)
+    rb = r.view(np.int32)  # lo_s[1:] = where(bump, next_up(r), r), on the bits (wrapping)
+    bb = _next_up_bits(r, lo_s[1:].view(np.int32))
+    np.subtract(bb, rb, out=bb)
+    np.multiply(bb, bump, out=bb)
+    np.add(bb, rb, out=bb)
+    hi_s = _buffer("b_hi_s", (n_cls, n), np.float32)
     hi_s[-1] = np.inf
+    below = hi_s[:-1]  # largest float32 of the lower side of each boundary: -next_up(-b)
+    np.negative(lo_s[1:], out=below)
+    _next_up_bits(below, below.view(np.int32))
+    np.negative(below, out=below)
     if ties:
         for j in range(n_cls - 2, -1, -1):  # the next group's boundary (skip equal means)
-            np.copyto(hi_s[j], hi_s[j + 1])
-            np.copyto(hi_s[j], below[j], where=first[j + 1])
+            np.copyto(hi_s[j], hi_s[j + 1], where=~first[j + 1])
         np.copyto(lo_s, np.float32(np.inf), where=~first)
         np.copyto(hi_s, np.float32(-np.inf), where=~first)
-    else:
-        hi_s[:-1] = below
-    flat = order.astype(np.intp) * n + np.arange(n)
-    lo.ravel()[flat] = lo_s
-    hi.ravel()[flat] = hi_s
+    flat = _buffer("b_flat", (n_cls, n), np.intp)
+    np.multiply(order, np.intp(n), out=flat)
+    np.add(flat, np.arange(n), out=flat)
+    np.put(lo, flat, lo_s)
+    np.put(hi, flat, hi_s)
     return lo, hi
 
 
@@ -258,19 +301,6 @@ class _Layout:
     identity: bool  # rows are already sorted
 
 
-_local = threading.local()
-
-
-def _buffer(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-    """A per-thread scratch array (reused across blocks: no allocation, no page faults)."""
-    size = int(np.prod(shape))
-    buf = getattr(_local, name, None)
-    if buf is None or buf.size < size or buf.dtype != dtype:
-        buf = np.empty(max(size, 1), dtype)
-        setattr(_local, name, buf)
-    return buf[:size].reshape(shape)
-
-
 def _sorted_rows(x: np.ndarray, lay: _Layout) -> np.ndarray:
     """``x`` with rows in (fold, class) order, as float32 in a per-thread buffer.
 
@@ -310,25 +340,30 @@ def _count_correct(xs: np.ndarray, lo: np.ndarray, hi: np.ndarray, starts: np.nd
 def _centroid_block(x: np.ndarray, plan: _Plan) -> np.ndarray:
     lay = plan.layout
     xs = _sorted_rows(np.asarray(x), lay)
-    n_seg, c = plan.n_folds * plan.n_classes, plan.n_classes
-    sums32 = np.empty((n_seg, xs.shape[1]), np.float32)
+    n_seg, c, w = plan.n_folds * plan.n_classes, plan.n_classes, xs.shape[1]
+    sums32 = _buffer("sums32", (n_seg, w), np.float32)
     for s in range(n_seg):  # float32, rows added in sample order: as xs[a:b].sum(0)
         np.add.reduce(xs[lay.starts[s]:lay.starts[s + 1]], axis=0, out=sums32[s])
-    sums = sums32.astype(np.float64).reshape(plan.n_folds, c, -1)
     counts = lay.counts.reshape(plan.n_folds, c)
-    class_sums, class_counts = sums.sum(0), counts.sum(0)
-    means = class_sums / class_counts[:, None]
-    out = np.empty((plan.n_stats, xs.shape[1]))
+    class_counts = counts.sum(0).astype(np.float64)
+    out = np.empty((plan.n_stats, w))
+    means = out[2:]
+    if plan.n_folds == 1:  # float64 class sums: the float32 sums, widened exactly
+        class_sums = sums32
+    else:
+        sums = sums32.astype(np.float64).reshape(plan.n_folds, c, w)
+        class_sums = sums.sum(0)
+    np.divide(class_sums, class_counts[:, None], out=means)
     out[1] = ~np.isfinite(class_sums).all(0)
-    out[2:] = means
+    bounds = (_buffer("lo", (c, w), np.float32), _buffer("hi", (c, w), np.float32))
     if plan.score == "probe":
-        lo, hi = centroid_bounds(means)
+        lo, hi = centroid_bounds(means, out=bounds)
         out[0] = _count_correct(xs, lo, hi, lay.starts, range(c), c) / len(plan.y)
         return out
     accs = []
     for f in range(plan.n_folds):
         tr = (class_sums - sums[f]) / (class_counts - counts[f])[:, None]
-        lo, hi = centroid_bounds(tr)
+        lo, hi = centroid_bounds(tr, out=bounds)
         correct = _count_correct(xs, lo, hi, lay.starts, range(f * c, (f + 1) * c), c)
         accs.append(correct / counts[f].sum())
     out[0] = np.mean(accs, axis=0)
@@ -384,15 +419,26 @@ def score_blocks(acts: xr.Dataset, blocks: list[tuple[str, int]], plan: _Plan, *
 
     Row 0 is the score, row 1 a non-finite flag, the rest the fitted params. Each block is a
     dask graph over (all samples x ``block`` units) chunks computed with the active scheduler
-    (a ``dask.distributed`` client when one exists).
+    (a ``dask.distributed`` client when one exists); consecutive blocks are computed together
+    until they hold ``GROUP`` units, so a narrow site still gives every thread a chunk.
     """
     kernel = _centroid_block if plan.rule == "centroid" else _threshold_block
     out = {}
-    for site, layer in tqdm(blocks, desc=f"scoring ({plan.rule}, {plan.score})",
-                            unit="block", disable=not progress):
+    bar = tqdm(total=len(blocks), desc=f"scoring ({plan.rule}, {plan.score})", unit="block",
+               disable=not progress)
+    group: list[tuple[tuple[str, int], object]] = []
+    units = 0
+    for i, (site, layer) in enumerate(blocks):
         arr = unit_matrix(acts, site, layer, block)
-        stats = arr.map_blocks(kernel, plan, dtype=np.float64,
-                               chunks=((plan.n_stats,), arr.chunks[1]))
-        (out[site, layer],) = dask.compute(stats)
-        log.debug("scored %s layer %d: %d units", site, layer, arr.shape[1])
+        group.append(((site, layer), arr.map_blocks(kernel, plan, dtype=np.float64,
+                                                    chunks=((plan.n_stats,), arr.chunks[1]))))
+        units += arr.shape[1]
+        if units >= GROUP or i == len(blocks) - 1:  # narrow sites: several per compute call
+            results = dask.compute(*[g for _, g in group])
+            for (key, _), res in zip(group, results, strict=True):
+                out[key] = res
+                log.debug("scored %s layer %d: %d units", *key, res.shape[1])
+            bar.update(len(group))
+            group, units = [], 0
+    bar.close()
     return out
