@@ -1,0 +1,326 @@
+"""Are Super Neurons the same across tasks, prompts, seeds — and across model families?
+
+Within a model, neuron ids are comparable: the SN selections of every pair of tasks, of
+prompts (per task) and of split seeds (per task) are compared by the Jaccard index of their
+top-k neuron-id sets and the Spearman rank correlation of their score vectors over the
+neuron ids both scored. Across models (e.g. LLaVA vs Qwen3-VL) units cannot be matched, so
+the comparison is of where SNs live — relative depth ``(layer + 1) / n_layers`` (the
+fraction of the language model that runs before the SN is read; a two-sample
+Kolmogorov-Smirnov statistic per pair of models) and counts per site — and of what they
+say: on the same test samples, the fraction where both models' top-k SN votes agree, and
+Cohen's kappa.
+
+The reference selection of a (model, task) uses the task's first prompt and ``seed``.
+
+Output variables (dims):
+    task_jaccard, task_spearman (model, task_a, task_b)
+    prompt_jaccard, prompt_spearman (model, task, prompt_a, prompt_b)
+    seed_jaccard, seed_spearman (model, task, seed_a, seed_b)
+    sn_id, sn_site, sn_layer, relative_depth (model, task, rank): the top-k SNs
+    site_count (model, task, site); accuracy, accuracy_low, accuracy_high (model, task)
+    depth_ks, depth_ks_pvalue, agreement, kappa (task, model_a, model_b)
+    n_layers, family (model)
+Cells a task does not have (another task's prompts) are NaN.
+
+Run: ``python -m sn_interp.analyses.cross_model_overlap --model micro-llava micro-qwen3-vl
+--task digits shapes-color``
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from sn_interp.analyses import _data
+from sn_interp.analyses._common import StudyConfig, make_main
+from sn_interp.analyses.robustness import (
+    Fit,
+    check_names,
+    frame_to_dataset,
+    overlap,
+    resolve,
+    select,
+    task_meta,
+)
+from sn_interp.names import ALL_SITES
+
+log = logging.getLogger(__name__)
+ANALYSIS = "cross_model_overlap"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(StudyConfig):
+    """Options of the cross_model_overlap analysis."""
+
+    prompts: tuple[str, ...] = ()
+    """Prompt template ids of the prompt comparison (default: all of each task's templates);
+    a task skips the ids it lacks. The first is the prompt of every other comparison."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Split seeds of the seed comparison (each draws other probe images)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
+            raise ValueError(f"seeds must be distinct and non-empty, got {self.seeds}")
+
+
+# ---- one model -----------------------------------------------------------------------------
+
+def _pairs(name: str, fits: Mapping[Any, Any]) -> list[dict]:
+    """Overlap rows ``<name>_a``, ``<name>_b`` over every ordered pair of selections."""
+    rows = []
+    for a, b in itertools.combinations_with_replacement(list(fits), 2):
+        ov = overlap(fits[a], fits[b])
+        for x, y in {(a, b), (b, a)}:
+            rows.append({f"{name}_a": x, f"{name}_b": y, f"{name}_jaccard": ov["jaccard"],
+                         f"{name}_spearman": ov["spearman"]})
+    return rows
+
+
+def one_task(cfg: Config, vlm: Any, task: str) -> dict[str, Any]:
+    """Reference fit, prompt and seed selections, and test predictions of one (model, task)."""
+    from sn_interp.probes import evaluate
+
+    meta = task_meta(task, cfg.n, cfg.seed)
+    prompts = resolve(cfg.prompts, list(meta.prompts), "prompt", task)
+    if not prompts:
+        raise ValueError(f"task {task!r} has none of the prompts {list(cfg.prompts)}")
+    ref: Fit = select(cfg, vlm, task, prompt=prompts[0], with_test=True)
+    by_prompt = {prompts[0]: ref.found} | {
+        p: select(cfg, vlm, task, prompt=p).found for p in prompts[1:]}
+    by_seed = {s: ref.found if s == cfg.seed else select(
+        dataclasses.replace(cfg, seed=s), vlm, task, prompt=prompts[0]).found
+        for s in cfg.seeds}
+    pred = ref.found.predict(ref.test)
+    ev = _data.accuracy_fields(evaluate(pred, seed=cfg.seed))
+    return {"found": ref.found, "pred": pred, "accuracy": ev, "prompts": prompts,
+            "prompt_rows": _pairs("prompt", by_prompt), "seed_rows": _pairs("seed", by_seed),
+            "n_classes": len(ref.found.class_names)}
+
+
+def sn_rows(found: Any, n_layers: int) -> list[dict]:
+    """The top-k SNs of a selection: rank, id, site, layer, relative depth."""
+    sel = found.selected
+    return [{"rank": r, "sn_id": str(i), "sn_site": str(s), "sn_layer": int(la),
+             "relative_depth": (int(la) + 1) / n_layers}
+            for r, (i, s, la) in enumerate(zip(sel["id"].values, sel["site"].values,
+                                               sel["layer"].values, strict=True))]
+
+
+# ---- across models -------------------------------------------------------------------------
+
+def agreement(a: xr.DataArray, b: xr.DataArray, n_classes: int) -> dict[str, float]:
+    """Fraction of shared samples where two prediction vectors agree, and Cohen's kappa."""
+    from sklearn.metrics import cohen_kappa_score
+
+    sa = pd.Series(a.values, index=a["sample_id"].values)
+    sb = pd.Series(b.values, index=b["sample_id"].values)
+    common = sa.index.intersection(sb.index)
+    if common.empty:
+        raise ValueError("the two models' test splits share no sample_id; they must be "
+                         "the same task, prompt, seed, n and shots")
+    x, y = sa[common].to_numpy(), sb[common].to_numpy()
+    if len(np.unique(np.concatenate([x, y]))) < 2:
+        kappa = float("nan")  # both constant and equal: chance agreement is 1
+    else:
+        kappa = float(cohen_kappa_score(x, y, labels=list(range(n_classes))))
+    return {"agreement": float((x == y).mean()), "kappa": kappa}
+
+
+def model_pair_rows(cells: Mapping[tuple[str, str], dict], models: Sequence[str],
+                    task: str) -> list[dict]:
+    """Depth KS statistic and prediction agreement for every ordered pair of models."""
+    from scipy.stats import ks_2samp
+
+    rows = []
+    for ma, mb in itertools.product(models, repeat=2):
+        a, b = cells[ma, task], cells[mb, task]
+        ks = ks_2samp([r["relative_depth"] for r in a["sns"]],
+                      [r["relative_depth"] for r in b["sns"]])
+        rows.append({"task": task, "model_a": ma, "model_b": mb,
+                     "depth_ks": float(ks.statistic), "depth_ks_pvalue": float(ks.pvalue),
+                     **agreement(a["pred"], b["pred"], a["n_classes"])})
+    return rows
+
+
+# ---- run and assemble ----------------------------------------------------------------------
+
+def run(cfg: Config) -> xr.Dataset:
+    """All models and tasks as one Dataset (see the module docstring)."""
+    check_names(cfg, prompts=cfg.prompts)
+    cells, meta = {}, {}
+    for m in cfg.models:
+        vlm = _data.model(m, cfg.dtype)
+        meta[m] = {"n_layers": vlm.dims.n_layers, "family": str(getattr(vlm, "family", ""))}
+        for t in cfg.tasks:
+            cell = one_task(cfg, vlm, t)
+            cell["sns"] = sn_rows(cell["found"], vlm.dims.n_layers)
+            cells[m, t] = cell
+    return assemble(cfg, cells, meta)
+
+
+def _model_rows(cfg: Config, cells: Mapping[tuple[str, str], dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {"task": [], "prompt": [], "seed": [], "sn": [], "site": [],
+                                  "acc": []}
+    for m in cfg.models:
+        by_task = {t: cells[m, t]["found"] for t in cfg.tasks}
+        out["task"] += [{"model": m, **r} for r in _pairs("task", by_task)]
+        for t in cfg.tasks:
+            c = cells[m, t]
+            out["prompt"] += [{"model": m, "task": t, **r} for r in c["prompt_rows"]]
+            out["seed"] += [{"model": m, "task": t, **r} for r in c["seed_rows"]]
+            out["sn"] += [{"model": m, "task": t, **r} for r in c["sns"]]
+            sites = [r["sn_site"] for r in c["sns"]]
+            out["site"] += [{"model": m, "task": t, "site": s, "site_count": sites.count(s)}
+                            for s in ALL_SITES]
+            acc = dict(zip(("accuracy", "accuracy_low", "accuracy_high"), c["accuracy"],
+                           strict=True))
+            out["acc"].append({"model": m, "task": t, **acc})
+    return out
+
+
+def assemble(cfg: Config, cells: Mapping[tuple[str, str], dict],
+             meta: Mapping[str, dict]) -> xr.Dataset:
+    models, tasks = list(cfg.models), list(cfg.tasks)
+    prompts = list(dict.fromkeys(p for c in cells.values() for p in c["prompts"]))
+    order = {"model": models, "task": tasks, "task_a": tasks, "task_b": tasks,
+             "prompt_a": prompts, "prompt_b": prompts, "seed_a": list(cfg.seeds),
+             "seed_b": list(cfg.seeds), "rank": list(range(cfg.k)), "site": list(ALL_SITES),
+             "model_a": models, "model_b": models}
+    rows = _model_rows(cfg, cells)
+    pair_rows = [r for t in tasks for r in model_pair_rows(cells, models, t)]
+    ds = xr.merge([
+        frame_to_dataset(rows["task"], ("model", "task_a", "task_b"), order),
+        frame_to_dataset(rows["prompt"], ("model", "task", "prompt_a", "prompt_b"), order),
+        frame_to_dataset(rows["seed"], ("model", "task", "seed_a", "seed_b"), order),
+        frame_to_dataset(rows["sn"], ("model", "task", "rank"), order),
+        frame_to_dataset(rows["site"], ("model", "task", "site"), order),
+        frame_to_dataset(rows["acc"], ("model", "task"), order),
+        frame_to_dataset(pair_rows, ("task", "model_a", "model_b"), order)])
+    ds["sn_layer"] = ds["sn_layer"].astype(np.int64)
+    ds["site_count"] = ds["site_count"].astype(np.int64)
+    ds["n_layers"] = ("model", np.array([meta[m]["n_layers"] for m in models], np.int64))
+    ds["family"] = ("model", [meta[m]["family"] for m in models])
+    for name, text in LONG_NAMES.items():
+        ds[name].attrs["long_name"] = text
+    ds.attrs.update({"study": cfg.study, "k": cfg.k, "shots": cfg.shots, "rule": cfg.rule,
+                     "score": cfg.score, "seed": cfg.seed})
+    return ds
+
+
+LONG_NAMES = {
+    "task_jaccard": "Jaccard index of the top-k SN ids", "prompt_jaccard":
+    "Jaccard index of the top-k SN ids", "seed_jaccard": "Jaccard index of the top-k SN ids",
+    "task_spearman": "Spearman correlation of neuron scores",
+    "prompt_spearman": "Spearman correlation of neuron scores",
+    "seed_spearman": "Spearman correlation of neuron scores",
+    "relative_depth": "(layer + 1) / n_layers", "site_count": "top-k SNs at the site",
+    "accuracy": "test accuracy of the top-k SN vote",
+    "depth_ks": "two-sample KS statistic of SN relative depths",
+    "agreement": "fraction of test samples where both models' SN votes agree",
+    "kappa": "Cohen's kappa of the two models' SN votes",
+}
+
+
+# ---- tables and figures --------------------------------------------------------------------
+
+def _upper(df: pd.DataFrame, a: str, b: str, order: Sequence[Any]) -> pd.DataFrame:
+    """Rows with a before b in ``order`` (each unordered pair once, no diagonal)."""
+    pos = {v: i for i, v in enumerate(order)}
+    return df[df[a].map(pos) < df[b].map(pos)]
+
+
+def tables(result: xr.Dataset) -> dict[str, pd.DataFrame]:
+    out = {}
+    for kind in ("task", "prompt", "seed"):
+        df = result[[f"{kind}_jaccard", f"{kind}_spearman"]].to_dataframe().reset_index()
+        df = df.dropna(subset=[f"{kind}_jaccard"])
+        out[f"within_{kind}s"] = _upper(df, f"{kind}_a", f"{kind}_b",
+                                        list(result[f"{kind}_a"].values))
+    pairs = result[["agreement", "kappa", "depth_ks", "depth_ks_pvalue"]].to_dataframe()
+    pairs = _upper(pairs.reset_index(), "model_a", "model_b", list(result.model.values))
+    acc = result.accuracy.to_series()
+    pairs["accuracy_a"] = [acc[m, t] for m, t in zip(pairs.model_a, pairs.task, strict=True)]
+    pairs["accuracy_b"] = [acc[m, t] for m, t in zip(pairs.model_b, pairs.task, strict=True)]
+    out["across_models"] = pairs
+    sns_ = result[["sn_id", "sn_site", "sn_layer", "relative_depth"]].to_dataframe()
+    out["sn_depth"] = sns_.reset_index().dropna(subset=["relative_depth"])
+    sites = result.site_count.to_dataframe().reset_index()
+    out["sites"] = sites[sites.site_count > 0]
+    return out
+
+
+def plot(result: xr.Dataset, ax=None):
+    """Relative depth of every model's top-k SNs per task (a strip plot, hue = model)."""
+    from sn_interp.plotting import depth_strips
+
+    df = result[["relative_depth"]].to_dataframe().reset_index().dropna()
+    return depth_strips(df, ax=ax)
+
+
+def _within_figure(result: xr.Dataset, m: str, t: str):
+    import matplotlib.pyplot as plt
+
+    from sn_interp.plotting import COLUMN_WIDTH, matrix_heatmap
+
+    r = result.sel(model=m, task=t)
+    prompts = r.prompt_jaccard.dropna("prompt_a", how="all").dropna("prompt_b", how="all")
+    fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN_WIDTH, 2.5), layout="constrained")
+    matrix_heatmap(prompts, ax=axes[0], label="Jaccard of top-k SN ids")
+    axes[0].set(xlabel="prompt", ylabel="prompt", title="across prompts")
+    matrix_heatmap(r.seed_jaccard, ax=axes[1], label="Jaccard of top-k SN ids")
+    axes[1].set(xlabel="split seed", ylabel="split seed", title="across probe splits")
+    for ax in axes:
+        ax.title.set_fontsize(8)
+    fig.suptitle(f"{m} / {t}: overlap of SN selections", fontsize=8)
+    return fig
+
+
+def _tasks_figure(result: xr.Dataset, m: str):
+    import matplotlib.pyplot as plt
+
+    from sn_interp.plotting import COLUMN_WIDTH, matrix_heatmap
+
+    r = result.sel(model=m)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN_WIDTH, 2.6), layout="constrained")
+    matrix_heatmap(r.task_jaccard, ax=axes[0], label="Jaccard of top-k SN ids")
+    matrix_heatmap(r.task_spearman, ax=axes[1], vmin=-1, vmax=1, cmap="vlag",
+                   label="Spearman of neuron scores")
+    for ax in axes:
+        ax.set(xlabel="task", ylabel="task")
+        ax.tick_params(axis="x", rotation=30)
+        ax.tick_params(axis="y", rotation=0)
+    fig.suptitle(f"{m}: SN selections across tasks", fontsize=8)
+    return fig
+
+
+def figures(result: xr.Dataset) -> dict:
+    """Within-model overlap matrices; relative depths and site distributions of all models."""
+    from sn_interp.plotting import site_bars
+
+    figs = {"relative_depth": plot(result).figure}
+    sites = result.site_count.sum("task").to_dataframe().reset_index()
+    figs["sites"] = site_bars(sites.rename(columns={"site_count": "count"})).figure
+    for m in map(str, result.model.values):
+        if result.sizes["task_a"] > 1:
+            figs[f"tasks_{_name(m)}"] = _tasks_figure(result, m)
+        for t in map(str, result.task.values):
+            figs[f"within_{_name(m)}_{_name(t)}"] = _within_figure(result, m, t)
+    return figs
+
+
+def _name(text: object) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in str(text))
+
+
+main = make_main(ANALYSIS, Config, run, tables, figures)
+
+if __name__ == "__main__":
+    main()

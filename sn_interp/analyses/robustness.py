@@ -1,0 +1,417 @@
+"""Do Super Neurons survive a change of prompt or of image distribution?
+
+For each model and task, on the same probe/test images:
+
+(a) prompts: SNs selected on the probe split under template A are evaluated on the test
+    split under every template B (activations differ by prompt, so each prompt's test split
+    is extracted), giving a (prompt_fit x prompt_eval) accuracy matrix;
+(b) shifts: SNs selected on the clean probe split (under the first prompt) are evaluated on
+    each shifted test split and, where one exists, on the test split of the other domain
+    with the same classes (digits <-> mnist); the drop is clean minus shifted accuracy;
+(c) overlap: the selections are compared — Jaccard index of the top-k neuron-id sets and
+    Spearman rank correlation of the full score vectors over the common neuron ids — for
+    every pair of prompts and for clean vs each shift (selected on the shifted probe split).
+
+Output variables (dims):
+    prompt_accuracy, prompt_accuracy_low, prompt_accuracy_high, prompt_drop
+        (model, task, prompt_fit, prompt_eval); drop = accuracy under prompt_fit itself
+        minus accuracy under prompt_eval, same SNs.
+    prompt_jaccard, prompt_spearman (model, task, prompt_a, prompt_b)
+    shift_accuracy, shift_accuracy_low, shift_accuracy_high, shift_drop, shift_refit_accuracy,
+        shift_jaccard, shift_spearman (model, task, condition); ``condition`` holds
+        ``clean``, the shift names and ``other-domain`` (not named ``shift``, which is a
+        Dataset method); refit = SNs selected on that condition's own probe split.
+    other_domain (task): the other-domain task, or "" ; chance (task).
+Cells a task does not have (another task's prompts or shifts) are NaN.
+
+Run: ``python -m sn_interp.analyses.robustness --model micro-llava --task digits``
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from sn_interp.analyses import _data
+from sn_interp.analyses._common import StudyConfig, make_main
+
+log = logging.getLogger(__name__)
+ANALYSIS = "robustness"
+CLEAN, OTHER = "clean", "other-domain"
+#: Tasks holding the same classes in another image distribution.
+OTHER_DOMAIN: dict[str, str] = {"digits": "mnist", "mnist": "digits"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(StudyConfig):
+    """Options of the robustness analysis."""
+
+    prompts: tuple[str, ...] = ()
+    """Prompt template ids to compare (default: all of each task's templates); a task skips
+    the ids it lacks. The first one is the prompt of the shift comparison."""
+    shifts: tuple[str, ...] = ()
+    """Image shifts to evaluate on (default: all of each task's shifts); a task skips the
+    names it lacks."""
+    other_domain: bool = True
+    """Also evaluate on the other domain of the same classes where one exists (digits <-> mnist)."""
+
+
+class Fit(NamedTuple):
+    """SNs selected on one probe split, and the activations of the matching test split."""
+
+    found: Any
+    test: xr.Dataset
+
+
+# ---- overlap measures (also used by cross_model_overlap) ----------------------------------
+
+def jaccard(a: Sequence[str], b: Sequence[str]) -> float:
+    """|A ∩ B| / |A ∪ B| of two id sets.
+
+    Example:
+        >>> jaccard(["x", "y"], ["y", "z"])
+        0.3333333333333333
+    """
+    sa, sb = set(a), set(b)
+    return len(sa & sb) / len(sa | sb) if sa | sb else float("nan")
+
+
+def top_ids(found: Any, k: int | None = None) -> list[str]:
+    """Neuron ids of the top ``k`` (default: the selection's own k) of a SuperNeurons."""
+    return [str(i) for i in found.table["id"].values[: k or found.k]]
+
+
+def rank_correlation(a: Any, b: Any) -> float:
+    """Spearman correlation of two selections' scores over the neuron ids both scored."""
+    from scipy.stats import spearmanr
+
+    sa = pd.Series(a.table["score"].values, index=a.table["id"].values)
+    sb = pd.Series(b.table["score"].values, index=b.table["id"].values)
+    common = sa.index.intersection(sb.index)
+    if len(common) < 3 or sa[common].nunique() < 2 or sb[common].nunique() < 2:
+        return float("nan")
+    return float(spearmanr(sa[common].to_numpy(), sb[common].to_numpy()).statistic)
+
+
+def overlap(a: Any, b: Any) -> dict[str, float]:
+    """``jaccard`` of the top-k ids and ``spearman`` of the score vectors of two selections."""
+    return {"jaccard": jaccard(top_ids(a), top_ids(b)), "spearman": rank_correlation(a, b)}
+
+
+# ---- computation --------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=16)
+def task_meta(task: str, n: int | None, seed: int) -> Any:
+    """The loaded task (for its prompts, shifts and classes), cached per process."""
+    from sn_interp.tasks import load_task
+
+    return load_task(task, n=n, seed=seed)
+
+
+def check_names(cfg: StudyConfig, *, prompts: Sequence[str] = (),
+                shifts: Sequence[str] = ()) -> None:
+    """Refuse prompt ids / shift names that none of the study's tasks has (likely typos)."""
+    metas = [task_meta(t, cfg.n, cfg.seed) for t in cfg.tasks]
+    for what, names in (("prompts", prompts), ("shifts", shifts)):
+        known = {x for m in metas for x in getattr(m, what)}
+        unknown = [x for x in names if x not in known]
+        if unknown:
+            raise ValueError(f"no task of {list(cfg.tasks)} has the {what} {unknown}; "
+                             f"they have {sorted(known)}")
+
+
+def resolve(wanted: Sequence[str], available: Sequence[str], what: str, task: str) -> list[str]:
+    """The ids of ``wanted`` a task has (all of ``available`` when ``wanted`` is empty)."""
+    if not wanted:
+        return list(available)
+    missing = [w for w in wanted if w not in available]
+    if missing:
+        log.warning("task %s has no %s %s (it has %s); skipping them", task, what, missing,
+                    list(available))
+    return [w for w in wanted if w in available]
+
+
+def select(cfg: StudyConfig, vlm: Any, task: str, *, prompt: str | None,
+           shift: str | None = None, with_test: bool = False) -> Fit:
+    """Select SNs on one probe split (extracted through a shared store); with ``with_test``
+    extract the matching test split too (``Fit.test`` is an empty Dataset otherwise)."""
+    from sn_interp.probes import find_super_neurons
+
+    probe, test = _data.split(cfg, task, prompt=prompt, shift=shift)
+    suffix = f"-{shift}" if shift else ""
+    a_probe = _data.acts(cfg, vlm, probe, "probe" + suffix)
+    found = find_super_neurons(a_probe, k=cfg.k, rule=cfg.rule, score=cfg.score,
+                               seed=cfg.seed, progress=cfg.progress)
+    a_test = _data.acts(cfg, vlm, test, "test" + suffix) if with_test else xr.Dataset()
+    return Fit(found, a_test)
+
+
+def fit(cfg: StudyConfig, vlm: Any, task: str, *, prompt: str | None,
+        shift: str | None = None) -> Fit:
+    """Select SNs on one probe split and extract the matching test split."""
+    return select(cfg, vlm, task, prompt=prompt, shift=shift, with_test=True)
+
+
+def _accuracy(cfg: Config, found: Any, test: xr.Dataset) -> tuple[float, float, float]:
+    from sn_interp.probes import evaluate
+
+    return _data.accuracy_fields(evaluate(found.predict(test), seed=cfg.seed))
+
+
+def prompt_records(cfg: Config, fits: Mapping[str, Fit]) -> tuple[list[dict], list[dict]]:
+    """(accuracy rows over prompt_fit x prompt_eval, overlap rows over prompt_a x prompt_b)."""
+    acc = {(a, b): _accuracy(cfg, fits[a].found, fits[b].test) for a in fits for b in fits}
+    rows = [{"prompt_fit": a, "prompt_eval": b, "prompt_accuracy": v[0],
+             "prompt_accuracy_low": v[1], "prompt_accuracy_high": v[2],
+             "prompt_drop": acc[a, a][0] - v[0]} for (a, b), v in acc.items()]
+    pairs = []
+    for i, a in enumerate(fits):
+        for b in list(fits)[i:]:
+            ov = overlap(fits[a].found, fits[b].found)
+            for x, y in {(a, b), (b, a)}:
+                pairs.append({"prompt_a": x, "prompt_b": y, "prompt_jaccard": ov["jaccard"],
+                              "prompt_spearman": ov["spearman"]})
+    return rows, pairs
+
+
+def other_domain_fit(cfg: Config, vlm: Any, task: str, prompt: str,
+                     class_names: tuple[str, ...]) -> Fit | None:
+    """The fit on the other domain's splits, or None when the task has no other domain."""
+    other = OTHER_DOMAIN.get(task)
+    if other is None or not cfg.other_domain:
+        return None
+    meta = task_meta(other, cfg.n, cfg.seed)
+    if tuple(meta.class_names) != tuple(class_names):
+        raise ValueError(f"other domain {other!r} of {task!r} has the classes "
+                         f"{list(meta.class_names)}, not {list(class_names)}")
+    if prompt not in meta.prompts:
+        log.warning("%s has no prompt %r; using its default %r", other, prompt, meta.prompt_id)
+        prompt = meta.prompt_id
+    return fit(cfg, vlm, other, prompt=prompt)
+
+
+def shift_records(cfg: Config, vlm: Any, task: str, clean: Fit, prompt: str,
+                  shifts: Sequence[str]) -> list[dict]:
+    """One row per condition: clean, each shift, and the other domain where one exists."""
+    conditions = {s: fit(cfg, vlm, task, prompt=prompt, shift=s) for s in shifts}
+    other = other_domain_fit(cfg, vlm, task, prompt, clean.found.class_names)
+    if other is not None:
+        conditions[OTHER] = other
+    base = _accuracy(cfg, clean.found, clean.test)
+    rows = [{"condition": CLEAN, "shift_accuracy": base[0], "shift_accuracy_low": base[1],
+             "shift_accuracy_high": base[2], "shift_drop": 0.0,
+             "shift_refit_accuracy": base[0], **_prefixed(overlap(clean.found, clean.found))}]
+    for name, cond in conditions.items():
+        acc = _accuracy(cfg, clean.found, cond.test)
+        rows.append({"condition": name, "shift_accuracy": acc[0], "shift_accuracy_low": acc[1],
+                     "shift_accuracy_high": acc[2], "shift_drop": base[0] - acc[0],
+                     "shift_refit_accuracy": _accuracy(cfg, cond.found, cond.test)[0],
+                     **_prefixed(overlap(clean.found, cond.found))})
+    return rows
+
+
+def _prefixed(ov: dict[str, float]) -> dict[str, float]:
+    return {f"shift_{k}": v for k, v in ov.items()}
+
+
+def one(cfg: Config, vlm: Any, task: str) -> dict[str, Any]:
+    """Every record of one (model, task) cell."""
+    meta = task_meta(task, cfg.n, cfg.seed)
+    prompts = resolve(cfg.prompts, list(meta.prompts), "prompt", task)
+    if not prompts:
+        raise ValueError(f"task {task!r} has none of the prompts {list(cfg.prompts)}; "
+                         f"it has {list(meta.prompts)}")
+    shifts = resolve(cfg.shifts, list(meta.shifts), "shift", task)
+    fits = {p: fit(cfg, vlm, task, prompt=p) for p in prompts}
+    matrix, pairs = prompt_records(cfg, fits)
+    shift_rows = shift_records(cfg, vlm, task, fits[prompts[0]], prompts[0], shifts)
+    return {"matrix": matrix, "pairs": pairs, "shifts": shift_rows, "prompts": prompts,
+            "shift_names": shifts, "chance": 1 / len(meta.class_names),
+            "other": OTHER_DOMAIN.get(task, "") if cfg.other_domain else ""}
+
+
+def run(cfg: Config) -> xr.Dataset:
+    """All (model, task) cells as one Dataset (see the module docstring)."""
+    check_names(cfg, prompts=cfg.prompts, shifts=cfg.shifts)
+    cells = {(m, t): one(cfg, _data.model(m, cfg.dtype), t)
+             for m in cfg.models for t in cfg.tasks}
+    return assemble(cfg, cells)
+
+
+def frame_to_dataset(rows: list[dict], dims: Sequence[str],
+                     order: Mapping[str, Sequence[Any]]) -> xr.Dataset:
+    """Long-form records to a Dataset over ``dims`` (NaN where absent), coords in ``order``."""
+    ds = pd.DataFrame(rows).set_index(list(dims)).to_xarray()
+    return ds.reindex({d: list(order[d]) for d in dims})
+
+
+def _union(lists: Sequence[Sequence[str]]) -> list[str]:
+    return list(dict.fromkeys(x for seq in lists for x in seq))
+
+
+def assemble(cfg: Config, cells: Mapping[tuple[str, str], dict]) -> xr.Dataset:
+    models, tasks = list(cfg.models), list(cfg.tasks)
+    prompts = _union([c["prompts"] for c in cells.values()])
+    has_other = any(c["other"] for c in cells.values())
+    conditions = [CLEAN, *_union([c["shift_names"] for c in cells.values()])] + (
+        [OTHER] if has_other else [])
+    order = {"model": models, "task": tasks, "prompt_fit": prompts, "prompt_eval": prompts,
+             "prompt_a": prompts, "prompt_b": prompts, "condition": conditions}
+
+    def rows(key: str) -> list[dict]:
+        return [{"model": m, "task": t, **r} for (m, t), c in cells.items() for r in c[key]]
+
+    ds = xr.merge([
+        frame_to_dataset(rows("matrix"), ("model", "task", "prompt_fit", "prompt_eval"), order),
+        frame_to_dataset(rows("pairs"), ("model", "task", "prompt_a", "prompt_b"), order),
+        frame_to_dataset(rows("shifts"), ("model", "task", "condition"), order)])
+    ds["other_domain"] = ("task", [cells[models[0], t]["other"] for t in tasks])
+    ds["chance"] = ("task", [cells[models[0], t]["chance"] for t in tasks],
+                    {"long_name": "1 / number of classes"})
+    for name, text in LONG_NAMES.items():
+        ds[name].attrs["long_name"] = text
+    ds.attrs.update({"study": cfg.study, "k": cfg.k, "shots": cfg.shots, "rule": cfg.rule,
+                     "score": cfg.score, "shift_prompt": "first prompt of each task"})
+    return ds
+
+
+LONG_NAMES = {
+    "prompt_accuracy": "test accuracy (SNs selected under prompt_fit, tested under prompt_eval)",
+    "prompt_drop": "accuracy under prompt_fit minus under prompt_eval",
+    "prompt_jaccard": "Jaccard index of the top-k SN ids",
+    "prompt_spearman": "Spearman correlation of neuron scores",
+    "shift_accuracy": "test accuracy of clean-selected SNs",
+    "shift_drop": "clean minus shifted test accuracy",
+    "shift_refit_accuracy": "test accuracy of SNs selected on the shifted probe split",
+    "shift_jaccard": "Jaccard index of the top-k SN ids (clean vs shifted)",
+    "shift_spearman": "Spearman correlation of neuron scores (clean vs shifted)",
+}
+
+
+# ---- tables and figures -------------------------------------------------------------------
+
+def summary(result: xr.Dataset) -> pd.DataFrame:
+    """One row per (model, task): in-prompt and cross-prompt accuracy, overlaps, worst shift."""
+    rows = []
+    for m in result.model.values:
+        for t in result.task.values:
+            r = result.sel(model=m, task=t)
+            acc = r.prompt_accuracy.dropna("prompt_fit", how="all").dropna("prompt_eval", how="all")
+            diag = np.diag(acc.values)
+            off = ~np.eye(len(diag), dtype=bool)
+            jac = r.prompt_jaccard.dropna("prompt_a", how="all").dropna("prompt_b", how="all")
+            drops = r.shift_drop.dropna("condition").drop_sel(condition=CLEAN)
+            worst = str(drops.idxmax("condition").values) if drops.size else ""
+            rows.append({"model": m, "task": t, "in-prompt acc": float(diag.mean()),
+                         "cross-prompt acc": float(acc.values[off].mean()) if off.any() else np.nan,
+                         "prompt Jaccard": float(jac.values[off].mean()) if off.any() else np.nan,
+                         "clean acc": float(r.shift_accuracy.sel(condition=CLEAN)),
+                         "worst shift": worst,
+                         "worst drop": float(drops.max()) if drops.size else np.nan})
+    return pd.DataFrame(rows)
+
+
+def tables(result: xr.Dataset) -> dict[str, pd.DataFrame]:
+    matrix = result[["prompt_accuracy", "prompt_accuracy_low", "prompt_accuracy_high",
+                     "prompt_drop"]].to_dataframe().reset_index().dropna()
+    pairs = result[["prompt_jaccard", "prompt_spearman"]].to_dataframe().reset_index()
+    pairs = pairs.dropna(subset=["prompt_jaccard"])
+    pairs = pairs[pairs.prompt_a.map(list(result.prompt_a.values).index)
+                  < pairs.prompt_b.map(list(result.prompt_b.values).index)]
+    shift_vars = [v for v in result.data_vars if result[v].dims == ("model", "task", "condition")]
+    shifts = result[shift_vars].to_dataframe().reset_index().dropna(subset=["shift_accuracy"])
+    return {"summary": summary(result), "prompt_matrix": matrix, "prompt_overlap": pairs,
+            "shift": shifts}
+
+
+def plot(result: xr.Dataset, ax=None, *, model: str | None = None, task: str | None = None):
+    """The (prompt_fit x prompt_eval) accuracy matrix of one model and task (default: first)."""
+    from sn_interp.plotting import matrix_heatmap
+
+    m = model or str(result.model.values[0])
+    t = task or str(result.task.values[0])
+    da = _square(result.prompt_accuracy.sel(model=m, task=t))
+    ax = matrix_heatmap(da, ax=ax, label="test accuracy")
+    ax.set(xlabel="prompt at test", ylabel="prompt at SN selection")
+    ax.set_title(f"{m} / {t}", fontsize=8)
+    return ax
+
+
+def _square(da: xr.DataArray) -> xr.DataArray:
+    """A 2-D matrix without the rows and columns a task does not have."""
+    return da.dropna(da.dims[0], how="all").dropna(da.dims[1], how="all")
+
+
+def _overlap_figure(result: xr.Dataset, m: str, t: str):
+    import matplotlib.pyplot as plt
+
+    from sn_interp.plotting import COLUMN_WIDTH, matrix_heatmap
+
+    r = result.sel(model=m, task=t)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN_WIDTH, 2.6), layout="constrained")
+    matrix_heatmap(_square(r.prompt_jaccard), ax=axes[0], label="Jaccard of top-k SN ids")
+    matrix_heatmap(_square(r.prompt_spearman), ax=axes[1], vmin=-1, vmax=1, cmap="vlag",
+                   label="Spearman of neuron scores")
+    for ax in axes:
+        ax.set(xlabel="prompt", ylabel="prompt")
+    fig.suptitle(f"{m} / {t}: SN selections under two prompts", fontsize=8)
+    return fig
+
+
+def _shift_drop_figure(result: xr.Dataset, m: str):
+    from sn_interp.plotting import drop_bars
+
+    r = result.sel(model=m).drop_sel(condition=CLEAN)
+    drops = r.shift_drop.to_dataframe().reset_index().dropna(subset=["shift_drop"])
+    ax = drop_bars(drops, x="condition", hue="task", value="shift_drop",
+                   ylabel="accuracy drop (clean − shifted)")
+    ax.set_title(f"{m}: clean-selected SNs on shifted images", fontsize=8)
+    return ax.figure
+
+
+def _shift_overlap_figure(result: xr.Dataset, m: str):
+    import matplotlib.pyplot as plt
+
+    from sn_interp.plotting import COLUMN_WIDTH, matrix_heatmap
+
+    r = result.sel(model=m).drop_sel(condition=CLEAN)
+    height = 1.2 + 0.35 * r.sizes["task"]
+    fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN_WIDTH, height), layout="constrained")
+    matrix_heatmap(r.shift_jaccard, ax=axes[0], label="Jaccard of\ntop-k SN ids")
+    matrix_heatmap(r.shift_spearman, ax=axes[1], vmin=-1, vmax=1, cmap="vlag",
+                   label="Spearman of\nneuron scores")
+    for ax in axes:
+        ax.set(xlabel="image condition (its own selection vs the clean one)", ylabel="task")
+        ax.tick_params(axis="y", rotation=0)
+    fig.suptitle(f"{m}: overlap of clean and shifted SN selections", fontsize=8)
+    return fig
+
+
+def figures(result: xr.Dataset) -> dict:
+    """Prompt matrix and prompt overlap per (model, task); shift drops and overlap per model."""
+    figs = {}
+    for m in map(str, result.model.values):
+        for t in map(str, result.task.values):
+            figs[f"prompt_matrix_{_name(m)}_{_name(t)}"] = plot(result, model=m, task=t).figure
+            figs[f"prompt_overlap_{_name(m)}_{_name(t)}"] = _overlap_figure(result, m, t)
+        if result.sizes["condition"] > 1:
+            figs[f"shift_drop_{_name(m)}"] = _shift_drop_figure(result, m)
+            figs[f"shift_overlap_{_name(m)}"] = _shift_overlap_figure(result, m)
+    return figs
+
+
+def _name(text: object) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in str(text))
+
+
+main = make_main(ANALYSIS, Config, run, tables, figures)
+
+if __name__ == "__main__":
+    main()
