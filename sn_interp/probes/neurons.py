@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 
 RULES = ("centroid", "threshold")
 SCORES = ("probe", "cv")
-BLOCK = 4096  # units per dask chunk: (1000 samples x 4096) float32 = 16 MB
+BLOCK = 8192  # centroid units per dask chunk: (1000 samples x 8192) float32 = 32 MB
+THRESHOLD_BLOCK = 2048  # threshold rule: a few (sample x unit) float64/int64 arrays per chunk
 GROUP = 8 * BLOCK  # units computed per dask.compute call (several chunks: all threads busy)
 
 
@@ -414,7 +415,8 @@ def make_plan(y: np.ndarray, n_classes: int, rule: str, score: str, folds: int,
 
 
 def score_blocks(acts: xr.Dataset, blocks: list[tuple[str, int]], plan: _Plan, *,
-                 block: int = BLOCK, progress: bool = True) -> dict[tuple[str, int], np.ndarray]:
+                 block: int | None = None, progress: bool = True
+                 ) -> dict[tuple[str, int], np.ndarray]:
     """Score every unit of each (site, layer) block; returns stats (n_stats, unit) per block.
 
     Row 0 is the score, row 1 a non-finite flag, the rest the fitted params. Each block is a
@@ -423,6 +425,8 @@ def score_blocks(acts: xr.Dataset, blocks: list[tuple[str, int]], plan: _Plan, *
     until they hold ``GROUP`` units, so a narrow site still gives every thread a chunk.
     """
     kernel = _centroid_block if plan.rule == "centroid" else _threshold_block
+    if block is None:
+        block = BLOCK if plan.rule == "centroid" else THRESHOLD_BLOCK
     out = {}
     bar = tqdm(total=len(blocks), desc=f"scoring ({plan.rule}, {plan.score})", unit="block",
                disable=not progress)
