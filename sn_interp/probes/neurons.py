@@ -69,6 +69,12 @@ def _f32_at_most(v: np.ndarray, strict: bool) -> np.ndarray:
 _local = threading.local()
 
 
+def _release_buffers() -> None:
+    """Drop every thread's scratch arrays (tens of MB per thread) once scoring is done."""
+    global _local
+    _local = threading.local()
+
+
 def _buffer(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     """A per-thread scratch array (reused across blocks: no allocation, no page faults)."""
     size = int(np.prod(shape))
@@ -445,4 +451,5 @@ def score_blocks(acts: xr.Dataset, blocks: list[tuple[str, int]], plan: _Plan, *
             bar.update(len(group))
             group, units = [], 0
     bar.close()
+    _release_buffers()
     return out
