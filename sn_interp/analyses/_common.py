@@ -242,6 +242,9 @@ def execute(analysis: str, cfg: StudyConfig, run: Callable[[Any], xr.Dataset],
             extras: Extras | None = None) -> Path:
     """Write config.json, reuse or compute result.nc, then tables and figures; return the folder.
 
+    Figures are redrawn only with a fresh result, or when ``figures.json`` (the names drawn
+    last, with the config digest) does not match or one of its files is missing.
+
     ``extras(cfg, result, folder)``, when given, writes an analysis's other outputs (e.g. the
     early-exit analysis's saved classifiers) after the tables and figures.
     """
@@ -251,7 +254,8 @@ def execute(analysis: str, cfg: StudyConfig, run: Callable[[Any], xr.Dataset],
     (folder / "config.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     result_path = folder / "result.nc"
     result = None if cfg.overwrite else _reusable(result_path, cfg.digest())
-    if result is None:
+    fresh = result is None
+    if fresh:
         with _scheduler(cfg.scheduler):
             result = run(cfg)
         result.attrs.update({"analysis": analysis, "config_digest": cfg.digest(),
@@ -262,12 +266,39 @@ def execute(analysis: str, cfg: StudyConfig, run: Callable[[Any], xr.Dataset],
         log.info("reusing %s (same config; --overwrite to recompute)", result_path)
     for name, df in tables(result).items():
         write_table(df, folder, name)
-    for name, fig in figures(result).items():
-        save_figure(fig, folder, name)
+    if fresh or written_figures(folder, cfg.digest()) is None:
+        names = []
+        for name, fig in figures(result).items():
+            save_figure(fig, folder, name)
+            names.append(name)
+        (folder / FIGURES_FILE).write_text(json.dumps({"digest": cfg.digest(),
+                                                       "figures": names}) + "\n")
+    else:
+        log.info("reusing the figures in %s", folder)
     if extras is not None:
         extras(cfg, result, folder)
     log.info("outputs in %s", folder)
     return folder
+
+
+FIGURES_FILE = "figures.json"
+
+
+def written_figures(folder: Path, digest: str | None = None) -> list[str] | None:
+    """Names of the figures last saved in ``folder`` (for ``digest``, if given), or None.
+
+    None also when a listed PNG or PDF is missing.
+    """
+    path = Path(folder) / FIGURES_FILE
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    if digest is not None and record.get("digest") != digest:
+        return None
+    names = list(record.get("figures", []))
+    if not all((Path(folder) / f"{n}.{ext}").exists() for n in names for ext in ("png", "pdf")):
+        return None
+    return names
 
 
 def _reusable(path: Path, digest: str) -> xr.Dataset | None:

@@ -39,6 +39,7 @@ from sn_interp.analyses._common import (
     execute,
     markdown_table,
     write_table,
+    written_figures,
 )
 
 log = logging.getLogger(__name__)
@@ -112,16 +113,20 @@ def read_study(path: Path | None) -> tuple[dict[str, Any], dict[str, dict], str]
 
 def check_keys(top: dict[str, Any], tables: dict[str, dict], modules: dict[str, Any],
                origin: str) -> None:
-    """Refuse top-level keys no analysis knows and tables that name no analysis."""
+    """Refuse top-level keys no analysis knows and tables that name no analysis.
+
+    Tables of analyses left out of ``analyses`` are allowed (and not checked), so a study file
+    can be run in part with ``--analyses``.
+    """
     known = fields_of(Config).union(*(fields_of(m.Config) for m in modules.values() if m))
     unknown = sorted(set(top) - known)
     if unknown:
         raise SystemExit(f"error: unknown option(s) {unknown} in {origin}: no analysis of "
                          f"{sorted(modules)} knows them")
-    stray = sorted(set(tables) - set(modules) - {ANALYSIS})
+    stray = sorted(set(tables) - set(modules) - set(ANALYSES) - {ANALYSIS})
     if stray:
-        raise SystemExit(f"error: table(s) {stray} in {origin} name no analysis of this "
-                         f"report ({sorted(modules)}); add them to analyses or remove them")
+        raise SystemExit(f"error: table(s) {stray} in {origin} name no analysis "
+                         f"(known: {sorted(set(ANALYSES) | set(modules))})")
 
 
 def sub_config(module: Any, name: str, top: dict[str, Any], table: dict[str, Any],
@@ -138,7 +143,7 @@ def sub_config(module: Any, name: str, top: dict[str, Any], table: dict[str, Any
 # ---- running ----------------------------------------------------------------------------------
 
 def run_one(name: str, module: Any, cfg: StudyConfig) -> Section:
-    """Execute one analysis, keeping its tables, figure names and result for the report."""
+    """Execute one analysis, keeping its result, tables and figure names for the report."""
     sec = Section(name, question=(module.__doc__ or "").strip().split("\n")[0])
     keep: dict[str, Any] = {}
 
@@ -146,16 +151,12 @@ def run_one(name: str, module: Any, cfg: StudyConfig) -> Section:
         keep["result"], keep["tables"] = result, module.tables(result)
         return keep["tables"]
 
-    def figures(result: xr.Dataset) -> dict[str, Any]:
-        figs = module.figures(result)
-        keep["figures"] = list(figs)
-        return figs
-
     start = time.perf_counter()
-    sec.folder = execute(name, cfg, module.run, tables, figures,
+    sec.folder = execute(name, cfg, module.run, tables, module.figures,
                          extras=getattr(module, "extras", None))
     sec.seconds = time.perf_counter() - start
-    sec.result, sec.tables, sec.figures = keep["result"], keep["tables"], keep["figures"]
+    sec.result, sec.tables = keep["result"], keep["tables"]
+    sec.figures = written_figures(sec.folder) or []
     return sec
 
 
@@ -165,15 +166,16 @@ def run_all(cfg: Config, top: dict[str, Any], tables: dict[str, dict],
     modules = {name: load_module(name) for name in cfg.analyses}
     check_keys(top, tables, modules, origin)
     out = report_dir(cfg)
+    subs = {name: sub_config(module, name, top, tables.get(name, {}), flags, out, origin)
+            for name, module in modules.items() if module is not None}  # all checked first
     sections = []
     for name, module in modules.items():
         if module is None:
             sections.append(Section(name, skipped="module not available"))
             continue
-        sub = sub_config(module, name, top, tables.get(name, {}), flags, out, origin)
-        log.info("report: running %s into %s", name, sub.out)
+        log.info("report: running %s into %s", name, subs[name].out)
         try:
-            sections.append(run_one(name, module, sub))
+            sections.append(run_one(name, module, subs[name]))
         except Exception as err:  # one broken analysis must not lose the others' report
             log.exception("analysis %s failed", name)
             sections.append(Section(name, skipped=f"failed: {type(err).__name__}: {err}",
@@ -200,27 +202,32 @@ def _get(result: xr.Dataset | None, var: str, **where: Any) -> float:
 
 
 def headline(cfg: Config, sections: Sequence[Section]) -> pd.DataFrame:
-    """Per (model, task): the numbers a reader wants first, from whichever analyses ran."""
+    """Per (model, task): the numbers a reader wants first, from whichever analyses ran.
+
+    find_super_neurons is the source; without it sav_comparison gives SAV, best-SN and top-k
+    accuracy and the best SN's layer (same split when ``shots`` is the largest of its grid),
+    and early_exit the base model's zero-shot accuracy.
+    """
     res = {s.name: s.result for s in sections}
     fsn, sav, ee = (res.get(n) for n in ("find_super_neurons", "sav_comparison", "early_exit"))
     rows = []
     for m in cfg.models:
         for t in cfg.tasks:
             at = {"model": m, "task": t}
-
-            def acc(q: str, _at: dict = at) -> float:
-                return _get(fsn, "accuracy", classifier=q, **_at)
-
-            sav_k = _get(sav, "accuracy_by_shots", classifier="sav", shots=cfg.shots, **at)
-            sn_k = _get(sav, "accuracy_by_shots", classifier="sn", shots=cfg.shots, **at)
-            layer = _get(fsn, "best_layer", **at)
-            if np.isnan(layer):
-                layer = _get(sav, "best_layer", classifier="sn", shots=cfg.shots, **at)
+            fsn_acc = {q: _get(fsn, "accuracy", classifier=q, **at)
+                       for q in ("zero_shot", "sav", "sn_top1", "sn_topk")}
+            sav_at = {"shots": cfg.shots, **at}
             rows.append({
-                "model": m, "task": t, "zero-shot": acc("zero_shot"),
-                "SAV": _first(acc("sav"), sav_k), "SN best": acc("sn_top1"),
-                f"SN top-{cfg.k}": _first(acc("sn_topk"), sn_k),
-                "best SN layer": _int(layer),
+                "model": m, "task": t,
+                "zero-shot": _first(fsn_acc["zero_shot"], _get(ee, "base_accuracy", **at)),
+                "SAV": _first(fsn_acc["sav"],
+                              _get(sav, "accuracy_by_shots", classifier="sav", **sav_at)),
+                "SN best": _first(fsn_acc["sn_top1"],
+                                  _get(sav, "accuracy_by_k", classifier="sn", k=1, **at)),
+                f"SN top-{cfg.k}": _first(fsn_acc["sn_topk"], _get(
+                    sav, "accuracy_by_shots", classifier="sn", **sav_at)),
+                "best SN layer": _int(_first(_get(fsn, "best_layer", **at), _get(
+                    sav, "best_layer", classifier="sn", **sav_at))),
                 "exit layer": _int(_get(ee, "best_exit_layer", **at)),
                 "early-exit accuracy": _get(ee, "best_accuracy", **at),
                 "speed-up": _get(ee, "best_speedup", **at)})

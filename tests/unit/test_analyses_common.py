@@ -86,8 +86,10 @@ def test_digest_ignores_where_and_how_but_not_what():
     assert a.digest() != DemoConfig(grid=(3,)).digest()
 
 
-def test_execute_reuses_result_of_same_config_only(tmp_path):
-    calls = []
+def test_execute_reuses_result_and_figures_of_same_config_only(tmp_path):
+    import matplotlib.pyplot as plt
+
+    calls, drawn, extras = [], [], []
 
     def run(cfg):
         calls.append(cfg.k)
@@ -96,15 +98,24 @@ def test_execute_reuses_result_of_same_config_only(tmp_path):
     def tables(result):
         return {"t": result.to_dataframe().reset_index()}
 
-    extras = []
-    for k, overwrite in ((1, False), (1, False), (2, False), (2, True)):
-        cfg = DemoConfig(k=k, out=str(tmp_path / "o"), overwrite=overwrite)
-        folder = execute("demo", cfg, run, tables, lambda r: {},
-                         extras=lambda c, r, f: extras.append(float(r.v[0])))
-    assert calls == [1, 2, 2] and extras == [1.0, 1.0, 2.0, 2.0]
+    def figures(result):
+        drawn.append(float(result.v[0]))
+        return {"f": plt.subplots(figsize=(1, 1))[0]}
+
+    folder = tmp_path / "o"
+    for k, overwrite in ((1, False), (1, False), (2, False), (2, True), (2, False)):
+        if len(calls) == 3:  # a missing figure file is redrawn, the result still reused
+            (folder / "f.pdf").unlink()
+        cfg = DemoConfig(k=k, out=str(folder), overwrite=overwrite)
+        execute("demo", cfg, run, tables, figures,
+                extras=lambda c, r, f: extras.append(float(r.v[0])))
+    assert calls == [1, 2, 2] and drawn == [1.0, 2.0, 2.0, 2.0]
+    assert extras == [1.0, 1.0, 2.0, 2.0, 2.0]
     record = json.loads((folder / "config.json").read_text())
     assert record["analysis"] == "demo" and record["k"] == 2
     assert (folder / "t.csv").exists() and (folder / "t.md").read_text().startswith("| x |")
+    assert _common.written_figures(folder, cfg.digest()) == ["f"]
+    assert _common.written_figures(folder, DemoConfig(k=3).digest()) is None
 
 
 def test_markdown_table_formats_floats():
