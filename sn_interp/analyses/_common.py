@@ -127,7 +127,7 @@ _FLAG_NAMES = {"models": "--model", "tasks": "--task"}
 def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
     """An argparse parser with ``--config`` and one flag per Config field."""
     p = argparse.ArgumentParser(prog=prog, description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, help="study config (TOML): top-level keys, "
                    "overridden by a table named after the analysis, overridden by flags")
     docs = field_docs(cls)
