@@ -1,0 +1,238 @@
+"""Frozen configs of the micro VLMs and the builders of their HF config, tokenizer and processor.
+
+Example:
+    >>> from sn_interp.models.micro.config import MICRO_CONFIGS
+    >>> cfg = MICRO_CONFIGS["micro-llava"]
+    >>> cfg.model_class, cfg.n_image_tokens
+    ('LlavaForConditionalGeneration', 16)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import transformers
+from transformers import PretrainedConfig, PreTrainedTokenizerFast, ProcessorMixin
+
+from sn_interp.models._tokenizer import build_tokenizer
+from sn_interp.models.tiny import (
+    _CLIP_MEAN,
+    _CLIP_STD,
+    _SIGLIP_MEAN,
+    _SIGLIP_STD,
+    _clip_image_kwargs,
+    _ids,
+    _qwen_rope,
+    _qwen_token_ids,
+    _text_kwargs,
+)
+
+__all__ = ["DEFAULT_TASKS", "MICRO_CONFIGS", "MICRO_NAMES", "MicroConfig", "build_config",
+           "build_processor", "build_tokenizer_for", "tokenizer_corpus"]
+
+#: Tasks the micro models are trained on (train partition only). shapes-exists and
+#: shapes-occlusion are left out on purpose: they stay unseen tasks for transfer studies.
+DEFAULT_TASKS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "shapes-color",
+                                  "shapes-shape", "shapes-count", "shapes-position")
+
+
+@dataclass(frozen=True)
+class MicroConfig:
+    """Architecture and training recipe of one micro VLM."""
+
+    name: str
+    """Registry name, also the directory under ``data/models``."""
+    family: str
+    """Adapter family: ``llava`` or ``qwen_vl``."""
+    model_class: str
+    """``transformers`` model class."""
+    tokenizer_family: str
+    """Key of ``sn_interp.models._tokenizer.TOKENIZER_FAMILIES``."""
+    chat_template: str
+    """Key of ``sn_interp.models._tokenizer.CHAT_TEMPLATES``."""
+    image_size: int = 64
+    """Side of the (square) model input image in pixels."""
+    patch_size: int = 16
+    """Vision patch side in pixels."""
+    vision_width: int = 128
+    """Vision tower hidden size."""
+    vision_layers: int = 3
+    """Vision tower depth."""
+    vision_heads: int = 4
+    """Vision attention heads."""
+    d_model: int = 128
+    """Language-model hidden size."""
+    n_layers: int = 4
+    """Language-model decoder blocks."""
+    n_heads: int = 4
+    """Language-model query heads."""
+    n_kv_heads: int = 2
+    """Language-model key/value heads (GQA)."""
+    d_mlp: int = 384
+    """Language-model MLP width."""
+    deepstack: tuple[int, ...] = ()
+    """Qwen3-VL DeepStack vision layers (empty for LLaVA)."""
+    vocab_size: int = 1024
+    """BPE vocabulary bound (special tokens excluded)."""
+    tasks: tuple[str, ...] = DEFAULT_TASKS
+    """Embedded tasks whose train partition feeds the instruction data."""
+    first_tasks: tuple[str, ...] = ("shapes-color",)
+    """Curriculum: tasks trained alone for the first ``first_steps`` steps (easy tasks that
+    teach the LM to read the image tokens; from scratch, the full mix first sits for
+    thousands of steps at the text-only answer prior)."""
+    first_steps: int = 150
+    """Steps of the curriculum's first stage (0: the full mix from the start)."""
+    max_images: int = 2500
+    """Cap of train-partition images per task (stratified, seeded)."""
+    steps: int = 2400
+    """Optimiser steps."""
+    batch_size: int = 32
+    """Examples per step (one image, one question, one answer each)."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate (linear warm-up, cosine decay to 10%)."""
+    warmup: int = 30
+    """Warm-up steps."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    seed: int = 0
+    """Seed of initialisation, data order and the task image caps."""
+    threads: int = 1
+    """torch intra-op threads (1 is fastest on a shared 2-core machine: 2 threads contend)."""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    """Free-form notes saved with the checkpoint (not used by the recipe)."""
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size "
+                             f"{self.patch_size}")
+        if self.d_model % self.n_heads or self.n_heads % self.n_kv_heads:
+            raise ValueError("d_model must divide by n_heads and n_heads by n_kv_heads")
+        if not set(self.first_tasks) <= set(self.tasks):
+            raise ValueError(f"first_tasks {self.first_tasks} must be among tasks {self.tasks}")
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("steps, batch_size and lr must be positive")
+
+    @property
+    def n_image_tokens(self) -> int:
+        """Image tokens the language model sees per image."""
+        side = self.image_size // self.patch_size
+        return side * side // (4 if self.family == "qwen_vl" else 1)
+
+    def with_(self, **changes: Any) -> MicroConfig:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+def tokenizer_corpus(cfg: MicroConfig) -> list[str]:
+    """Extra BPE corpus: every template of the trained tasks with its class names filled in."""
+    from sn_interp.tasks import load_task
+
+    lines = []
+    for name in cfg.tasks:
+        task = load_task(name, partition="train", n=4, seed=cfg.seed)
+        for pid in task.prompts:
+            lines.extend(s.question for s in task.with_prompt(pid))
+        lines.append(" ".join(task.class_names))
+    return lines * 4
+
+
+def build_tokenizer_for(cfg: MicroConfig) -> PreTrainedTokenizerFast:
+    """The model's byte-level BPE tokenizer, with the family's chat template."""
+    return build_tokenizer(cfg.tokenizer_family, extra_corpus=tokenizer_corpus(cfg),
+                           vocab_size=cfg.vocab_size, chat_template=cfg.chat_template)
+
+
+# --------------------------------------------------------------------------- HF configs
+
+
+def _text(cfg: MicroConfig, tok: PreTrainedTokenizerFast, **kw: Any) -> dict[str, Any]:
+    return _text_kwargs(tok, hidden_size=cfg.d_model, intermediate_size=cfg.d_mlp,
+                        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
+                        num_key_value_heads=cfg.n_kv_heads, max_position_embeddings=512, **kw)
+
+
+def _llava_config(cfg: MicroConfig, tok: PreTrainedTokenizerFast) -> PretrainedConfig:
+    (image_id,) = _ids(tok, "<image>")
+    vision = transformers.CLIPVisionConfig(
+        hidden_size=cfg.vision_width, intermediate_size=4 * cfg.vision_width,
+        projection_dim=cfg.vision_width, num_hidden_layers=cfg.vision_layers,
+        num_attention_heads=cfg.vision_heads, image_size=cfg.image_size,
+        patch_size=cfg.patch_size)
+    return transformers.LlavaConfig(
+        vision_config=vision, text_config=transformers.LlamaConfig(**_text(cfg, tok)),
+        image_token_index=image_id, image_seq_length=cfg.n_image_tokens,
+        vision_feature_layer=-1, vision_feature_select_strategy="default")
+
+
+def _qwen3_vl_config(cfg: MicroConfig, tok: PreTrainedTokenizerFast) -> PretrainedConfig:
+    side = cfg.image_size // cfg.patch_size
+    vision = transformers.Qwen3VLVisionConfig(
+        depth=cfg.vision_layers, hidden_size=cfg.vision_width,
+        intermediate_size=4 * cfg.vision_width, num_heads=cfg.vision_heads,
+        out_hidden_size=cfg.d_model, patch_size=cfg.patch_size, spatial_merge_size=2,
+        temporal_patch_size=2, num_position_embeddings=side * side,
+        deepstack_visual_indexes=list(cfg.deepstack))
+    head_dim = cfg.d_model // cfg.n_heads
+    quarter = head_dim // 2 // 3
+    section = [head_dim // 2 - 2 * quarter, quarter, quarter]
+    rope = _qwen_rope(5e6, section, mrope_interleaved=True)
+    text = transformers.Qwen3VLTextConfig(**_text(cfg, tok, head_dim=head_dim,
+                                                  rope_parameters=rope))
+    return transformers.Qwen3VLConfig(vision_config=vision, text_config=text,
+                                      **_qwen_token_ids(tok))
+
+
+def build_config(cfg: MicroConfig, tok: PreTrainedTokenizerFast) -> PretrainedConfig:
+    """The HF model config of ``cfg``."""
+    make = {"llava": _llava_config, "qwen_vl": _qwen3_vl_config}[cfg.family]
+    return make(cfg, tok)
+
+
+# --------------------------------------------------------------------------- processors
+
+
+def _llava_processor(cfg: MicroConfig, tok: PreTrainedTokenizerFast) -> ProcessorMixin:
+    kw = {**_clip_image_kwargs(cfg.image_size), "image_mean": _CLIP_MEAN, "image_std": _CLIP_STD}
+    return transformers.LlavaProcessor(
+        image_processor=transformers.CLIPImageProcessor(**kw), tokenizer=tok,
+        patch_size=cfg.patch_size, vision_feature_select_strategy="default",
+        num_additional_image_tokens=1, chat_template=tok.chat_template)
+
+
+def _qwen3_vl_processor(cfg: MicroConfig, tok: PreTrainedTokenizerFast) -> ProcessorMixin:
+    pixels = cfg.image_size * cfg.image_size  # every image is resized to image_size^2
+    common = {"patch_size": cfg.patch_size, "merge_size": 2, "temporal_patch_size": 2,
+              "image_mean": _SIGLIP_MEAN, "image_std": _SIGLIP_STD}
+    image = transformers.Qwen2VLImageProcessor(min_pixels=pixels, max_pixels=pixels, **common)
+    video = transformers.Qwen3VLVideoProcessor(
+        size={"shortest_edge": pixels, "longest_edge": pixels}, **common)
+    return transformers.Qwen3VLProcessor(image_processor=image, tokenizer=tok,
+                                         video_processor=video, chat_template=tok.chat_template)
+
+
+def build_processor(cfg: MicroConfig, tok: PreTrainedTokenizerFast) -> ProcessorMixin:
+    """The HF processor (tokenizer, image processor, chat template) of ``cfg``."""
+    make = {"llava": _llava_processor, "qwen_vl": _qwen3_vl_processor}[cfg.family]
+    return make(cfg, tok)
+
+
+# fmt: off
+#: Every micro model: name -> recipe.
+MICRO_CONFIGS: dict[str, MicroConfig] = {c.name: c for c in (
+    MicroConfig("micro-llava", "llava", "LlavaForConditionalGeneration",
+                tokenizer_family="llava", chat_template="llava", seed=7001),
+    MicroConfig("micro-qwen3-vl", "qwen_vl", "Qwen3VLForConditionalGeneration",
+                tokenizer_family="qwen_vl", chat_template="qwen3_vl", patch_size=8,
+                deepstack=(0, 1), seed=7002),
+)}
+# fmt: on
+#: Names of the micro models.
+MICRO_NAMES: tuple[str, ...] = tuple(MICRO_CONFIGS)

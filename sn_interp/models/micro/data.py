@@ -1,0 +1,138 @@
+"""Instruction data for the micro VLMs: train-partition images, every non-held-out template.
+
+Each :class:`Example` is one image, one question rendered by one of the task's templates and
+the answer text in that template's format (the letter for ``multiple_choice``, the class name
+for ``open``, ``Yes``/``No`` for ``yes_no``; the same strings :mod:`sn_interp.probes.baseline`
+maps back to classes). Held out: the eval partition, the task's held-out template, every shift.
+
+Example:
+    >>> examples = instruction_examples(("shapes-color",), max_images=12)  # doctest: +SKIP
+    >>> examples[0].answer                                                 # doctest: +SKIP
+    'A'
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import BatchFeature
+
+from sn_interp.probes.baseline import class_answer_strings
+from sn_interp.sample import Sample
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Example", "answer_text", "collate", "instruction_examples", "training_prompts", "chat_prompt", "length_bucketed_batches",
+           "sample_batch"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One instruction example: image, question, target answer text."""
+
+    image: Image.Image
+    question: str
+    answer: str
+    task: str
+    prompt_id: str
+    image_id: str
+
+
+def answer_text(sample: Sample) -> str:
+    """The target answer of a labelled sample in its template's answer format."""
+    if sample.label is None:
+        raise ValueError(f"sample {sample.sample_id!r} has no label")
+    return class_answer_strings(sample.class_names, sample.answer_format)[sample.label]
+
+
+def training_prompts(task: Any) -> list[str]:
+    """The prompt ids used for training: all of the task's templates but the held-out one."""
+    return [p for p in task.prompts if p != task.heldout_prompt]
+
+
+def instruction_examples(tasks: Sequence[str], *, max_images: int | None = None,
+                         seed: int = 0) -> dict[str, list[Example]]:
+    """Examples per task from the ``train`` partition (no shift, held-out prompt excluded)."""
+    from sn_interp.tasks import load_task
+
+    out: dict[str, list[Example]] = {}
+    for name in tasks:
+        task = load_task(name, partition="train", n=max_images, seed=seed)
+        if task.shift is not None:
+            raise ValueError(f"task {name!r} is shifted; micro training never uses shifts")
+        examples = []
+        for pid in training_prompts(task):
+            examples += [Example(s.image, s.question, answer_text(s), name, pid, s.image_id)
+                         for s in task.with_prompt(pid)]
+        out[name] = examples
+        log.info("%s: %d train images x %d prompts (held out: %s)", name, len(task),
+                 len(training_prompts(task)), task.heldout_prompt)
+    return out
+
+
+def sample_batch(examples: dict[str, list[Example]], batch_size: int,
+                 rng: np.random.Generator) -> list[Example]:
+    """A batch with tasks drawn uniformly, then one example uniformly within the task."""
+    names = sorted(examples)
+    picks = rng.integers(len(names), size=batch_size)
+    return [examples[names[t]][rng.integers(len(examples[names[t]]))] for t in picks]
+
+
+def length_bucketed_batches(examples: dict[str, list[Example]], batch_size: int,
+                            rng: np.random.Generator, pool: int = 8) -> Iterator[list[Example]]:
+    """Endless batches: draw ``pool`` batches' worth, sort by question length, cut, shuffle.
+
+    Rows of similar length share a batch, so left padding wastes little compute, while each
+    batch still mixes tasks and prompts.
+    """
+    while True:
+        drawn = sample_batch(examples, batch_size * pool, rng)
+        drawn.sort(key=lambda ex: len(ex.question))
+        chunks = [drawn[i:i + batch_size] for i in range(0, len(drawn), batch_size)]
+        for i in rng.permutation(len(chunks)):
+            yield chunks[i]
+
+
+def _answer_ids(tokenizer: Any, answer: str, family: str) -> list[int]:
+    """Token ids of the answer as the chat template continues it, plus EOS."""
+    text = (" " + answer) if family == "llava" else answer  # "ASSISTANT: B" vs "assistant\nB"
+    return [*tokenizer.encode(text, add_special_tokens=False), tokenizer.eos_token_id]
+
+
+def chat_prompt(processor: Any, question: str) -> str:
+    """The chat-templated prompt of one image and one question, as :class:`sn_interp.VLM`
+    builds it (image first, generation prompt appended)."""
+    messages = [{"role": "user", "content": [{"type": "image"},
+                                             {"type": "text", "text": question}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def collate(processor: Any, family: str, batch: Sequence[Example]) -> BatchFeature:
+    """Left-padded training inputs with ``labels`` on the answer tokens and EOS only.
+
+    Each row is the chat-templated prompt (:func:`chat_prompt`) followed by the answer and
+    EOS; the processor tokenizes the full text, and the answer span is checked against the
+    separately tokenized answer so prompt/answer merges can never shift the labels.
+    """
+    tok = processor.tokenizer
+    answers = [_answer_ids(tok, ex.answer, family) for ex in batch]
+    texts = [chat_prompt(processor, ex.question) + tok.decode(ids) for ex, ids in zip(batch, answers,
+                                                                         strict=True)]
+    tok.padding_side = "left"
+    enc = processor(images=[ex.image.convert("RGB") for ex in batch], text=texts,
+                    return_tensors="pt", padding=True)
+    labels = torch.full_like(enc["input_ids"], -100)
+    for row, ids in enumerate(answers):
+        tail = enc["input_ids"][row, -len(ids):]
+        if tail.tolist() != ids:
+            raise RuntimeError(f"answer tokens {ids} not at the end of row {row}: "
+                               f"{tail.tolist()} (tokenizer merged prompt and answer)")
+        labels[row, -len(ids):] = tail
+    enc["labels"] = labels
+    return enc

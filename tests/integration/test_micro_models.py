@@ -1,0 +1,45 @@
+"""The committed micro VLMs load by name and answer in-distribution questions well above chance."""
+
+from __future__ import annotations
+
+import pytest
+
+import sn_interp as sn
+from sn_interp.models import DATA_MODELS, registry_names
+
+# (task, prompt, eval images): trained tasks with non-held-out prompts, 2 answer formats.
+CASES = (("shapes-color", "mc", 24), ("digits", "open", 30), ("shapes-shape", "open", 24))
+MODELS = ("micro-llava", "micro-qwen3-vl")
+
+
+def _present(name: str) -> bool:
+    return (DATA_MODELS / name / "config.json").exists()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_micro_model_answers_above_chance(name: str) -> None:
+    if not _present(name):
+        pytest.skip(f"{name} is not committed under data/models")
+    assert name in registry_names()
+    vlm = sn.load_model(name)
+    assert vlm.model_id == name
+    params = sum(p.numel() for p in vlm.model.parameters())
+    assert 1_000_000 < params < 10_000_000
+    for task_name, prompt, n in CASES:
+        task = sn.load_task(task_name, partition="eval", n=n, seed=1, prompt=prompt)
+        base = sn.zero_shot(vlm, list(task), batch_size=16, max_new_tokens=6, progress=False)
+        acc = float(sn.evaluate(base.pred, n_boot=1)["accuracy"])
+        chance = 1 / len(task.class_names)
+        assert acc > 2 * chance, f"{name} on {task_name}/{prompt}: {acc:.2f} (chance {chance:.2f})"
+        assert float(base.mapped.mean()) > 0.9  # it answers in the asked format
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_micro_model_checkpoint_is_small_safetensors(name: str) -> None:
+    if not _present(name):
+        pytest.skip(f"{name} is not committed under data/models")
+    path = DATA_MODELS / name
+    weights = list(path.glob("*.safetensors"))
+    assert weights and not list(path.glob("*.bin"))
+    assert sum(f.stat().st_size for f in path.iterdir()) < 30 * 2**20
+    assert (path / "README.md").exists()
