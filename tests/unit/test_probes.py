@@ -28,7 +28,8 @@ def test_planted_neurons_rank_first(rule, score):
     found = sn.find_super_neurons(acts, k=2, rule=rule, score=score, progress=False)
     top = {(s, int(la), int(u)) for s, la, u in zip(found.selected.site.values,
                                                      found.selected.layer.values,
-                                                     found.selected.unit.values)}
+                                                     found.selected.unit.values,
+                                                     strict=True)}
     assert top == set(PLANTED)
     assert found.selected.score.values.tolist() == [1.0, 1.0]
     # tie at 1.0 broken by (layer, site order, unit): layer 1 before layer 2
@@ -269,3 +270,59 @@ def test_centroid_bounds_brute_force_random_ties():
         brute = [[_oracle_centroid_pred(float(v), list(means[:, j])) for j, v in enumerate(row)]
                  for row in x]
         np.testing.assert_array_equal(centroid_predict(x, lo, hi), brute)
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a).view(np.int64 if a.dtype == np.float64 else np.int32)
+
+
+def _adversarial_means(rng, n_cls: int, n: int) -> np.ndarray:
+    """Class means with ties, float32-adjacent values, exact midpoints, zeros, huge values."""
+    m = rng.integers(-3, 4, (n_cls, n)).astype(np.float64) / 4  # ties, exact midpoints
+    m[:, : n // 4] = rng.standard_normal((n_cls, n // 4))
+    base = rng.standard_normal(n).astype(np.float32)
+    up = np.nextafter(base, np.float32(np.inf))
+    m[:, n // 4: n // 2] = np.where(rng.random((n_cls, n)) < 0.5, base, up)[:, n // 4: n // 2]
+    m[:, n // 2] = 0.0
+    m[:, n // 2 + 1] = rng.choice([-3e38, 3e38, 1e-45, -1e-45], n_cls)
+    m[0, n // 2 + 2] = np.float64(np.float32(1.0)) + 2.0 ** -30  # midpoint between floats
+    return m
+
+
+def test_compiled_bounds_bit_identical_to_numpy():
+    from sn_interp.probes._kernels import centroid_bounds_nb
+    rng = np.random.default_rng(11)
+    for n_cls in (2, 3, 7, 10):
+        means = _adversarial_means(rng, n_cls, 300)
+        with np.errstate(all="ignore"):  # huge means: float32 rounding overflows
+            lo, hi = centroid_bounds(means)
+        lo2, hi2 = np.empty_like(lo), np.empty_like(hi)
+        centroid_bounds_nb(means, lo2, hi2)
+        np.testing.assert_array_equal(_bits(lo2), _bits(lo))
+        np.testing.assert_array_equal(_bits(hi2), _bits(hi))
+
+
+@pytest.mark.parametrize("score", ["probe", "cv"])
+def test_compiled_centroid_block_bit_identical_to_numpy(score):
+    """The numba kernel (default in score_blocks) against the numpy reference, bit for bit:
+    ties, -0.0, values on midpoints, non-finite columns, tile edges, strided column slices."""
+    from sn_interp.probes import neurons
+    from sn_interp.probes._kernels import TILE
+    rng = np.random.default_rng(5)
+    for n_cls, n in ((2, 40), (3, 61), (10, 150)):
+        y = rng.permutation(np.concatenate([np.repeat(np.arange(n_cls), 5),
+                                            rng.integers(0, n_cls, n - 5 * n_cls)]))
+        plan = neurons.make_plan(y, n_cls, "centroid", score, 5, 2)
+        w = TILE + 70
+        x = (rng.integers(-2, 3, (n, w)) / 2).astype(np.float32)
+        x[:, :20] = rng.standard_normal((n, 20))
+        x[:, 20] = -0.0
+        x[:, 21] = np.where(y == 0, 1.0, 3.0)
+        x[:, 22] = 3e38  # float32 class sums overflow
+        x[3, 23], x[4, 24], x[5, 25] = np.nan, np.inf, -np.inf
+        x[:, 26] = np.where(rng.random(n) < 0.5, -0.0, 0.0)
+        for part in (x, x[:, 1:3], x[:, 5:w - 3], x[:, :TILE], x[:, :1], x[::1, ::2]):
+            with np.errstate(all="ignore"):  # the non-finite columns
+                ref = neurons._centroid_block(part, plan)
+            got = neurons._centroid_block_compiled(part, plan)
+            np.testing.assert_array_equal(_bits(got), _bits(ref))

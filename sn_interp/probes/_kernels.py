@@ -1,0 +1,304 @@
+"""Compiled (numba) centroid scoring: one pass over memory per column tile.
+
+The numpy kernel in :mod:`sn_interp.probes.neurons` is the reference; these kernels give
+bit-identical results (tested on random and adversarial data with ties). Per column tile
+(``TILE`` units, a few hundred KB: stays in L2), pass 1 over the tile's rows accumulates the
+float32 sum of every (fold, class) segment, rows in sample order starting from +0.0 (exactly
+numpy's ``np.add.reduce(rows, axis=0)`` for blocks of >= 2 columns); the float64 class means,
+fold-left-out means and the closed float32 intervals of :func:`centroid_bounds` follow per
+unit; pass 2 over the same rows (now in cache) counts the samples inside their own class's
+interval. Nothing is reordered or copied, so scoring costs about one read of the block.
+
+The kernels release the GIL (``nogil=True``) and are single threaded: dask's threads run one
+block each. ``cache=True`` stores the compiled code in ``__pycache__``; the first call in a
+fresh environment compiles for a few seconds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+TILE = 128  # units per tile: 1000 samples x 128 float32 = 512 KB, within a 1 MB L2
+
+
+def flat_rows(x: np.ndarray) -> tuple[np.ndarray, int, int, int]:
+    """A 2-D array as ``(flat, n, w, row_stride)`` for :func:`centroid_block_nb`, no copy.
+
+    A column slice of a wider array (a dask chunk) is viewed as one read-only contiguous
+    1-D span; anything else (other dtype, strided columns) is first copied to float32.
+    """
+    if x.dtype != np.float32 or x.ndim != 2 or x.strides[1] != 4 or x.strides[0] < 0 \
+            or x.strides[0] % 4:
+        x = np.ascontiguousarray(x, dtype=np.float32).reshape(x.shape[0], -1)
+    n, w = x.shape
+    rs = x.strides[0] // 4 if n > 1 else w
+    size = (n - 1) * rs + w if n and w else 0
+    flat = np.lib.stride_tricks.as_strided(x, shape=(size,), strides=(4,), writeable=False)
+    return flat, n, w, rs
+
+
+@njit(cache=True, nogil=True)
+def _next_up32(v: np.float32, bits: np.ndarray) -> np.float32:
+    """``nextafter(v, +inf)`` for finite or -inf float32 ``v`` by an integer step on the bits.
+
+    Same operations as ``neurons._next_up_bits``: ``v + 0`` maps -0.0 to +0.0, then the bits
+    move one step away from zero above it and toward zero below (int32, wrapping).
+    """
+    fb = bits.view(np.float32)
+    fb[0] = v + np.float32(0.0)
+    b = bits[0]
+    bits[0] = b + ((b >> 31) | 1)  # stored as int32: wraps like numpy's int32 add
+    return fb[0]
+
+
+@njit(cache=True, nogil=True)
+def _bounds_unit(means: np.ndarray, lo: np.ndarray, hi: np.ndarray, srt: np.ndarray,
+                 order: np.ndarray, rep: np.ndarray, first: np.ndarray, lo_s: np.ndarray,
+                 hi_s: np.ndarray, bits: np.ndarray) -> None:
+    """:func:`neurons.centroid_bounds` for one unit: ``means`` (class,) -> ``lo``, ``hi``.
+
+    The stable odd-even transposition sort, the float64 midpoints, the float32 rounding and
+    the tie rules are the numpy code's, step for step (``srt`` ... ``bits`` are scratch).
+    """
+    n_cls = means.shape[0]
+    for c in range(n_cls):
+        srt[c] = means[c]
+        order[c] = c
+    for rnd in range(n_cls):
+        i = rnd % 2
+        while i + 1 < n_cls:
+            a, b = srt[i], srt[i + 1]
+            if a != a or b != b:  # np.minimum / np.maximum propagate NaN
+                mn = a if a != a else b
+                mx = mn
+            else:
+                mn = a if a < b else b
+                mx = a if a > b else b
+            if a > b:
+                t = order[i]
+                order[i] = order[i + 1]
+                order[i + 1] = t
+            srt[i] = mn
+            srt[i + 1] = mx
+            i += 2
+    first[0] = True
+    rep[0] = order[0]
+    for j in range(1, n_cls):
+        first[j] = srt[j] != srt[j - 1]
+        rep[j] = order[j] if first[j] else rep[j - 1]
+    lo_s[0] = -np.inf
+    hi_s[n_cls - 1] = np.inf
+    for j in range(n_cls - 1):
+        mid = (srt[j] + srt[j + 1]) / 2.0
+        r = np.float32(mid)
+        r64 = np.float64(r)
+        eq = order[j + 1] > rep[j]  # on the boundary x goes to the lower class index
+        bump = (r64 < mid) or (eq and r64 == mid)
+        lo_s[j + 1] = _next_up32(r, bits) if bump else r
+        hi_s[j] = -_next_up32(-lo_s[j + 1], bits)
+    for j in range(n_cls - 2, -1, -1):  # equal means: the group's boundary, empty intervals
+        if not first[j + 1]:
+            hi_s[j] = hi_s[j + 1]
+    for j in range(n_cls):
+        if not first[j]:
+            lo_s[j] = np.inf
+            hi_s[j] = -np.inf
+    for j in range(n_cls):
+        lo[order[j]] = lo_s[j]
+        hi[order[j]] = hi_s[j]
+
+
+@njit(cache=True, nogil=True)
+def centroid_bounds_nb(means: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+    """Fill float32 ``lo``, ``hi`` (class, neuron) from float64 ``means`` (class, neuron)."""
+    n_cls, n = means.shape
+    srt = np.empty(n_cls, np.float64)
+    order = np.empty(n_cls, np.int64)
+    rep = np.empty(n_cls, np.int64)
+    first = np.empty(n_cls, np.bool_)
+    lo_s = np.empty(n_cls, np.float32)
+    hi_s = np.empty(n_cls, np.float32)
+    lo1 = np.empty(n_cls, np.float32)
+    hi1 = np.empty(n_cls, np.float32)
+    m1 = np.empty(n_cls, np.float64)
+    bits = np.empty(1, np.int32)
+    for j in range(n):
+        for c in range(n_cls):
+            m1[c] = means[c, j]
+        _bounds_unit(m1, lo1, hi1, srt, order, rep, first, lo_s, hi_s, bits)
+        for c in range(n_cls):
+            lo[c, j] = lo1[c]
+            hi[c, j] = hi1[c]
+
+
+@njit(cache=True, nogil=True)
+def _bounds_tile(means: np.ndarray, tw: int, lo: np.ndarray, hi: np.ndarray, srt: np.ndarray,
+                 order: np.ndarray, rep: np.ndarray, first: np.ndarray, lo_s: np.ndarray,
+                 hi_s: np.ndarray, rf: np.ndarray, bump: np.ndarray) -> None:
+    """:func:`_bounds_unit` for the first ``tw`` columns of ``means`` (class, tile) at once.
+
+    The same steps, each a branch-free loop over the tile's units (SIMD), instead of a
+    branchy loop per unit; the float32 steps on the bits go through int32 views.
+    """
+    n_cls = means.shape[0]
+    for c in range(n_cls):
+        for j in range(tw):
+            srt[c, j] = means[c, j]
+            order[c, j] = c
+    for rnd in range(n_cls):
+        i = rnd % 2
+        while i + 1 < n_cls:
+            for j in range(tw):
+                a, b = srt[i, j], srt[i + 1, j]
+                oa, ob = order[i, j], order[i + 1, j]
+                sw = a > b  # strict: equal means keep class order (stable)
+                srt[i, j] = a if (a <= b or a != a) else b  # np.minimum (NaN propagates)
+                srt[i + 1, j] = a if (a >= b or a != a) else b  # np.maximum
+                order[i, j] = ob if sw else oa
+                order[i + 1, j] = oa if sw else ob
+            i += 2
+    for j in range(tw):
+        first[0, j] = True
+        rep[0, j] = order[0, j]
+        lo_s[0, j] = -np.inf
+        hi_s[n_cls - 1, j] = np.inf
+    for c in range(1, n_cls):
+        for j in range(tw):
+            f = srt[c, j] != srt[c - 1, j]
+            first[c, j] = f
+            rep[c, j] = order[c, j] if f else rep[c - 1, j]
+    lo_i = lo_s.view(np.int32)
+    hi_i = hi_s.view(np.int32)
+    rf_i = rf.view(np.int32)
+    for k in range(n_cls - 1):
+        for j in range(tw):
+            mid = (srt[k, j] + srt[k + 1, j]) / 2.0
+            r = np.float32(mid)
+            r64 = np.float64(r)
+            eq = order[k + 1, j] > rep[k, j]  # on the boundary x goes to the lower class
+            bump[j] = (r64 < mid) or (eq and r64 == mid)
+            lo_s[k + 1, j] = r
+            rf[j] = r + np.float32(0.0)  # -0.0 -> +0.0
+        for j in range(tw):  # next float32 up, on the bits (int32, wrapping)
+            b = rf_i[j]
+            nb = np.int32(b + ((b >> 31) | 1))
+            lo_i[k + 1, j] = nb if bump[j] else lo_i[k + 1, j]
+        for j in range(tw):
+            rf[j] = -lo_s[k + 1, j] + np.float32(0.0)
+        for j in range(tw):
+            b = rf_i[j]
+            hi_i[k, j] = np.int32(b + ((b >> 31) | 1))
+        for j in range(tw):
+            hi_s[k, j] = -hi_s[k, j]
+    for c in range(n_cls - 2, -1, -1):  # equal means: the group's boundary, empty intervals
+        for j in range(tw):
+            if not first[c + 1, j]:
+                hi_s[c, j] = hi_s[c + 1, j]
+    for c in range(n_cls):
+        for j in range(tw):
+            if not first[c, j]:
+                lo_s[c, j] = np.inf
+                hi_s[c, j] = -np.inf
+    for c in range(n_cls):
+        for j in range(tw):
+            lo[order[c, j], j] = lo_s[c, j]
+            hi[order[c, j], j] = hi_s[c, j]
+
+
+@njit(cache=True, nogil=True)
+def centroid_block_nb(x: np.ndarray, n: int, w: int, rs: int, y: np.ndarray, fold: np.ndarray,
+                      counts: np.ndarray, out: np.ndarray, tile: int) -> None:
+    """Centroid stats of a float32 block (sample, unit) into ``out`` (2 + class, unit).
+
+    Args:
+        x: the block's float32 values as a flat contiguous 1-D array: value ``(i, j)`` at
+            ``x[i * rs + j]`` for ``n`` rows (samples, in sample order; they need not be
+            sorted by class) of ``w`` units, row stride ``rs`` elements (see
+            :func:`flat_rows`; a flat view keeps the inner loops contiguous SIMD loops).
+        y: int64 class of each sample. fold: int64 fold of each sample (all 0: ``probe``).
+        counts: int64 samples per (fold, class). One fold means ``score="probe"``.
+        out: float64, filled like ``neurons._centroid_block``: score, non-finite flag, means.
+        tile: units per tile.
+
+    Pass 1 copies the tile's rows into a contiguous scratch tile while summing them: the
+    block's rows are often a power-of-two stride apart, which would map a strided tile onto
+    a few cache sets; pass 2 then reads the packed tile from cache.
+    """
+    n_folds, n_cls = counts.shape
+    n_seg = n_folds * n_cls
+    seg = fold * n_cls + y
+    class_counts = np.zeros(n_cls, np.float64)
+    fold_n = np.zeros(n_folds, np.int64)
+    for f in range(n_folds):
+        for c in range(n_cls):
+            fold_n[f] += counts[f, c]
+    for c in range(n_cls):  # counts.sum(0), as float64
+        s = 0
+        for f in range(n_folds):
+            s += counts[f, c]
+        class_counts[c] = s
+    pack = np.empty((n, tile), np.float32)
+    sums = np.empty((n_seg, tile), np.float32)
+    csum = np.empty((n_cls, tile), np.float64)
+    means = np.empty((n_cls, tile), np.float64)
+    lo = np.empty((n_folds, n_cls, tile), np.float32)
+    hi = np.empty((n_folds, n_cls, tile), np.float32)
+    cnt = np.empty((n_folds, tile), np.int32)
+    srt = np.empty((n_cls, tile), np.float64)
+    order = np.empty((n_cls, tile), np.int64)
+    rep = np.empty((n_cls, tile), np.int64)
+    first = np.empty((n_cls, tile), np.bool_)
+    lo_s = np.empty((n_cls, tile), np.float32)
+    hi_s = np.empty((n_cls, tile), np.float32)
+    rf = np.empty(tile, np.float32)
+    bump = np.empty(tile, np.bool_)
+    for j0 in range(0, w, tile):
+        tw = min(tile, w - j0)
+        sums[:, :tw] = 0.0
+        for i in range(n):  # pass 1: float32 segment sums, rows in sample order
+            xr = x[i * rs + j0:i * rs + j0 + tw]
+            pr = pack[i, :tw]
+            sr = sums[seg[i], :tw]
+            for j in range(tw):
+                v = xr[j]
+                pr[j] = v
+                sr[j] += v
+        for c in range(n_cls):
+            for j in range(tw):
+                t = 0.0  # float64 sum over folds, as sums.astype(float64).sum(0)
+                for f in range(n_folds):
+                    t += np.float64(sums[f * n_cls + c, j])
+                csum[c, j] = t
+                means[c, j] = t / class_counts[c]
+                out[2 + c, j0 + j] = means[c, j]
+        for j in range(tw):
+            finite = True
+            for c in range(n_cls):
+                finite = finite and np.isfinite(csum[c, j])
+            out[1, j0 + j] = 0.0 if finite else 1.0
+        for f in range(n_folds):
+            if n_folds > 1:  # the means without fold f
+                for c in range(n_cls):
+                    k = f * n_cls + c
+                    for j in range(tw):
+                        means[c, j] = ((csum[c, j] - np.float64(sums[k, j]))
+                                       / (class_counts[c] - counts[f, c]))
+            _bounds_tile(means, tw, lo[f], hi[f], srt, order, rep, first, lo_s, hi_s, rf, bump)
+        cnt[:, :tw] = 0
+        for i in range(n):  # pass 2: each row against its own class's interval (in its fold)
+            pr = pack[i, :tw]
+            lr = lo[fold[i], y[i], :tw]
+            hr = hi[fold[i], y[i], :tw]
+            cr = cnt[fold[i], :tw]
+            for j in range(tw):
+                v = pr[j]
+                cr[j] += np.int32((lr[j] <= v) & (v <= hr[j]))
+        for j in range(tw):
+            if n_folds == 1:
+                out[0, j0 + j] = cnt[0, j] / n
+            else:
+                acc = 0.0  # np.mean over the folds' held-out accuracies
+                for f in range(n_folds):
+                    acc += cnt[f, j] / fold_n[f]
+                out[0, j0 + j] = acc / n_folds
