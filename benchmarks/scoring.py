@@ -3,14 +3,17 @@
 N=1,000 samples x F=1,000,000 neurons (random float32, 10 classes, random labels), generated
 in blocks so the whole matrix is never held at once; per block we time (a) one numpy read pass
 (``block.sum(axis=0)``, one thread, as the issue defines it), (b) the library's centroid kernel
-on the block through the same dask path ``find_super_neurons`` uses (``neurons.BLOCK``-unit
-chunks, default threaded scheduler), (c) the same single threaded (synchronous scheduler),
+(the compiled numba kernel ``score_blocks`` uses by default) on the block through the same
+dask path ``find_super_neurons`` uses (``neurons.BLOCK``-unit chunks, default threaded
+scheduler), (c) the same single threaded (synchronous scheduler),
 also as CPU time, which time slicing by other processes on a shared machine does not inflate,
 and (d) for reference a two-thread read pass (numpy sums of the two column halves in two
 threads). The threaded and synchronous results are checked to be identical. A per-neuron
 scikit-learn ``NearestCentroid`` loop on a sample of neurons is timed and extrapolated to F.
 The machine load (1-minute load average, CPU pressure) is printed before and after, since a
-shared machine's load changes every ratio. Last line: ``scoring_read_ratio=<value>``
+shared machine's load changes every ratio. The kernel is compiled (or loaded from numba's
+``__pycache__`` cache) by a warm-up call on a small block before any timing; that one-off
+time is printed. Last line: ``scoring_read_ratio=<value>``
 (threaded scoring wall time / one-thread read pass wall time).
 
 Run: ``.venv/bin/python benchmarks/scoring.py [--features 1000000]``
@@ -54,6 +57,13 @@ def main(argv: list[str] | None = None) -> None:
     y = rng.integers(0, args.classes, args.samples)
     plan = neurons.make_plan(y, args.classes, "centroid", "probe", 5, 0)
     pool = ThreadPoolExecutor(2)
+    kernel = neurons._centroid_block_compiled
+    warm = rng.standard_normal((args.samples, 64), dtype=np.float32)
+    t0 = time.perf_counter()
+    kernel(warm, plan)  # JIT compile or cache load: excluded from the timings below
+    t_jit = time.perf_counter() - t0
+    if not np.array_equal(kernel(warm, plan), neurons._centroid_block(warm, plan)):
+        raise AssertionError("compiled and numpy centroid kernels differ")
     t_read = t_read_cpu = t_read2 = t_score = t_score1 = t_score1_cpu = 0.0
     sk_x = None
     for start in range(0, args.features, args.block):
@@ -70,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         list(pool.map(lambda h: h.sum(axis=0), halves))
         t_read2 += time.perf_counter() - t0
         arr = da.from_array(x, chunks=(args.samples, neurons.BLOCK))
-        stats = arr.map_blocks(neurons._centroid_block, plan, dtype=np.float64,
+        stats = arr.map_blocks(kernel, plan, dtype=np.float64,
                                chunks=((plan.n_stats,), arr.chunks[1]))
         t0 = time.perf_counter()
         (threaded,) = dask.compute(stats)
@@ -93,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"matrix: {args.samples} x {args.features} float32 ({gb:.1f} GB), "
           f"{args.classes} classes, generated in blocks of {args.block} columns, "
           f"scored in chunks of {neurons.BLOCK}")
+    print(f"numba kernel warm-up (compile or cache load, not timed below): {t_jit:.2f} s")
     print(f"read pass (numpy sum, 1 thread): {t_read:.2f} s ({gb / t_read:.1f} GB/s), "
           f"cpu {t_read_cpu:.2f} s")
     print(f"read pass (numpy sum, 2 threads): {t_read2:.2f} s ({gb / t_read2:.1f} GB/s)")
