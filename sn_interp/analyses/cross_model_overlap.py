@@ -48,6 +48,7 @@ from sn_interp.analyses.robustness import (
     resolve,
     select,
     task_meta,
+    tidy_ticks,
 )
 from sn_interp.names import ALL_SITES
 
@@ -279,6 +280,7 @@ def _within_figure(result: xr.Dataset, m: str, t: str):
     axes[1].set(xlabel="split seed", ylabel="split seed", title="across probe splits")
     for ax in axes:
         ax.title.set_fontsize(8)
+        tidy_ticks(ax, rotation=30)
     fig.suptitle(f"{m} / {t}: overlap of SN selections", fontsize=8)
     return fig
 
@@ -295,8 +297,7 @@ def _tasks_figure(result: xr.Dataset, m: str):
                    label="Spearman of neuron scores")
     for ax in axes:
         ax.set(xlabel="task", ylabel="task")
-        ax.tick_params(axis="x", rotation=30)
-        ax.tick_params(axis="y", rotation=0)
+        tidy_ticks(ax, rotation=30)
     fig.suptitle(f"{m}: SN selections across tasks", fontsize=8)
     return fig
 

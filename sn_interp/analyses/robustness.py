@@ -340,8 +340,18 @@ def plot(result: xr.Dataset, ax=None, *, model: str | None = None, task: str | N
     da = _square(result.prompt_accuracy.sel(model=m, task=t))
     ax = matrix_heatmap(da, ax=ax, label="test accuracy")
     ax.set(xlabel="prompt at test", ylabel="prompt at SN selection")
+    tidy_ticks(ax, rotation=30)
     ax.set_title(f"{m} / {t}", fontsize=8)
     return ax
+
+
+def tidy_ticks(ax, rotation: float = 0) -> None:
+    """Horizontal row labels, optionally slanted column labels, no grid through empty cells."""
+    ax.grid(False)
+    ax.tick_params(axis="y", rotation=0)
+    if rotation:
+        ax.set_xticks(ax.get_xticks(), [t.get_text() for t in ax.get_xticklabels()],
+                      rotation=rotation, ha="right", rotation_mode="anchor")
 
 
 def _square(da: xr.DataArray) -> xr.DataArray:
@@ -361,6 +371,7 @@ def _overlap_figure(result: xr.Dataset, m: str, t: str):
                    label="Spearman of neuron scores")
     for ax in axes:
         ax.set(xlabel="prompt", ylabel="prompt")
+        tidy_ticks(ax, rotation=30)
     fig.suptitle(f"{m} / {t}: SN selections under two prompts", fontsize=8)
     return fig
 
@@ -372,6 +383,8 @@ def _shift_drop_figure(result: xr.Dataset, m: str):
     drops = r.shift_drop.to_dataframe().reset_index().dropna(subset=["shift_drop"])
     ax = drop_bars(drops, x="condition", hue="task", value="shift_drop",
                    ylabel="accuracy drop (clean − shifted)")
+    ax.set_xticks(ax.get_xticks(), [t.get_text() for t in ax.get_xticklabels()], rotation=30,
+                  ha="right", rotation_mode="anchor")
     ax.set_title(f"{m}: clean-selected SNs on shifted images", fontsize=8)
     return ax.figure
 
@@ -382,14 +395,14 @@ def _shift_overlap_figure(result: xr.Dataset, m: str):
     from sn_interp.plotting import COLUMN_WIDTH, matrix_heatmap
 
     r = result.sel(model=m).drop_sel(condition=CLEAN)
-    height = 1.2 + 0.35 * r.sizes["task"]
+    height = 1.6 + 0.35 * r.sizes["task"]
     fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN_WIDTH, height), layout="constrained")
     matrix_heatmap(r.shift_jaccard, ax=axes[0], label="Jaccard of\ntop-k SN ids")
     matrix_heatmap(r.shift_spearman, ax=axes[1], vmin=-1, vmax=1, cmap="vlag",
                    label="Spearman of\nneuron scores")
     for ax in axes:
         ax.set(xlabel="image condition (its own selection vs the clean one)", ylabel="task")
-        ax.tick_params(axis="y", rotation=0)
+        tidy_ticks(ax, rotation=30)
     fig.suptitle(f"{m}: overlap of clean and shifted SN selections", fontsize=8)
     return fig
 
