@@ -61,6 +61,8 @@ class StudyConfig:
     """Samples per forward pass."""
     dtype: str = "float32"
     """Model weights dtype: float32, bfloat16 or float16."""
+    device_map: str | None = None
+    """Where the model's weights go, passed to from_pretrained: e.g. auto (the GPUs) for a 7B checkpoint; None keeps them on the CPU."""
     out: str | None = None
     """Output folder (default results/<analysis>/<study>)."""
     stores: str = "runs/stores"
@@ -86,8 +88,8 @@ class StudyConfig:
             raise ValueError(f"score must be probe or cv, got {self.score!r}")
 
     def digest(self) -> str:
-        """Hash of every field that changes results (not out/overwrite/progress/scheduler)."""
-        skip = {"out", "overwrite", "progress", "scheduler", "stores"}
+        """Hash of every field that changes results (not where or how the work runs)."""
+        skip = {"out", "overwrite", "progress", "scheduler", "stores", "device_map"}
         data = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -16,11 +16,24 @@ log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=4)
-def model(name: str, dtype: str = "float32"):
+def model(name: str, dtype: str = "float32", device_map: str | None = None):
     """A loaded VLM, kept for the process so several analyses of a report share it."""
     from sn_interp.models import load_model
 
-    return load_model(name, dtype=dtype)
+    if device_map is None:
+        return load_model(name, dtype=dtype)
+    return load_model(name, dtype=dtype, device_map=device_map)
+
+
+def vlm(cfg: StudyConfig, name: str):
+    """The model ``name`` as ``cfg`` asks for it (dtype, device map), cached per process.
+
+    Calls :func:`model` exactly as ``model(name, cfg.dtype)`` without a device map, so both
+    spellings share one cached model.
+    """
+    if cfg.device_map is None:
+        return model(name, cfg.dtype)
+    return model(name, cfg.dtype, cfg.device_map)
 
 
 def split(cfg: StudyConfig, task: str, *, prompt: str | None = None,

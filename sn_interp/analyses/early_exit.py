@@ -111,7 +111,7 @@ def run(cfg: Config) -> xr.Dataset:
     """All (model, task) sweeps as one Dataset (see the module docstring)."""
     cells, n_layers = {}, {}
     for m in cfg.models:
-        vlm = _data.model(m, cfg.dtype)
+        vlm = _data.vlm(cfg, m)
         n_layers[m] = vlm.dims.n_layers
         for t in cfg.tasks:
             cells[m, t] = one(cfg, vlm, t)
@@ -243,7 +243,7 @@ def save_classifier(cfg: Config, model: str, task: str, exit_layer: int, path: P
     from sn_interp.names import ALL_SITES, VISION_SITE
     from sn_interp.probes import find_super_neurons
 
-    vlm = _data.model(model, cfg.dtype)
+    vlm = _data.vlm(cfg, model)
     probe, _ = _data.split(cfg, task)
     if exit_layer < 0:
         acts = _data.acts(cfg, vlm, probe, "probe", sites=(VISION_SITE.name,))

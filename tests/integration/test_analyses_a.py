@@ -52,7 +52,7 @@ def where(tmp_path_factory):
 def count_forwards():
     """Count forward passes of every tiny model (extraction, early exit, zero-shot)."""
     calls: list[str] = []
-    handles = [_data.model(m).model.register_forward_pre_hook(
+    handles = [_data.vlm(_common.StudyConfig(), m).model.register_forward_pre_hook(
         lambda *_, m=m: calls.append(m)) for m in MODELS]
     try:
         yield calls
@@ -82,8 +82,10 @@ def _check_files(folder, tables: list[str], figures: list[str]) -> None:
 @pytest.fixture(scope="module")
 def sav_out(where):
     folder = where["out"] / "sav_comparison"
-    sav_comparison.main(_flags({**COMMON, **SAV}) + ["--stores", where["stores"],
-                                                      "--out", str(folder)])
+    with count_forwards() as calls:
+        sav_comparison.main(_flags({**COMMON, **SAV}) + ["--stores", where["stores"],
+                                                          "--out", str(folder)])
+    assert set(calls) == set(MODELS)  # the counter sees the models the analysis runs
     return folder
 
 
@@ -100,7 +102,7 @@ def test_sav_comparison_outputs(sav_out):
     assert np.isnan(r.accuracy_by_k.sel(classifier="sav", k=40)).all()
     assert np.isfinite(r.accuracy_by_k.sel(classifier="sn")).all()
     for m in MODELS:
-        vlm = _data.model(m)
+        vlm = _data.vlm(_common.StudyConfig(), m)
         assert int(r.n_candidates.sel(model=m, classifier="sav")) == \
             vlm.dims.n_layers * vlm.dims.n_heads
         layers = r.best_layer.sel(model=m, shots=[1, 2, 3]).values
@@ -159,8 +161,10 @@ def test_sav_comparison_config_checks():
 @pytest.fixture(scope="module")
 def early_out(where):
     folder = where["out"] / "early_exit"
-    early_exit.main(_flags({**COMMON, **EARLY}) + ["--stores", where["stores"],
-                                                    "--out", str(folder)])
+    with count_forwards() as calls:
+        early_exit.main(_flags({**COMMON, **EARLY}) + ["--stores", where["stores"],
+                                                        "--out", str(folder)])
+    assert set(calls) == set(MODELS)
     return folder
 
 
