@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import xarray as xr
@@ -123,3 +124,26 @@ def test_markdown_table_formats_floats():
 
     text = _common.markdown_table(pd.DataFrame({"a": [0.12345], "b": ["x"]}))
     assert text.splitlines() == ["| a | b |", "|---|---|", "| 0.123 | x |"]
+
+
+STUDIES = Path(__file__).resolve().parents[2] / "analyses"
+
+
+@pytest.mark.parametrize("study", sorted(p.name for p in STUDIES.glob("*.toml")))
+def test_study_configs_build_every_analysis_config(study):
+    """Each committed study file: known keys, registered tasks, every analysis Config valid."""
+    from sn_interp.analyses import report
+    from sn_interp.tasks.registry import list_tasks
+
+    path = STUDIES / study
+    top, tables, _ = report.read_study(path)
+    own = {k: v for k, v in top.items() if k in report.fields_of(report.Config)}
+    cfg = report.config_from(report.Config, {**own, **tables.get("report", {})}, study)
+    modules = {name: report.load_module(name) for name in cfg.analyses}
+    report.check_keys(top, tables, modules, study)
+    for name, module in modules.items():
+        sub = report.sub_config(module, name, top, tables.get(name, {}), {}, Path("o"), study)
+        assert sub.out == str(Path("o") / name)
+    assert set(cfg.tasks) <= set(list_tasks())
+    if study == "embedded.toml":
+        assert cfg.models == ("micro-llava", "micro-qwen3-vl")
