@@ -158,7 +158,7 @@ def run(cfg: Config) -> xr.Dataset:
     check_names(cfg, prompts=cfg.prompts)
     cells, meta = {}, {}
     for m in cfg.models:
-        vlm = _data.model(m, cfg.dtype)
+        vlm = _data.vlm(cfg, m)
         meta[m] = {"n_layers": vlm.dims.n_layers, "family": str(getattr(vlm, "family", ""))}
         for t in cfg.tasks:
             cell = one_task(cfg, vlm, t)

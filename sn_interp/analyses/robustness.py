@@ -240,7 +240,7 @@ def one(cfg: Config, vlm: Any, task: str) -> dict[str, Any]:
 def run(cfg: Config) -> xr.Dataset:
     """All (model, task) cells as one Dataset (see the module docstring)."""
     check_names(cfg, prompts=cfg.prompts, shifts=cfg.shifts)
-    cells = {(m, t): one(cfg, _data.model(m, cfg.dtype), t)
+    cells = {(m, t): one(cfg, _data.vlm(cfg, m), t)
              for m in cfg.models for t in cfg.tasks}
     return assemble(cfg, cells)
 
