@@ -198,10 +198,10 @@ def write_table(df: Any, folder: Path, name: str) -> None:
 
 
 def markdown_table(df: Any, floatfmt: str = ".3f") -> str:
-    """A GitHub-flavoured Markdown table (no extra dependency)."""
+    """A GitHub-flavoured Markdown table (no extra dependency); NaN shows as an en dash."""
     def cell(v: Any) -> str:
         if isinstance(v, float):
-            return format(v, floatfmt)
+            return "–" if v != v else format(v, floatfmt)  # NaN: not computed
         return str(v)
     head = "| " + " | ".join(map(str, df.columns)) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"

@@ -247,7 +247,10 @@ def _long(result: xr.Dataset, var: str) -> pd.DataFrame:
 
 
 def summary(result: xr.Dataset) -> pd.DataFrame:
-    """One row per (model, task): SN and SAV top-k accuracy and their best feature's layer."""
+    """One row per (model, task): SN and SAV top-k accuracy and their best feature's layer.
+
+    ``k`` is capped per method at its number of candidates (``SAV k`` says where it was).
+    """
     k, s = result.attrs["k"], result.attrs["shots"]
     rows = []
     for m in result.model.values:
@@ -255,20 +258,36 @@ def summary(result: xr.Dataset) -> pd.DataFrame:
             r = result.sel(model=m, task=t, shots=s)
             row = {"model": m, "task": t, "shots": s}
             for q, label in (("sn", "SN"), ("sav", "SAV")):
-                kq = min(k, int(result.n_candidates.sel(model=m, classifier=q)))
-                row[f"{label} top-{kq}"] = float(r.accuracy_by_shots.sel(classifier=q))
+                row[f"{label} k"] = min(k, int(result.n_candidates.sel(model=m, classifier=q)))
+                row[f"{label} top-k"] = float(r.accuracy_by_shots.sel(classifier=q))
                 row[f"best {label}"] = str(r.best_id.sel(classifier=q).values)
                 row[f"best {label} layer"] = int(r.best_layer.sel(classifier=q))
             rows.append(row)
     return pd.DataFrame(rows)
 
 
+def wide(result: xr.Dataset, var: str, dim: str) -> pd.DataFrame:
+    """Accuracy with one column per ``dim`` value (``k`` or ``shots``), a row per classifier."""
+    df = result[var].to_dataframe().reset_index()
+    out = df.pivot_table(index=["model", "task", "classifier"], columns=dim, values=var,
+                         sort=False, dropna=False).reset_index()
+    out.columns = [f"{dim}={c}" if isinstance(c, int | np.integer) else c for c in out.columns]
+    return out
+
+
 def tables(result: xr.Dataset) -> dict[str, pd.DataFrame]:
+    """summary; accuracy by k and by shots (wide); every point with its interval (long)."""
     best = result[["best_id", "best_layer", "best_relative_depth", "best_score"]] \
         .to_dataframe().reset_index()
     best = best[best.best_id != ""].astype({"best_layer": int})
-    return {"summary": summary(result), "accuracy_by_k": _long(result, "accuracy_by_k"),
-            "accuracy_by_shots": _long(result, "accuracy_by_shots"), "best_feature": best}
+    points = pd.concat([_long(result, "accuracy_by_k").assign(shots=result.attrs["shots"]),
+                        _long(result, "accuracy_by_shots").assign(k=result.attrs["k"])],
+                       keys=["k", "shots"], names=["varied", None]).reset_index(level=0)
+    points = points[["model", "task", "classifier", "varied", "k", "shots", "accuracy",
+                     "accuracy_low", "accuracy_high"]]
+    return {"summary": summary(result), "accuracy_by_k": wide(result, "accuracy_by_k", "k"),
+            "accuracy_by_shots": wide(result, "accuracy_by_shots", "shots"),
+            "intervals": points, "best_feature": best}
 
 
 def _lines(df: pd.DataFrame, x: str, ax, xlabel: str, chance: float):

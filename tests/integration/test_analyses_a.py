@@ -111,7 +111,8 @@ def test_sav_comparison_outputs(sav_out):
     xr.testing.assert_allclose(r.accuracy_by_shots.sel(shots=3, drop=True),
                                r.accuracy_by_k.sel(k=5, drop=True))
     assert (r.accuracy_by_k_low <= r.accuracy_by_k).where(r.accuracy_by_k.notnull(), True).all()
-    _check_files(sav_out, ["summary", "accuracy_by_k", "accuracy_by_shots", "best_feature"],
+    _check_files(sav_out, ["summary", "accuracy_by_k", "accuracy_by_shots", "intervals",
+                           "best_feature"],
                  [f"sav_vs_sn_{m}_{TASK}" for m in MODELS])
 
 

@@ -122,8 +122,8 @@ def test_execute_reuses_result_and_figures_of_same_config_only(tmp_path):
 def test_markdown_table_formats_floats():
     import pandas as pd
 
-    text = _common.markdown_table(pd.DataFrame({"a": [0.12345], "b": ["x"]}))
-    assert text.splitlines() == ["| a | b |", "|---|---|", "| 0.123 | x |"]
+    text = _common.markdown_table(pd.DataFrame({"a": [0.12345, float("nan")], "b": ["x", "y"]}))
+    assert text.splitlines() == ["| a | b |", "|---|---|", "| 0.123 | x |", "| – | y |"]
 
 
 STUDIES = Path(__file__).resolve().parents[2] / "analyses"
