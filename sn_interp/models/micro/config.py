@@ -231,7 +231,7 @@ MICRO_CONFIGS: dict[str, MicroConfig] = {c.name: c for c in (
                 tokenizer_family="llava", chat_template="llava", seed=7001),
     MicroConfig("micro-qwen3-vl", "qwen_vl", "Qwen3VLForConditionalGeneration",
                 tokenizer_family="qwen_vl", chat_template="qwen3_vl", patch_size=8,
-                deepstack=(0, 1), seed=7002),
+                deepstack=(0, 1), steps=1500, seed=7002),
 )}
 # fmt: on
 #: Names of the micro models.
