@@ -110,6 +110,9 @@ def model_card(name: str, summary: dict[str, Any], table: pd.DataFrame, size_mb:
         f"- steps {cfg['steps']}, batch {cfg['batch_size']}, AdamW lr {cfg['lr']} (warm-up "
         f"{cfg['warmup']}, cosine to 10%), weight decay {cfg['weight_decay']}, seed {cfg['seed']}, "
         f"{cfg['threads']} torch thread(s)",
+        f"- curriculum: the first {cfg['first_steps']} steps train {', '.join(cfg['first_tasks'])} "
+        "alone (it teaches the from-scratch LM to read the image tokens; with the full mix from "
+        "step 0 the loss sat at the text-only answer prior for 1,000+ steps), then all tasks",
         "- loss: next-token cross-entropy on the answer tokens and EOS only (teacher forcing)",
         f"- training time on this 2-core CPU (shared with other jobs): "
         f"{summary['train_seconds'] / 60:.1f} min",
