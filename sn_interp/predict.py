@@ -95,10 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sn_interp.tasks import load_task
 
     opts = info.get("task_options", {})
-    task = load_task(args.task, n=args.n or opts.get("n"),
+    seed = args.seed if args.seed is not None else opts.get("seed", 0)
+    task = load_task(args.task, n=args.n or opts.get("n"), seed=seed,
                      prompt=info.get("prompt_template") or None)
-    probe, test = task.split(shots=args.shots or opts.get("shots", 20),
-                             seed=args.seed if args.seed is not None else opts.get("seed", 0))
+    probe, test = task.split(shots=args.shots or opts.get("shots", 20), seed=seed,
+                             test_size=opts.get("test_size"))
     samples = test if args.split == "test" else probe
     ev = evaluate(clf.predict(samples))
     print(f"{args.task} {args.split}: accuracy {float(ev.accuracy):.4f} "

@@ -109,7 +109,7 @@ def one(cfg: Config, vlm, task: str) -> dict:
 
 def run(cfg: Config) -> xr.Dataset:
     """All (model, task) cells as one Dataset (see the module docstring)."""
-    cells = {(m, t): one(cfg, _data.model(m, cfg.dtype), t)
+    cells = {(m, t): one(cfg, _data.vlm(cfg, m), t)
              for m in cfg.models for t in cfg.tasks}
     return assemble(cfg, cells)
 
