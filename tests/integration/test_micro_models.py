@@ -8,7 +8,7 @@ import sn_interp as sn
 from sn_interp.models import DATA_MODELS, registry_names
 
 # (task, prompt, eval images): trained tasks with non-held-out prompts, 2 answer formats.
-CASES = (("shapes-color", "mc", 24), ("digits", "open", 30), ("shapes-shape", "open", 24))
+CASES = (("shapes-color", "mc", 24), ("digits", "open", 30), ("fashion-mnist", "open", 30))
 MODELS = ("micro-llava", "micro-qwen3-vl")
 
 
