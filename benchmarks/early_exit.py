@@ -7,7 +7,7 @@ On random-weight models shaped like LLaVA-1.5-7B and Qwen3-VL-8B with every widt
   5-token answer with the KV cache, on an *unwrapped* copy of the model (same weights, no
   nnsight), as a user would run it.
 - ``early exit``: :meth:`sn_interp.EarlyExitClassifier.predict` on the same samples, with 20
-  SNs selected under ``max_layer=L`` (processor + trace up to the needed site).
+  SNs selected among the neurons of layer ``L`` (processor + trace up to the needed site).
 - ``bound``: the speed-up the measured component times allow: ``generate`` / (processor +
   a plain-torch forward of vision tower, embeddings and decoder layers 0..L, stopped by a
   forward hook). speed-up / bound is the share of the possible gain early exit realises
@@ -56,8 +56,12 @@ def _partial_forward(raw: torch.nn.Module, enc, layer: int) -> None:
 def _classifiers(vlm, n_probe: int = 8) -> dict[int, sn.EarlyExitClassifier]:
     probe = samples(n_probe)
     acts = sn.extract(vlm, probe, layers=range(max(EXITS) + 1), batch_size=4, progress=False)
-    return {L: sn.EarlyExitClassifier(vlm, sn.find_super_neurons(
-        acts, k=20, max_layer=L, progress=False), batch_size=8) for L in EXITS}
+    # SNs of layer L only, so each classifier really exits at L (with max_layer=L the best
+    # neurons of a random model may all sit in an earlier layer)
+    clfs = {L: sn.EarlyExitClassifier(vlm, sn.find_super_neurons(
+        acts.sel(layer=[L]), k=20, progress=False), batch_size=8) for L in EXITS}
+    assert all(clf.exit_layer == L for L, clf in clfs.items())
+    return clfs
 
 
 def run_model(name: str, batches: list[int], repeats: int) -> dict[tuple[int, int], tuple]:
