@@ -59,10 +59,40 @@ def capture(vlm: VLM, enc: Mapping[str, Tensor], requests: Iterable[Request], *,
     counts = _vision_token_counts(vlm, enc) if ordered[0][0] == VISION_SITE.name else None
     index = {key: torch.as_tensor(np.asarray(u, dtype=np.int64), device=vlm.device)
              for key, u in (units or {}).items()}
+    physical, derived = residual_plan(ordered) if not index else (ordered, {})
     with torch.inference_mode(), vlm.nn.trace(**enc, remote=vlm.remote) as tracer:
-        reads = nnsight.save(_read_all(vlm, ordered, counts, index))
+        reads = nnsight.save(_read_all(vlm, physical, counts, index))
         tracer.stop()
-    return {key: value.cpu() for key, value in reads.items()}
+    for key, (a, b) in derived.items():  # in forward order, so ingredients exist
+        reads[key] = reads[a] if b is None else reads[a] + reads[b]
+    return {key: reads[key].cpu() for key in ordered}
+
+
+def residual_plan(ordered: list[Request]) -> tuple[list[Request], dict[Request, tuple]]:
+    """Which requests to read in the trace, and which residual sites to add up from them.
+
+    The decoder layer computes ``resid_mid = resid_pre + attn_out`` and
+    ``resid_post = resid_mid + mlp_out`` (one elementwise add each, in the model's dtype), and
+    the next layer's ``resid_pre`` is this layer's ``resid_post`` (Qwen3-VL's DeepStack adds
+    only at image positions, never at the last prompt token). When the ingredients are
+    requested anyway, the same add on the last-token slices gives bit-identical values for
+    fewer trace reads. Returns ``(reads, {derived: (a, b)})``; ``b`` None means a copy of ``a``.
+    """
+    have: set[Request] = set()  # requests earlier in forward order
+    physical: list[Request] = []
+    derived: dict[Request, tuple] = {}
+    recipes = {"resid_pre": lambda la: (("resid_post", la - 1), None),
+               "resid_mid": lambda la: (("resid_pre", la), ("attn_out", la)),
+               "resid_post": lambda la: (("resid_mid", la), ("mlp_out", la))}
+    for site, layer in ordered:
+        recipe = recipes.get(site)
+        parts = recipe(layer) if recipe else None
+        if parts and all(p is None or p in have for p in parts):
+            derived[(site, layer)] = parts
+        else:
+            physical.append((site, layer))
+        have.add((site, layer))
+    return physical, derived
 
 
 def _read_all(vlm: VLM, ordered: list[Request], counts: list[int] | None,

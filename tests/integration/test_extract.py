@@ -171,3 +171,14 @@ def test_bad_arguments(loaded):
         sn.extract(vlm, [samples[0], samples[0]], progress=False)
     with pytest.raises(TypeError, match="not an sn_interp.Sample"):
         sn.extract(vlm, ["an image path"], progress=False)
+
+
+def test_derived_residuals_are_bit_identical_to_direct_reads(loaded):
+    """extract() adds resid_mid/resid_post up from their parts; a direct read must agree."""
+    vlm, samples, acts = loaded
+    for site in ("resid_pre", "resid_mid", "resid_post"):
+        for layer in range(vlm.dims.n_layers):
+            direct = sn.extract(vlm, samples, sites=[site], layers=[layer], batch_size=4,
+                                progress=False)
+            np.testing.assert_array_equal(direct[site].values,
+                                          acts[site].sel(layer=[layer]).values)
