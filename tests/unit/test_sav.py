@@ -25,7 +25,7 @@ def test_planted_heads_rank_first_and_predict():
     heads = sn.find_sav_heads(acts, k=2, progress=False)
     assert heads.selected.score.values.tolist() == [1.0, 1.0]
     # tie broken by (layer, head)
-    assert list(zip(heads.selected.layer.values, heads.selected["head"].values)) == [(0, 0), (2, 1)]
+    assert list(zip(heads.selected.layer.values, heads.selected["head"].values, strict=True)) == [(0, 0), (2, 1)]
     assert heads.table.centroids.dtype == np.float32
     assert heads.sites == ("z",) and heads.layers == (0, 2) and heads.max_layer == 2
     test = _plant_head(_plant_head(make_acts(n_per_class=10, sites=("z",), seed=4), 2, 1), 0, 0)
@@ -52,7 +52,7 @@ def test_vote_tie_goes_to_highest_ranked_head():
     heads = sn.find_sav_heads(acts, k=4, progress=False)
     test = acts.copy(deep=True)
     z = test["z"].values
-    top = [(int(a), int(b)) for a, b in zip(heads.table.layer.values, heads.table["head"].values)]
+    top = [(int(a), int(b)) for a, b in zip(heads.table.layer.values, heads.table["head"].values, strict=True)]
     # flip heads ranked 2nd and 3rd (swap the class axes): 2-2 ties -> the top head wins
     for la, h in top[1:3]:
         z[:, la, h, :2] = z[:, la, h, 1::-1]
