@@ -209,6 +209,11 @@ def markdown_table(df: Any, floatfmt: str = ".3f") -> str:
     return "\n".join([head, rule, *rows])
 
 
+def file_name(text: object) -> str:
+    """A model, task or prompt name made safe for a file name (``/`` and spaces -> ``_``)."""
+    return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in str(text))
+
+
 def save_figure(fig: Any, folder: Path, name: str) -> list[Path]:
     """A matplotlib figure as PNG (200 dpi) and PDF; closes it."""
     import matplotlib.pyplot as plt

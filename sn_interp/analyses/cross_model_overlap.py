@@ -40,6 +40,7 @@ import xarray as xr
 
 from sn_interp.analyses import _data
 from sn_interp.analyses._common import StudyConfig, make_main
+from sn_interp.analyses._common import file_name as _name
 from sn_interp.analyses.robustness import (
     Fit,
     check_names,
@@ -316,9 +317,6 @@ def figures(result: xr.Dataset) -> dict:
             figs[f"within_{_name(m)}_{_name(t)}"] = _within_figure(result, m, t)
     return figs
 
-
-def _name(text: object) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in str(text))
 
 
 main = make_main(ANALYSIS, Config, run, tables, figures)

@@ -35,6 +35,7 @@ import xarray as xr
 
 from sn_interp.analyses import _data
 from sn_interp.analyses._common import StudyConfig, make_main
+from sn_interp.analyses._common import file_name as _name
 
 log = logging.getLogger(__name__)
 ANALYSIS = "early_exit"
@@ -264,9 +265,6 @@ def save_classifier(cfg: Config, model: str, task: str, exit_layer: int, path: P
     log.info("saved %r to %s", clf, path)
     return path
 
-
-def _name(text: object) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in str(text))
 
 
 extras = save_classifiers

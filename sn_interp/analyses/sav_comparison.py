@@ -37,6 +37,7 @@ import xarray as xr
 
 from sn_interp.analyses import _data
 from sn_interp.analyses._common import StudyConfig, make_main
+from sn_interp.analyses._common import file_name as _name
 
 log = logging.getLogger(__name__)
 ANALYSIS = "sav_comparison"
@@ -339,9 +340,6 @@ def figures(result: xr.Dataset) -> dict:
             figs[f"sav_vs_sn_{_name(m)}_{_name(t)}"] = fig
     return figs
 
-
-def _name(text: object) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in str(text))
 
 
 main = make_main(ANALYSIS, Config, run, tables, figures)
