@@ -229,3 +229,27 @@ def site_bars(df: pd.DataFrame, *, x: str = "site", hue: str = "model", value: s
     ax.tick_params(axis="x", rotation=30)
     ax.legend(fontsize=6, title=None, frameon=True)
     return ax
+
+
+def tidy_ticks(ax: Axes, rotation: float = 0) -> None:
+    """Horizontal row labels, optionally slanted column labels, no grid through empty cells."""
+    ax.grid(False)
+    ax.tick_params(axis="y", rotation=0)
+    if rotation:
+        ax.set_xticks(ax.get_xticks(), [t.get_text() for t in ax.get_xticklabels()],
+                      rotation=rotation, ha="right", rotation_mode="anchor")
+
+
+def overlap_pair(jaccard: xr.DataArray, spearman: xr.DataArray, *, xlabel: str, ylabel: str,
+                 title: str, height: float = 2.6, wrap: bool = False):
+    """Two heatmaps side by side: Jaccard of top-k SN ids and Spearman of neuron scores."""
+    fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN_WIDTH, height), layout="constrained")
+    sep = "\n" if wrap else " "
+    matrix_heatmap(jaccard, ax=axes[0], label=f"Jaccard of{sep}top-k SN ids")
+    matrix_heatmap(spearman, ax=axes[1], vmin=-1, vmax=1, cmap="vlag",
+                   label=f"Spearman of{sep}neuron scores")
+    for ax in axes:
+        ax.set(xlabel=xlabel, ylabel=ylabel)
+        tidy_ticks(ax, rotation=30)
+    fig.suptitle(title, fontsize=8)
+    return fig

@@ -49,7 +49,6 @@ from sn_interp.analyses.robustness import (
     resolve,
     select,
     task_meta,
-    tidy_ticks,
 )
 from sn_interp.names import ALL_SITES
 
@@ -270,7 +269,7 @@ def plot(result: xr.Dataset, ax=None):
 def _within_figure(result: xr.Dataset, m: str, t: str):
     import matplotlib.pyplot as plt
 
-    from sn_interp.plotting import COLUMN_WIDTH, matrix_heatmap
+    from sn_interp.plotting import COLUMN_WIDTH, matrix_heatmap, tidy_ticks
 
     r = result.sel(model=m, task=t)
     prompts = r.prompt_jaccard.dropna("prompt_a", how="all").dropna("prompt_b", how="all")
@@ -287,20 +286,11 @@ def _within_figure(result: xr.Dataset, m: str, t: str):
 
 
 def _tasks_figure(result: xr.Dataset, m: str):
-    import matplotlib.pyplot as plt
-
-    from sn_interp.plotting import COLUMN_WIDTH, matrix_heatmap
+    from sn_interp.plotting import overlap_pair
 
     r = result.sel(model=m)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN_WIDTH, 2.6), layout="constrained")
-    matrix_heatmap(r.task_jaccard, ax=axes[0], label="Jaccard of top-k SN ids")
-    matrix_heatmap(r.task_spearman, ax=axes[1], vmin=-1, vmax=1, cmap="vlag",
-                   label="Spearman of neuron scores")
-    for ax in axes:
-        ax.set(xlabel="task", ylabel="task")
-        tidy_ticks(ax, rotation=30)
-    fig.suptitle(f"{m}: SN selections across tasks", fontsize=8)
-    return fig
+    return overlap_pair(r.task_jaccard, r.task_spearman, xlabel="task", ylabel="task",
+                        title=f"{m}: SN selections across tasks")
 
 
 def figures(result: xr.Dataset) -> dict:

@@ -334,7 +334,7 @@ def tables(result: xr.Dataset) -> dict[str, pd.DataFrame]:
 
 def plot(result: xr.Dataset, ax=None, *, model: str | None = None, task: str | None = None):
     """The (prompt_fit x prompt_eval) accuracy matrix of one model and task (default: first)."""
-    from sn_interp.plotting import matrix_heatmap
+    from sn_interp.plotting import matrix_heatmap, tidy_ticks
 
     m = model or str(result.model.values[0])
     t = task or str(result.task.values[0])
@@ -346,35 +346,18 @@ def plot(result: xr.Dataset, ax=None, *, model: str | None = None, task: str | N
     return ax
 
 
-def tidy_ticks(ax, rotation: float = 0) -> None:
-    """Horizontal row labels, optionally slanted column labels, no grid through empty cells."""
-    ax.grid(False)
-    ax.tick_params(axis="y", rotation=0)
-    if rotation:
-        ax.set_xticks(ax.get_xticks(), [t.get_text() for t in ax.get_xticklabels()],
-                      rotation=rotation, ha="right", rotation_mode="anchor")
-
-
 def _square(da: xr.DataArray) -> xr.DataArray:
     """A 2-D matrix without the rows and columns a task does not have."""
     return da.dropna(da.dims[0], how="all").dropna(da.dims[1], how="all")
 
 
 def _overlap_figure(result: xr.Dataset, m: str, t: str):
-    import matplotlib.pyplot as plt
-
-    from sn_interp.plotting import COLUMN_WIDTH, matrix_heatmap
+    from sn_interp.plotting import overlap_pair
 
     r = result.sel(model=m, task=t)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN_WIDTH, 2.6), layout="constrained")
-    matrix_heatmap(_square(r.prompt_jaccard), ax=axes[0], label="Jaccard of top-k SN ids")
-    matrix_heatmap(_square(r.prompt_spearman), ax=axes[1], vmin=-1, vmax=1, cmap="vlag",
-                   label="Spearman of neuron scores")
-    for ax in axes:
-        ax.set(xlabel="prompt", ylabel="prompt")
-        tidy_ticks(ax, rotation=30)
-    fig.suptitle(f"{m} / {t}: SN selections under two prompts", fontsize=8)
-    return fig
+    return overlap_pair(_square(r.prompt_jaccard), _square(r.prompt_spearman),
+                        xlabel="prompt", ylabel="prompt",
+                        title=f"{m} / {t}: SN selections under two prompts")
 
 
 def _shift_drop_figure(result: xr.Dataset, m: str):
@@ -391,21 +374,13 @@ def _shift_drop_figure(result: xr.Dataset, m: str):
 
 
 def _shift_overlap_figure(result: xr.Dataset, m: str):
-    import matplotlib.pyplot as plt
-
-    from sn_interp.plotting import COLUMN_WIDTH, matrix_heatmap
+    from sn_interp.plotting import overlap_pair
 
     r = result.sel(model=m).drop_sel(condition=CLEAN)
-    height = 1.6 + 0.35 * r.sizes["task"]
-    fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN_WIDTH, height), layout="constrained")
-    matrix_heatmap(r.shift_jaccard, ax=axes[0], label="Jaccard of\ntop-k SN ids")
-    matrix_heatmap(r.shift_spearman, ax=axes[1], vmin=-1, vmax=1, cmap="vlag",
-                   label="Spearman of\nneuron scores")
-    for ax in axes:
-        ax.set(xlabel="image condition (its own selection vs the clean one)", ylabel="task")
-        tidy_ticks(ax, rotation=30)
-    fig.suptitle(f"{m}: overlap of clean and shifted SN selections", fontsize=8)
-    return fig
+    return overlap_pair(r.shift_jaccard, r.shift_spearman,
+                        xlabel="image condition (its own selection vs the clean one)",
+                        ylabel="task", height=1.6 + 0.35 * r.sizes["task"], wrap=True,
+                        title=f"{m}: overlap of clean and shifted SN selections")
 
 
 def figures(result: xr.Dataset) -> dict:
