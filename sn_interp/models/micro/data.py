@@ -99,9 +99,9 @@ def length_bucketed_batches(examples: dict[str, list[Example]], batch_size: int,
             yield chunks[i]
 
 
-def _answer_ids(tokenizer: Any, answer: str, family: str) -> list[int]:
-    """Token ids of the answer as the chat template continues it, plus EOS."""
-    text = (" " + answer) if family == "llava" else answer  # "ASSISTANT: B" vs "assistant\nB"
+def _answer_ids(tokenizer: Any, answer: str, prompt: str) -> list[int]:
+    """Token ids of the answer as the chat template continues ``prompt``, plus EOS."""
+    text = answer if prompt[-1:].isspace() else " " + answer  # "assistant\nB" vs "ASSISTANT: B"
     return [*tokenizer.encode(text, add_special_tokens=False), tokenizer.eos_token_id]
 
 
@@ -121,9 +121,9 @@ def collate(processor: Any, family: str, batch: Sequence[Example]) -> BatchFeatu
     separately tokenized answer so prompt/answer merges can never shift the labels.
     """
     tok = processor.tokenizer
-    answers = [_answer_ids(tok, ex.answer, family) for ex in batch]
-    texts = [chat_prompt(processor, ex.question) + tok.decode(ids) for ex, ids in zip(batch, answers,
-                                                                         strict=True)]
+    prompts = [chat_prompt(processor, ex.question) for ex in batch]
+    answers = [_answer_ids(tok, ex.answer, p) for ex, p in zip(batch, prompts, strict=True)]
+    texts = [p + tok.decode(ids) for p, ids in zip(prompts, answers, strict=True)]
     tok.padding_side = "left"
     enc = processor(images=[ex.image.convert("RGB") for ex in batch], text=texts,
                     return_tensors="pt", padding=True)

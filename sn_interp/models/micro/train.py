@@ -1,9 +1,15 @@
-"""Train a micro VLM from scratch on the embedded tasks' train partition.
+"""Train an embedded VLM on the embedded tasks' train partition.
 
 Usage::
 
     python -m sn_interp.models.micro.train micro-llava            # -> data/models/micro-llava
     python -m sn_interp.models.micro.train micro-qwen3-vl --steps 200 --out /tmp/q
+    python -m sn_interp.models.micro.train mini-llava-smollm2     # frozen pretrained LM
+
+Micro models train every weight from scratch. ``mini-llava-smollm2`` loads the pretrained
+SmolLM2-135M-Instruct, freezes it (gradients still flow through it to the image tokens) and
+trains only the vision tower (started from micro-llava's) and the projector; only those are
+saved, with what :mod:`sn_interp.models.pretrained_lm` needs to assemble the rest at load.
 
 Teacher-forced next-token loss on the answer tokens and EOS only (see
 :mod:`sn_interp.models.micro.data`); AdamW, linear warm-up then cosine decay to 10% of the
@@ -65,13 +71,46 @@ class TrainResult:
         return float(np.mean(part))
 
 
+def _load_pretrained_parts(model: torch.nn.Module, cfg: MicroConfig) -> None:
+    """Copy the pretrained LM (frozen) and, with ``init_vision``, a trained vision tower in."""
+    from safetensors.torch import load_file
+
+    from sn_interp.models import resolve
+    from sn_interp.models.pretrained_lm import load_lm
+
+    if cfg.pretrained:
+        lm = load_lm(cfg.language_model)
+        model.get_decoder().load_state_dict(lm.get_decoder().state_dict())
+        model.get_output_embeddings().load_state_dict(lm.get_output_embeddings().state_dict())
+        model.tie_weights()
+        for p in [*model.get_decoder().parameters(), *model.get_output_embeddings().parameters()]:
+            p.requires_grad_(False)
+    if cfg.init_vision:
+        path, _ = resolve(cfg.init_vision)
+        state = load_file(Path(path) / "model.safetensors")
+        # saved checkpoints use "vision_tower." (transformers' on-disk names), modules
+        # "model.vision_tower."; accept either
+        tower = {k.split("vision_tower.", 1)[1]: v for k, v in state.items()
+                 if k.startswith(("vision_tower.", "model.vision_tower."))}
+        if not tower:
+            raise ValueError(f"{cfg.init_vision} has no vision tower weights to start from")
+        model.model.vision_tower.load_state_dict(tower)
+
+
 def build_model(cfg: MicroConfig) -> tuple[torch.nn.Module, Any]:
-    """A freshly initialised (seeded, float32) model and its processor."""
+    """A freshly initialised (seeded, float32) model and its processor.
+
+    With :attr:`MicroConfig.language_model`, the LM carries its pretrained weights and is
+    frozen (``requires_grad=False``); with :attr:`MicroConfig.init_vision`, the vision tower
+    starts from that model's trained tower.
+    """
     tok = build_tokenizer_for(cfg)
     config = build_config(cfg, tok)
     config.dtype = torch.float32
+    config.architectures = [cfg.model_class]
     torch.manual_seed(cfg.seed)
     model = getattr(transformers, cfg.model_class)(config).float()
+    _load_pretrained_parts(model, cfg)
     gen = model.generation_config
     gen.pad_token_id, gen.eos_token_id, gen.bos_token_id = (tok.pad_token_id, tok.eos_token_id,
                                                             tok.bos_token_id)
@@ -105,8 +144,9 @@ def answer_loss(model: torch.nn.Module, enc: Any) -> torch.Tensor:
 
 
 def _optimizer(model: torch.nn.Module, cfg: MicroConfig) -> torch.optim.Optimizer:
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in trainable if p.ndim >= 2 and "embed" not in n]
+    rest = [p for n, p in trainable if not (p.ndim >= 2 and "embed" not in n)]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": rest, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
@@ -155,10 +195,15 @@ def save(model: torch.nn.Module, processor: Any, cfg: MicroConfig, out: Path,
          result: TrainResult, command: str) -> Path:
     """Write weights (safetensors), processor and :data:`SUMMARY` (recipe + losses) to ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    if cfg.pretrained:
+        _save_trained_parts(model, cfg, out)
+    else:
+        model.save_pretrained(out)
     processor.save_pretrained(out)
     n_params = sum(p.numel() for p in model.parameters())
+    n_trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     summary = {"config": cfg.to_dict(), "command": command, "parameters": n_params,
+               "trained_parameters": n_trained,
                "train_seconds": round(result.seconds, 1), "torch": torch.__version__,
                "transformers": transformers.__version__,
                "loss_first_25": round(result.mean_loss(first=25), 4),
@@ -167,6 +212,22 @@ def save(model: torch.nn.Module, processor: Any, cfg: MicroConfig, out: Path,
                                   for i in range(0, len(result.losses), 100)]}
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     return out
+
+
+def _save_trained_parts(model: torch.nn.Module, cfg: MicroConfig, out: Path) -> None:
+    """Write only what training changed, plus what :mod:`~sn_interp.models.pretrained_lm`
+    needs to assemble the full model at first load (the LM comes from its wheel)."""
+    from safetensors.torch import save_file
+
+    from sn_interp.models import pretrained_lm as plm
+
+    save_file(plm.trained_state(model), out / plm.TRAINED_FILE, metadata={"format": "pt"})
+    (out / plm.CONFIG_FILE).write_text(model.config.to_json_string())
+    model.generation_config.save_pretrained(out)
+    lm = plm.PRETRAINED_LMS[cfg.language_model]
+    spec = {"language_model": lm.name, "requirement": lm.requirement, "file": lm.file,
+            "sha256": lm.sha256, "trained": plm.TRAINED_FILE, "config": plm.CONFIG_FILE}
+    (out / plm.ASSEMBLE_FILE).write_text(json.dumps(spec, indent=2) + "\n")
 
 
 def _parser() -> argparse.ArgumentParser:

