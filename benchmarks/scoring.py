@@ -12,8 +12,10 @@ threads). The threaded and synchronous results are checked to be identical. A pe
 scikit-learn ``NearestCentroid`` loop on a sample of neurons is timed and extrapolated to F.
 The machine load (1-minute load average, CPU pressure) is printed before and after, since a
 shared machine's load changes every ratio. The kernel is compiled (or loaded from numba's
-``__pycache__`` cache) by a warm-up call on a small block before any timing; that one-off
-time is printed. Last line: ``scoring_read_ratio=<value>``
+``__pycache__`` cache) by a warm-up call on a small block before any timing, and a small
+graph is computed once with each dask scheduler (the first ``dask.compute`` in a process
+spends a few tenths of a second on one-off imports and setup, about as long as the whole
+read pass); both one-off times are printed. Last line: ``scoring_read_ratio=<value>``
 (threaded scoring wall time / one-thread read pass wall time).
 
 Run: ``.venv/bin/python benchmarks/scoring.py [--features 1000000]``
@@ -64,6 +66,13 @@ def main(argv: list[str] | None = None) -> None:
     t_jit = time.perf_counter() - t0
     if not np.array_equal(kernel(warm, plan), neurons._centroid_block(warm, plan)):
         raise AssertionError("compiled and numpy centroid kernels differ")
+    t0 = time.perf_counter()  # dask's one-off first-compute setup, excluded like the JIT
+    warm_arr = da.from_array(warm, chunks=(args.samples, warm.shape[1] // 2))
+    warm_stats = warm_arr.map_blocks(kernel, plan, dtype=np.float64,
+                                     chunks=((plan.n_stats,), warm_arr.chunks[1]))
+    dask.compute(warm_stats)
+    dask.compute(warm_stats, scheduler="synchronous")
+    t_dask = time.perf_counter() - t0
     t_read = t_read_cpu = t_read2 = t_score = t_score1 = t_score1_cpu = 0.0
     sk_x = None
     for start in range(0, args.features, args.block):
@@ -104,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.classes} classes, generated in blocks of {args.block} columns, "
           f"scored in chunks of {neurons.BLOCK}")
     print(f"numba kernel warm-up (compile or cache load, not timed below): {t_jit:.2f} s")
+    print(f"dask warm-up (first compute in the process, not timed below): {t_dask:.2f} s")
     print(f"read pass (numpy sum, 1 thread): {t_read:.2f} s ({gb / t_read:.1f} GB/s), "
           f"cpu {t_read_cpu:.2f} s")
     print(f"read pass (numpy sum, 2 threads): {t_read2:.2f} s ({gb / t_read2:.1f} GB/s)")

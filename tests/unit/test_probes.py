@@ -326,3 +326,30 @@ def test_compiled_centroid_block_bit_identical_to_numpy(score):
                 ref = neurons._centroid_block(part, plan)
             got = neurons._centroid_block_compiled(part, plan)
             np.testing.assert_array_equal(_bits(got), _bits(ref))
+
+
+@pytest.mark.parametrize("score", ["probe", "cv"])
+def test_compiled_centroid_block_any_tile_width(score):
+    """Tile and sub-tile edges anywhere (tiles narrower and wider than the bounds' sub-tile,
+    odd sample counts for the two-rows-per-step count) give the numpy reference bit for bit."""
+    from sn_interp.probes import neurons
+    from sn_interp.probes._kernels import SUB, TILE, centroid_block_nb, flat_rows
+    rng = np.random.default_rng(9)
+    n_cls, n = 5, 73
+    y = rng.permutation(np.concatenate([np.repeat(np.arange(n_cls), 6),
+                                        rng.integers(0, n_cls, n - 6 * n_cls)]))
+    plan = neurons.make_plan(y, n_cls, "centroid", score, 4, 3)
+    w = 2 * SUB + 37
+    x = rng.standard_normal((n, w)).astype(np.float32)
+    x[:, ::3] = (rng.integers(-2, 3, (n, len(range(0, w, 3)))) / 2).astype(np.float32)  # ties
+    x[:, 7] = -0.0
+    x[2, 11] = np.nan
+    ref = neurons._centroid_block(x, plan)
+    counts = plan.layout.counts.reshape(plan.n_folds, plan.n_classes)
+    for tile in (1, 3, SUB - 1, SUB, SUB + 5, w, TILE):
+        for part in (x, x[:, 4:]):
+            got = np.empty((plan.n_stats, part.shape[1]))
+            with np.errstate(all="ignore"):
+                centroid_block_nb(*flat_rows(part), np.asarray(y, np.int64), plan.fold, counts,
+                                  got, tile)
+            np.testing.assert_array_equal(_bits(got), _bits(ref[:, w - part.shape[1]:]))
