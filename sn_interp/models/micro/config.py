@@ -307,7 +307,7 @@ MICRO_CONFIGS: dict[str, MicroConfig] = {c.name: c for c in (
     MicroConfig("mini-llava-smollm2", "llava", "LlavaForConditionalGeneration",
                 tokenizer_family="llava", chat_template="llava_onevision",
                 language_model="smollm2-135m-instruct", reuse_token="<empty_output>",
-                init_vision="micro-llava", steps=320, batch_size=16, lr=1e-3, warmup=20,
+                init_vision="micro-llava", steps=1000, batch_size=8, lr=2e-3, warmup=20,
                 first_steps=0, threads=2, seed=7003),
 )}
 # fmt: on
