@@ -168,7 +168,7 @@ def early_exit_axes(df: pd.DataFrame, *, base: tuple[float, float, float] | None
     if best is not None:
         ax.axvline(best, color=blue, ls=":", lw=0.8, label="chosen exit")
     ax.set(ylim=(0, 1.02), ylabel="test accuracy", xlabel="exit layer (0-based decoder block)")
-    ax.set_xticks(x, ["vision" if v < 0 else str(int(v)) for v in x])
+    ax.set_xticks(x, _sparse_labels(x))
     twin = ax.twinx()
     twin.plot(x, df["speedup"], marker="s", ms=3, color=orange, ls="-.", label="speed-up")
     twin.set_ylabel("speed-up vs base model (×)", color=orange)
@@ -229,6 +229,20 @@ def site_bars(df: pd.DataFrame, *, x: str = "site", hue: str = "model", value: s
     ax.tick_params(axis="x", rotation=30)
     ax.legend(fontsize=6, title=None, frameon=True)
     return ax
+
+
+def _sparse_labels(x: np.ndarray, slots: int = 14) -> list[str]:
+    """Exit-layer tick labels (-1 is ``vision``), blank where a label would overlap the last one
+    shown: ticks stay at every swept layer, labels at least ``span / slots`` apart."""
+    gap = (x.max() - x.min()) / slots if len(x) > 1 else 0
+    labels, last = [], None
+    for v in x:
+        if last is None or v - last >= gap:
+            labels.append("vision" if v < 0 else str(int(v)))
+            last = v
+        else:
+            labels.append("")
+    return labels
 
 
 def tidy_ticks(ax: Axes, rotation: float = 0) -> None:
