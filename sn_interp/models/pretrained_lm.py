@@ -28,19 +28,18 @@ import json
 import logging
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sn_interp.cache import cache_dir
+from sn_interp.cache import build_atomically, cache_dir
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ASSEMBLE_FILE", "PRETRAINED_LMS", "TRAINED_FILE", "WheelGGUF", "assemble",
-           "assembled_path", "gguf_path", "load_lm", "load_lm_tokenizer", "trained_state"]
+           "assembled_path", "gguf_path", "insert_lm", "load_lm", "load_lm_tokenizer", "trained_state"]
 
 ASSEMBLE_FILE = "assemble.json"
 """Marks a ``data/models/<name>`` directory whose language model is assembled at first load."""
@@ -50,6 +49,7 @@ CONFIG_FILE = "llava_config.json"
 """The full model config of an assembled model (not ``config.json``: the directory alone is not
 a loadable checkpoint)."""
 _FORMAT = 1
+_MARKER = ".assembled"
 
 
 @dataclass(frozen=True)
@@ -145,8 +145,7 @@ def load_lm(name: str, *, dtype: torch.dtype = torch.float32) -> torch.nn.Module
     with _quiet_loading():
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
                                                      dtype=dtype)
-    model.config.quantization_config = None  # de-quantized: an ordinary float checkpoint now
-    if hasattr(model.config, "quantization_config"):
+    if hasattr(model.config, "quantization_config"):  # de-quantized: an ordinary float model
         del model.config.quantization_config
     return model.eval()
 
@@ -159,11 +158,24 @@ def load_lm_tokenizer(name: str) -> Any:
     return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
 
+def insert_lm(model: torch.nn.Module, lm: torch.nn.Module, *, assign: bool = False) -> None:
+    """Put the pretrained ``lm`` (a ``*ForCausalLM``) into the VLM ``model``: its decoder and its
+    output head (``assign=True`` for a model built on the meta device)."""
+    model.get_decoder().load_state_dict(lm.get_decoder().state_dict(), assign=assign)
+    model.get_output_embeddings().load_state_dict(lm.get_output_embeddings().state_dict(),
+                                                  assign=assign)
+    model.tie_weights()
+
+
 def trained_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The parameters of ``model`` that are not the language model's (what training changed)."""
-    lm = {id(p) for p in model.get_decoder().parameters()}
-    lm |= {id(p) for p in model.get_output_embeddings().parameters()}
+    lm = _lm_ids(model)
     return {k: p.detach().contiguous() for k, p in model.named_parameters() if id(p) not in lm}
+
+
+def _lm_ids(model: torch.nn.Module) -> set[int]:
+    return {id(p) for part in (model.get_decoder(), model.get_output_embeddings())
+            for p in part.parameters()}
 
 
 def assemble(source: Path, out: Path) -> Path:
@@ -173,26 +185,28 @@ def assemble(source: Path, out: Path) -> Path:
     from transformers import AutoProcessor
 
     spec = json.loads((source / ASSEMBLE_FILE).read_text())
+    lm_spec = _lm(spec["language_model"])
+    if spec.get("sha256") != lm_spec.sha256:
+        raise ValueError(f"{source / ASSEMBLE_FILE} was trained on {lm_spec.file} with sha256 "
+                         f"{spec.get('sha256')}, but this sn_interp expects {lm_spec.sha256}: "
+                         "retrain the model (python -m sn_interp.models.micro.train "
+                         f"{source.name}) or use the sn_interp version it was trained with")
     config = transformers.AutoConfig.for_model(**json.loads((source / CONFIG_FILE).read_text()))
-    arch = config.architectures[0]
     with torch.device("meta"):
-        model = getattr(transformers, arch)(config)
-    lm = load_lm(spec["language_model"])
-    state = {f"model.language_model.{k.removeprefix('model.')}": v
-             for k, v in lm.state_dict().items() if k.startswith("model.")}
-    state["lm_head.weight"] = lm.get_output_embeddings().weight
+        model = getattr(transformers, config.architectures[0])(config)
+    insert_lm(model, load_lm(lm_spec.name), assign=True)
     trained = load_file(source / TRAINED_FILE)
-    overlap = set(state) & set(trained)
-    if overlap:
+    lm_ids = _lm_ids(model)
+    lm_keys = {k for k, p in model.named_parameters(remove_duplicate=False) if id(p) in lm_ids}
+    if lm_keys & set(trained):
         raise ValueError(f"{source / TRAINED_FILE} holds language-model weights "
-                         f"{sorted(overlap)[:3]}: it must hold only the trained parts")
-    state.update(trained)
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+                         f"{sorted(lm_keys & set(trained))[:3]}: it must hold only the trained "
+                         "parts")
+    missing, unexpected = model.load_state_dict(trained, strict=False, assign=True)
+    missing = sorted(set(missing) - lm_keys)
     if missing or unexpected:
         raise ValueError(f"assembling {source.name}: missing {missing[:5]}, unexpected "
                          f"{unexpected[:5]} (trained weights and config disagree)")
-    model.tie_weights()
     model = model.float().eval()
     if (source / "generation_config.json").exists():
         model.generation_config = transformers.GenerationConfig.from_pretrained(source)
@@ -202,11 +216,17 @@ def assemble(source: Path, out: Path) -> Path:
     for extra in ("README.md", ASSEMBLE_FILE):
         if (source / extra).exists():
             shutil.copy(source / extra, out / extra)
-    (out / ".assembled").write_text(json.dumps({"format": _FORMAT, "key": _key(source)}))
+    (out / _MARKER).write_text(json.dumps({"format": _FORMAT, "key": _key(source)}))
     return out
 
 
 def _key(source: Path) -> str:
+    """Content key of the committed files an assembly is built from."""
+    missing = [n for n in (ASSEMBLE_FILE, CONFIG_FILE, TRAINED_FILE) if not (source / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{source} lacks {', '.join(missing)}: restore them from git "
+                                "(git checkout -- data/models) or retrain with python -m "
+                                f"sn_interp.models.micro.train {source.name}")
     h = hashlib.sha256(str(_FORMAT).encode())
     for name in (ASSEMBLE_FILE, CONFIG_FILE, TRAINED_FILE):
         h.update((source / name).read_bytes())
@@ -220,19 +240,12 @@ def assembled_path(source: Path) -> Path:
     new config assemble afresh; an interrupted build never leaves a half checkpoint.
     """
     key = _key(source)
-    root = cache_dir("models")
-    final = root / f"{source.name}-{key}"
-    if (final / ".assembled").exists():
+    final = cache_dir("models") / f"{source.name}-{key}"
+
+    def current(path: Path) -> bool:
+        return (path / _MARKER).exists()
+
+    if current(final):
         return final
-    tmp = root / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     log.info("assembling %s (language model from its wheel) into %s", source.name, final)
-    try:
-        assemble(source, tmp)
-        try:
-            tmp.rename(final)
-        except OSError:
-            if not (final / ".assembled").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return build_atomically(final, lambda tmp: assemble(source, tmp), current)

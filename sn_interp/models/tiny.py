@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -31,7 +29,7 @@ import torch
 import transformers
 from transformers import PretrainedConfig, PreTrainedTokenizerFast, ProcessorMixin
 
-from sn_interp.cache import cache_dir
+from sn_interp.cache import build_atomically, cache_dir
 from sn_interp.models._tokenizer import build_tokenizer
 
 __all__ = [
@@ -509,25 +507,6 @@ def build_tiny(name: str, out_dir: str | os.PathLike[str]) -> Path:
     return out
 
 
-def _remove_stale_builds(root: Path, name: str) -> None:
-    """Delete temporary build directories of ``name`` left by processes that no longer run."""
-    for path in root.glob(f".{name}.tmp-*"):
-        pid = path.name.removeprefix(f".{name}.tmp-").split("-")[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    """True when a process with id ``pid`` exists (on this machine)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def tiny_path(name: str, *, rebuild: bool = False) -> Path:
     """Directory of tiny checkpoint ``name`` in the cache, building it first if needed.
 
@@ -536,23 +515,8 @@ def tiny_path(name: str, *, rebuild: bool = False) -> Path:
     from another format version is rebuilt; ``rebuild=True`` always rebuilds.
     """
     spec = _spec(name)
-    root = cache_dir("models")
-    final = root / name
+    final = cache_dir("models") / name
     if not rebuild and _is_current(final, spec):
         return final
-    _remove_stale_builds(root, name)
-    tmp = root / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        build_tiny(name, tmp)
-        if final.exists():
-            trash = root / f".{name}.old-{uuid.uuid4().hex[:8]}"
-            final.rename(trash)
-            shutil.rmtree(trash, ignore_errors=True)
-        try:
-            tmp.rename(final)
-        except OSError:
-            if not _is_current(final, spec):  # lost a race to a concurrent builder: keep theirs
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return build_atomically(final, partial(build_tiny, name),
+                            lambda path: _is_current(path, spec))

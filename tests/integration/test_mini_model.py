@@ -101,10 +101,27 @@ def test_recipe_trains_only_vision_and_projector_and_assembles_exactly(tmp_path:
     full = plm.assembled_path(out)
     assert plm.assembled_path(out) == full  # cached: built once
     vlm = sn.load_model(full)
-    batch = collate(processor, cfg.family, data["shapes-color"][:3])
+    batch = collate(processor, data["shapes-color"][:3])
     batch.pop("labels")
     with torch.no_grad():
         torch.testing.assert_close(vlm.model(**batch).logits, model(**batch).logits,
                                    rtol=1e-5, atol=1e-5)
     assert vlm.processor.tokenizer.convert_tokens_to_ids("<image>") == \
         vlm.model.config.image_token_index
+
+
+def test_assembly_errors_name_the_fix(tmp_path: Path) -> None:
+    import shutil
+
+    from sn_interp.models import DATA_MODELS
+
+    source = tmp_path / "mini-llava-smollm2"
+    shutil.copytree(DATA_MODELS / "mini-llava-smollm2", source)
+    spec = json.loads((source / plm.ASSEMBLE_FILE).read_text())
+    (source / plm.ASSEMBLE_FILE).write_text(json.dumps({**spec, "sha256": "0" * 64}))
+    with pytest.raises(ValueError, match="retrain the model"):
+        plm.assemble(source, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    (source / plm.TRAINED_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match=r"trained\.safetensors.*git checkout"):
+        plm.assembled_path(source)

@@ -63,7 +63,7 @@ def test_collate_labels_only_the_answer_and_eos(name: str, examples: dict) -> No
     cfg = _tiny(name)
     _, processor = build_model(cfg)
     batch = next(length_bucketed_batches(examples, 4, np.random.default_rng(0)))
-    enc = collate(processor, cfg.family, batch)
+    enc = collate(processor, batch)
     tok = processor.tokenizer
     assert (enc["attention_mask"][:, -1] == 1).all()  # left padded
     for row, ex in enumerate(batch):

@@ -113,7 +113,7 @@ def chat_prompt(processor: Any, question: str) -> str:
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-def collate(processor: Any, family: str, batch: Sequence[Example]) -> BatchFeature:
+def collate(processor: Any, batch: Sequence[Example]) -> BatchFeature:
     """Left-padded training inputs with ``labels`` on the answer tokens and EOS only.
 
     Each row is the chat-templated prompt (:func:`chat_prompt`) followed by the answer and

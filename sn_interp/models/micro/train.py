@@ -76,13 +76,10 @@ def _load_pretrained_parts(model: torch.nn.Module, cfg: MicroConfig) -> None:
     from safetensors.torch import load_file
 
     from sn_interp.models import resolve
-    from sn_interp.models.pretrained_lm import load_lm
+    from sn_interp.models.pretrained_lm import insert_lm, load_lm
 
     if cfg.pretrained:
-        lm = load_lm(cfg.language_model)
-        model.get_decoder().load_state_dict(lm.get_decoder().state_dict())
-        model.get_output_embeddings().load_state_dict(lm.get_output_embeddings().state_dict())
-        model.tie_weights()
+        insert_lm(model, load_lm(cfg.language_model))
         for p in [*model.get_decoder().parameters(), *model.get_output_embeddings().parameters()]:
             p.requires_grad_(False)
     if cfg.init_vision:
@@ -171,7 +168,7 @@ def train(model: torch.nn.Module, processor: Any, cfg: MicroConfig,
         if step == cfg.first_steps and first:
             log.info("step %d: curriculum stage 2, all tasks %s", step, sorted(examples))
             batches = length_bucketed_batches(examples, cfg.batch_size, rng)
-        loss = answer_loss(model, collate(processor, cfg.family, next(batches)))
+        loss = answer_loss(model, collate(processor, next(batches)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
