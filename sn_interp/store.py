@@ -6,7 +6,12 @@ into its own ``sample`` region, and only after that its entries of the ``done`` 
 set. A run killed at any point leaves a store whose ``done`` marks exactly the batches fully
 written; a rerun computes the rest, so the final store equals an uninterrupted run's.
 
-Stores open with plain ``xr.open_zarr(path)``; no sn_interp import is needed to read them.
+Stores are Zarr format 3 and open with plain ``xr.open_zarr(path)`` (no sn_interp import is
+needed) or with any Zarr v3 reader: numbers use core data types and every string coordinate is
+stored as variable-length UTF-8 (the ``string`` data type of the zarr-extensions registry), so
+zarr-python reads them without ``UnstableSpecificationWarning``; attributes are JSON strings
+and numbers. Metadata is consolidated into the root ``zarr.json`` (an extension flagged
+``must_understand: false``, so readers that do not know it ignore it).
 
 Example:
     >>> import xarray as xr
@@ -21,10 +26,12 @@ import logging
 import os
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from zarr.errors import ZarrUserWarning
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +54,18 @@ def create(path: str | Path, template: xr.Dataset, chunk: int) -> bool:
     (the others get False and check its fingerprint instead).
     """
     path = Path(path)
-    ds = template.copy()
+    ds = vlen_strings(template)
     ds[DONE] = xr.zeros_like(ds["sample_id"], dtype=bool)
     ds[DONE].attrs = {"long_name": "sample written (resume bookkeeping)"}
     encoding = {name: {"chunks": (chunk,) + var.shape[1:]} for name, var in ds.data_vars.items()}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        ds.to_zarr(tmp, mode="w-", compute=False, encoding=encoding, consolidated=True,
-                   zarr_format=2)
+        with warnings.catch_warnings():
+            # zarr-python flags consolidated v3 metadata as not (yet) in the core spec; it is
+            # an ignorable extension for other readers and makes opening a wide store fast.
+            warnings.filterwarnings("ignore", "Consolidated metadata", ZarrUserWarning)
+            ds.to_zarr(tmp, mode="w-", compute=False, encoding=encoding, consolidated=True,
+                       zarr_format=3)
         ds[[DONE]].to_zarr(tmp, mode="r+", region={"sample": slice(None)})
         try:
             tmp.rename(path)
@@ -66,6 +77,16 @@ def create(path: str | Path, template: xr.Dataset, chunk: int) -> bool:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def vlen_strings(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with every fixed-width string variable as variable-length (object) strings.
+
+    NumPy ``<U`` arrays map to Zarr v3's ``fixed_length_utf32``, which has no specification
+    yet (zarr-python warns on write and read); object strings map to the ``string`` type.
+    """
+    fixed = [name for name, var in ds.variables.items() if var.dtype.kind == "U"]
+    return ds.assign({name: ds[name].astype(object) for name in fixed}) if fixed else ds.copy()
 
 
 def write_region(path: str | Path, batch: xr.Dataset, start: int) -> None:

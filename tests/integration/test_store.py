@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,45 @@ def test_store_matches_memory_and_opens_in_fresh_process(vlm, tmp_path):
     sizes, model_id, total, imported = json.loads(out)
     assert sizes["sample"] == 7 and model_id == "tiny-llava" and not imported
     assert total == pytest.approx(float(mem.resid_post.sum()), rel=1e-5)
+
+
+_ZARR_READER = """
+import json, sys, numpy as np, zarr
+g = zarr.open_group(sys.argv[1], mode="r")
+out = {"format": g.metadata.zarr_format, "model_id": g.attrs["model_id"],
+       "class_names": json.loads(g.attrs["class_names"]),
+       "strings": {k: [str(x) for x in g[k][:]] for k in ("sample_id", "label_name", "image_id")},
+       "dtypes": {k: str(g[k].metadata.data_type.to_json(zarr_format=3)) for k in g.array_keys()},
+       "resid_post_sum": float(np.asarray(g["resid_post"][:], dtype=np.float64).sum())}
+print(json.dumps(out))
+"""
+
+
+def test_store_opens_with_plain_zarr_and_tensorstore_without_warnings(vlm, tmp_path):
+    path = tmp_path / "acts.zarr"
+    samples = _samples(5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no UnstableSpecificationWarning etc. while writing
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        acts = sn.extract(vlm, samples, batch_size=2, store=path, progress=False).load()
+    run = subprocess.run([sys.executable, "-W", "error", "-c", _ZARR_READER, str(path)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["format"] == 3 and out["model_id"] == "tiny-llava"
+    assert out["class_names"] == ["0", "1", "2"]
+    assert out["strings"]["sample_id"] == [f"s{i}" for i in range(5)]
+    assert out["strings"]["label_name"] == ["0", "1", "2", "0", "1"]
+    assert out["strings"]["image_id"] == [""] * 5
+    assert out["dtypes"]["sample_id"] == "string" and out["dtypes"]["resid_post"] == "float32"
+    assert out["resid_post_sum"] == pytest.approx(float(acts.resid_post.astype("f8").sum()))
+    # an independent (C++) Zarr v3 implementation reads the activations bit for bit
+    ts = pytest.importorskip("tensorstore")
+    for site in ("resid_post", "z", "mlp_post", "label", "done"):
+        spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path / site)}}
+        arr = ts.open(spec, read=True).result().read().result()
+        ref = acts[site].values if site != "done" else np.ones(5, bool)
+        np.testing.assert_array_equal(arr, ref)
 
 
 def test_interrupted_run_resumes_to_identical_store(vlm, tmp_path, monkeypatch):
