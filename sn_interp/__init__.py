@@ -38,6 +38,8 @@ _API: dict[str, str] = {
     "SAVHeads": "sn_interp.probes",
     "zero_shot": "sn_interp.probes",
     "evaluate": "sn_interp.probes",
+    "selection_null": "sn_interp.probes",
+    "selection_stability": "sn_interp.probes",
     "EarlyExitClassifier": "sn_interp.early_exit",
 }
 _SUBMODULES = ("names", "models", "tasks", "probes", "early_exit", "plotting", "analyses", "store")
@@ -54,6 +56,8 @@ if TYPE_CHECKING:  # pragma: no cover (names re-exported lazily below)
         evaluate,
         find_sav_heads,
         find_super_neurons,
+        selection_null,
+        selection_stability,
         zero_shot,
     )
     from sn_interp.sample import Sample  # noqa: F401

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from sn_interp.probes.evaluate import evaluate
 from sn_interp.probes.linear import linear_probe
+from sn_interp.probes.null import selection_null
 from sn_interp.probes.sav import SAVHeads, find_sav_heads
+from sn_interp.probes.stability import selection_stability
 from sn_interp.probes.super_neurons import SuperNeurons, find_super_neurons
 
 
@@ -22,4 +24,4 @@ def __getattr__(name: str):  # zero_shot imports torch lazily
 
 
 __all__ = ["SAVHeads", "SuperNeurons", "evaluate", "find_sav_heads", "find_super_neurons",
-           "linear_probe", "map_answer", "zero_shot"]
+           "linear_probe", "map_answer", "selection_null", "selection_stability", "zero_shot"]

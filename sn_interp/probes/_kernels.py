@@ -325,3 +325,121 @@ def centroid_block_nb(x: np.ndarray, n: int, w: int, rs: int, y: np.ndarray, fol
                 for f in range(n_folds):
                     acc += cnt[f, j] / fold_n[f]
                 out[0, j0 + j] = acc / n_folds
+
+
+PERM_CACHE = 1 << 20  # bytes of per-permutation scratch (sums + intervals) kept in L2
+
+
+def perm_group(n_folds: int, n_cls: int, tile: int) -> int:
+    """Permutations scored together per tile, so their scratch fits :data:`PERM_CACHE`."""
+    per_perm = 3 * n_folds * n_cls * tile * 4  # float32 segment sums + lo + hi
+    return max(1, PERM_CACHE // per_perm)
+
+
+@njit(cache=True, nogil=True)
+def centroid_perm_block_nb(x: np.ndarray, n: int, w: int, rs: int, ys: np.ndarray,
+                           folds: np.ndarray, counts: np.ndarray, scores: np.ndarray,
+                           bad: np.ndarray, tile: int, group: int) -> None:
+    """Centroid scores of one block under many label vectors (permutations) at once.
+
+    Per permutation ``p`` the score equals ``out[0]`` of :func:`centroid_block_nb` with
+    ``y = ys[p]``, ``fold = folds[p]``, ``counts = counts[p]``, bit for bit: the same float32
+    segment sums in sample order, the same float64 means and :func:`_bounds_tile` intervals,
+    the same integer counts. The difference is the loop order: each column tile is read from
+    memory once and stays in cache while ``group`` permutations at a time sum and count it.
+
+    Args:
+        x, n, w, rs: the block as from :func:`flat_rows`.
+        ys, folds: int64 (perm, sample) labels and folds (all 0 for ``score="probe"``).
+        counts: int64 (perm, fold, class) sample counts.
+        scores: float64 (perm, unit) output. bad: float64 (unit,) output, 1.0 where a class
+            sum is non-finite under any permutation.
+        tile: units per tile (``TILE``). group: permutations per pass over a tile.
+    """
+    n_perm = ys.shape[0]
+    n_folds, n_cls = counts.shape[1], counts.shape[2]
+    n_seg = n_folds * n_cls
+    class_counts = np.zeros((n_perm, n_cls), np.float64)
+    fold_n = np.zeros((n_perm, n_folds), np.int64)
+    for p in range(n_perm):
+        for f in range(n_folds):
+            for c in range(n_cls):
+                fold_n[p, f] += counts[p, f, c]
+        for c in range(n_cls):
+            s = 0
+            for f in range(n_folds):
+                s += counts[p, f, c]
+            class_counts[p, c] = s
+    seg = folds * n_cls + ys
+    sums = np.empty((group * n_seg, tile), np.float32)
+    csum = np.empty((n_cls, SUB), np.float64)
+    means = np.empty((n_cls, SUB), np.float64)
+    lo = np.empty((group, n_folds, n_cls, tile), np.float32)
+    hi = np.empty((group, n_folds, n_cls, tile), np.float32)
+    cnt = np.empty((group, n_folds, tile), np.int32)
+    srt = np.empty((n_cls, SUB), np.float64)
+    order = np.empty((n_cls, SUB), np.int64)
+    rep = np.empty((n_cls, SUB), np.int64)
+    first = np.empty((n_cls, SUB), np.bool_)
+    lo_s = np.empty((n_cls, SUB), np.float32)
+    hi_s = np.empty((n_cls, SUB), np.float32)
+    rf = np.empty(SUB, np.float32)
+    bump = np.empty(SUB, np.bool_)
+    bad[:] = 0.0
+    for j0 in range(0, w, tile):
+        tw = min(tile, w - j0)
+        for p0 in range(0, n_perm, group):
+            g = min(group, n_perm - p0)
+            sums[:g * n_seg, :tw] = 0.0
+            for i in range(n):  # pass 1: each row once, added to its segment per permutation
+                xr = x[i * rs + j0:i * rs + j0 + tw]
+                for q in range(g):
+                    sr = sums[q * n_seg + seg[p0 + q, i], :tw]
+                    for j in range(tw):
+                        sr[j] += xr[j]
+            for q in range(g):
+                p = p0 + q
+                for s0 in range(0, tw, SUB):
+                    sw = min(SUB, tw - s0)
+                    for c in range(n_cls):
+                        for j in range(sw):
+                            t = 0.0
+                            for f in range(n_folds):
+                                t += np.float64(sums[q * n_seg + f * n_cls + c, s0 + j])
+                            csum[c, j] = t
+                            means[c, j] = t / class_counts[p, c]
+                    for j in range(sw):
+                        for c in range(n_cls):
+                            if not np.isfinite(csum[c, j]):
+                                bad[j0 + s0 + j] = 1.0
+                    for f in range(n_folds):
+                        if n_folds > 1:
+                            for c in range(n_cls):
+                                k = q * n_seg + f * n_cls + c
+                                for j in range(sw):
+                                    means[c, j] = ((csum[c, j] - np.float64(sums[k, s0 + j]))
+                                                   / (class_counts[p, c] - counts[p, f, c]))
+                        _bounds_tile(means, sw, lo[q, f, :, s0:s0 + sw],
+                                     hi[q, f, :, s0:s0 + sw], srt, order, rep, first, lo_s,
+                                     hi_s, rf, bump)
+            cnt[:g, :, :tw] = 0
+            for i in range(n):  # pass 2: the same rows, still in cache, per permutation
+                v = x[i * rs + j0:i * rs + j0 + tw]
+                for q in range(g):
+                    f = folds[p0 + q, i]
+                    c = ys[p0 + q, i]
+                    cr = cnt[q, f, :tw]
+                    lr = lo[q, f, c, :tw]
+                    hr = hi[q, f, c, :tw]
+                    for j in range(tw):
+                        cr[j] += np.int32((lr[j] <= v[j]) & (v[j] <= hr[j]))
+            for q in range(g):
+                p = p0 + q
+                for j in range(tw):
+                    if n_folds == 1:
+                        scores[p, j0 + j] = cnt[q, 0, j] / n
+                    else:
+                        acc = 0.0
+                        for f in range(n_folds):
+                            acc += cnt[q, f, j] / fold_n[p, f]
+                        scores[p, j0 + j] = acc / n_folds
