@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from sn_interp import __version__
 from sn_interp import store as stores
 from sn_interp.capture import capture
+from sn_interp.fingerprint import content_digests, sample_id_from_content
 from sn_interp.models.vlm import VLM
 from sn_interp.names import (
     HEAD,
@@ -49,7 +50,8 @@ def extract(vlm: VLM, samples: Iterable[Sample], *, sites: str | Sequence[str] |
             layers: int | Sequence[int] | None = None,
             vision_layers: Sequence[int] | None = None, batch_size: int = 8,
             store: str | Path | None = None, dtype: str = "float32",
-            shard: tuple[int, int] | None = None, progress: bool = True) -> xr.Dataset:
+            shard: tuple[int, int] | None = None, overwrite: bool = False,
+            progress: bool = True) -> xr.Dataset:
     """Read every requested site of every requested layer at the last prompt token.
 
     One nnsight trace per batch; the model stops after the deepest requested read.
@@ -63,11 +65,17 @@ def extract(vlm: VLM, samples: Iterable[Sample], *, sites: str | Sequence[str] |
         vision_layers: Vision blocks for ``vision_resid_post`` (default: all).
         batch_size: Samples per forward pass (left-padded).
         store: A zarr directory to stream into. Resumes an interrupted run; reuses a finished
-            one without running the model; refuses one written by another run.
+            one without running the model; refuses one written for other content (other
+            images, prompt text, labels, sample ids, model weights, sites or layers), naming
+            what changed and leaving it untouched. Batches whose chunk files were lost or
+            truncated are detected and recomputed.
         dtype: Storage dtype (``float32``, ``float16`` or ``float64``).
         shard: ``(i, n)``: this worker fills only batches ``i, i+n, i+2n, ...`` of ``store``
             (needs ``store``). Run ``n`` workers (dask workers, a job array) on the same store
             to extract in parallel; any rerun without ``shard`` fills what is still missing.
+        overwrite: Delete an existing ``store`` whose content fingerprint differs from this
+            run's and rebuild it (a matching store is still reused or resumed). Not with
+            ``shard`` (workers would delete each other's work).
         progress: Show a tqdm bar over batches.
 
     Returns:
@@ -83,15 +91,19 @@ def extract(vlm: VLM, samples: Iterable[Sample], *, sites: str | Sequence[str] |
     """
     samples = _check_samples(samples)
     spec = _Spec.make(vlm, sites, layers, vision_layers, dtype)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) \
+            or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     if shard is not None and (store is None or not 0 <= shard[0] < shard[1]):
         raise ValueError(f"shard={shard} needs store= and 0 <= i < n")
+    if overwrite and shard is not None:
+        raise ValueError("overwrite=True with shard= would let workers delete each other's "
+                         "work: rebuild the store once without shard, then run the workers")
     template = _template(vlm, samples, spec, lazy=store is not None)
     if store is None:
         return _extract_memory(vlm, samples, spec, template, batch_size, progress)
     return _extract_store(vlm, samples, spec, template, Path(store), batch_size, progress,
-                          shard)
+                          shard, overwrite)
 
 
 class _Spec:
@@ -142,15 +154,29 @@ def _check_samples(samples: Iterable[Sample]) -> list[Sample]:
     for i, s in enumerate(samples):
         if not isinstance(s, Sample):
             raise TypeError(f"item {i} is a {type(s).__name__}, not an sn_interp.Sample")
-    ids = [_sample_id(s, i) for i, s in enumerate(samples)]
+    ids = sample_ids(samples)
     if len(set(ids)) != len(ids):
         dup = sorted({x for x in ids if ids.count(x) > 1})[:5]
         raise ValueError(f"duplicate sample ids {dup}: give each Sample a unique sample_id")
     return samples
 
 
-def _sample_id(s: Sample, i: int) -> str:
-    return s.sample_id or s.image_id or str(i)
+def sample_ids(samples: Sequence[Sample]) -> list[str]:
+    """Each sample's id: ``sample_id``, else ``image_id``, else a hash of its content.
+
+    Content ids (``sha256-<16 hex>`` of image, question and label; identical samples get
+    ``-2``, ``-3``, ... in order) never depend on a sample's position, so two different
+    id-less lists never share ids (or a store).
+    """
+    out, seen = [], {}
+    for s in samples:
+        sid = s.sample_id or s.image_id
+        if not sid:
+            sid = sample_id_from_content(s)
+            seen[sid] = seen.get(sid, 0) + 1
+            sid = sid if seen[sid] == 1 else f"{sid}-{seen[sid]}"
+        out.append(sid)
+    return out
 
 
 def _template(vlm: VLM, samples: list[Sample], spec: _Spec, *, lazy: bool) -> xr.Dataset:
@@ -178,7 +204,7 @@ def _template(vlm: VLM, samples: list[Sample], spec: _Spec, *, lazy: bool) -> xr
 
 def sample_coords(samples: list[Sample]) -> dict[str, tuple]:
     col = {
-        "sample_id": [_sample_id(s, i) for i, s in enumerate(samples)],
+        "sample_id": sample_ids(samples),
         "label": np.array([-1 if s.label is None else s.label for s in samples], np.int64),
         "label_name": [s.label_name or "" for s in samples],
         "split": [s.split for s in samples], "task": [s.task for s in samples],
@@ -197,7 +223,7 @@ def _attrs(vlm: VLM, samples: list[Sample], spec: _Spec) -> dict[str, str | int]
     if len(classes) > 1:
         raise ValueError("samples come from tasks with different class lists; extract each "
                          "task separately")
-    ids = "\n".join(_sample_id(s, i) for i, s in enumerate(samples))
+    ids = "\n".join(sample_ids(samples))
     config = {"sites": list(spec.sites), "layers": spec.layers,
               "vision_layers": spec.vision_layers, "dtype": spec.dtype,
               "n_samples": len(samples), "position": POSITION}
@@ -215,6 +241,7 @@ def _attrs(vlm: VLM, samples: list[Sample], spec: _Spec) -> dict[str, str | int]
         "sites": ",".join(spec.sites), "layers": ",".join(map(str, spec.layers)),
         "vision_layers": ",".join(map(str, spec.vision_layers)),
         "sample_ids_sha256": hashlib.sha256(ids.encode()).hexdigest(),
+        **content_digests(samples, vlm.prompt),
         "n_layers": d.n_layers, "n_heads": d.n_heads, "d_head": d.d_head,
         "d_model": d.d_model, "d_mlp": d.d_mlp, "n_vision_layers": d.n_vision_layers,
     }
@@ -244,9 +271,13 @@ def _extract_memory(vlm, samples, spec, template, batch_size, progress) -> xr.Da
 
 
 def _extract_store(vlm, samples, spec, template, path, batch_size, progress,
-                   shard) -> xr.Dataset:
+                   shard, overwrite) -> xr.Dataset:
+    if path.exists() and overwrite and stores.differences(path, template.attrs):
+        stores.remove(path)
+        log.info("overwrite: removed %s (written for other content)", path)
     if path.exists() or not stores.create(path, template, batch_size):
         stores.check_fingerprint(path, template.attrs)
+        stores.forget_lost_chunks(path)
     chunk = xr.open_zarr(path)[stores.DONE].encoding.get("chunks", (batch_size,))[0]
     if chunk != batch_size:
         log.info("resuming %s with its batch size %d (asked %d)", path, chunk, batch_size)

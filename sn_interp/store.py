@@ -37,13 +37,32 @@ log = logging.getLogger(__name__)
 
 DONE = "done"
 
-#: Attributes that must agree for a run to continue (or reuse) an existing store.
-FINGERPRINT = ("model_id", "model_revision", "family", "prompt_template", "sites", "layers",
-               "vision_layers", "dtype", "sample_ids_sha256", "schema_version")
+#: Attributes that must agree for a run to continue (or reuse) an existing store, with what
+#: a difference in each means. The content hashes come from :mod:`sn_interp.fingerprint`.
+FINGERPRINT = {
+    "model_id": "another model",
+    "model_revision": "other model weights or config (a re-saved checkpoint)",
+    "family": "another model family",
+    "prompt_template": "another prompt template",
+    "sites": "other sites", "layers": "other layers", "vision_layers": "other vision layers",
+    "dtype": "another storage dtype",
+    "sample_ids_sha256": "another sample list (other sample ids or order)",
+    "images_sha256": "other images (image bytes changed)",
+    "prompts_sha256": "other question or prompt text",
+    "labels_sha256": "other labels or class list",
+    "schema_version": "another store schema",
+}
+
+REBUILD = ("rebuild it with sn.extract(..., overwrite=True) (analyses: --overwrite-stores), "
+           "or pass another store path")
 
 
 class StoreMismatchError(ValueError):
-    """An existing store was written for another model, prompt, site list or sample set."""
+    """An existing store was written for other content (model, prompt, samples, weights)."""
+
+
+class StoreDamagedError(ValueError):
+    """A store's chunk files were deleted or truncated after it was written."""
 
 
 def create(path: str | Path, template: xr.Dataset, chunk: int) -> bool:
@@ -104,15 +123,110 @@ def pending(path: str | Path) -> np.ndarray:
     return ~xr.open_zarr(path)[DONE].values.astype(bool)
 
 
+def differences(path: str | Path, expected: dict[str, object]) -> list[str]:
+    """What differs between a store's fingerprint and ``expected`` (empty: the same content).
+
+    A store that cannot be opened, or one written before content fingerprints, differs.
+    """
+    try:
+        attrs = xr.open_zarr(path).attrs
+    except Exception as err:  # noqa: BLE001 - any unreadable store is "different"
+        return [f"the store cannot be opened ({type(err).__name__}: {err})"]
+    diffs = []
+    for key, meaning in FINGERPRINT.items():
+        if key not in expected or str(attrs.get(key)) == str(expected[key]):
+            continue
+        if key not in attrs:
+            diffs.append(f"{key} not recorded (written by an older sn_interp)")
+        else:
+            diffs.append(f"{meaning}: {key} is {_short(attrs[key])} in the store, "
+                         f"{_short(expected[key])} in this run")
+    return diffs
+
+
+def _short(value: object) -> str:
+    text = str(value)
+    return repr(text if len(text) <= 24 else text[:12] + "...")
+
+
 def check_fingerprint(path: str | Path, expected: dict[str, object]) -> None:
-    """Refuse a store whose provenance differs from this run's, naming each difference."""
-    attrs = xr.open_zarr(path).attrs
-    diffs = [f"{key}: store has {attrs.get(key)!r}, this run {expected[key]!r}"
-             for key in FINGERPRINT if key in expected and str(attrs.get(key)) != str(expected[key])]
+    """Refuse a store whose content fingerprint differs from this run's, naming each difference."""
+    diffs = differences(path, expected)
     if diffs:
         raise StoreMismatchError(
-            f"the store {path} was written by another run ({'; '.join(diffs)}). It was left "
-            "untouched: pass a new store path, or delete this one to recompute it.")
+            f"the store {path} was written for other content ({'; '.join(diffs)}). It was left "
+            f"untouched: {REBUILD}.")
+
+
+def remove(path: str | Path) -> None:
+    """Delete a store: renamed aside first, so a half-deleted store is never opened."""
+    path = Path(path)
+    trash = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+    path.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def lost_chunks(path: str | Path) -> dict[str, list[int]]:
+    """Variable -> ``sample`` chunk indices marked done whose chunk files are missing or
+    truncated (checked from file sizes and Blosc headers, without reading the data)."""
+    import zarr
+
+    path = Path(path)
+    group = zarr.open_group(str(path), mode="r")
+    done = np.asarray(group[DONE][:], bool) if DONE in group else None
+    data_vars = set(xr.open_zarr(path).data_vars) - {DONE}
+    lost: dict[str, list[int]] = {}
+    for name, arr in group.arrays():
+        # Only data variables: zarr skips writing coordinate chunks equal to the fill value
+        # (empty strings, zeros), while activation chunks (fill NaN) are always written.
+        if name in data_vars:
+            bad = _bad_sample_chunks(path, arr, done)
+            if bad:
+                lost[name] = bad
+    return lost
+
+
+def _bad_sample_chunks(root: Path, arr, done: np.ndarray | None) -> list[int]:
+    """Sample-chunk indices of ``arr`` with a missing or truncated chunk file."""
+    import itertools
+
+    chunks, shape = arr.metadata.chunks, arr.shape
+    grid = [range(-(-n // c)) for n, c in zip(shape, chunks, strict=True)]
+    compressor = getattr(arr.metadata, "compressor", None)
+    blosc = type(compressor).__name__ == "Blosc"
+    bad = set()
+    for idx in itertools.product(*grid):
+        i = idx[0]
+        if i in bad or (done is not None and not done[i * chunks[0]:(i + 1) * chunks[0]].all()):
+            continue
+        f = root / arr.path / arr.metadata.encode_chunk_key(idx)
+        if not f.is_file() or (blosc and not _blosc_complete(f)):
+            bad.add(i)
+    return sorted(bad)
+
+
+def _blosc_complete(f: Path) -> bool:
+    """True when a Blosc chunk file is as long as its header says (bytes 12-16: cbytes)."""
+    with open(f, "rb") as fh:
+        header = fh.read(16)
+    return len(header) == 16 and int.from_bytes(header[12:16], "little") == f.stat().st_size
+
+
+def forget_lost_chunks(path: str | Path) -> list[int]:
+    """Mark batches whose chunk files were lost as not done, so extraction recomputes them."""
+    lost = lost_chunks(path)
+    if not lost:
+        return []
+    ds = xr.open_zarr(path)
+    chunk = ds[DONE].encoding.get("chunks", (ds.sizes["sample"],))[0]
+    indices = sorted({i for v in lost.values() for i in v})
+    for i in indices:
+        start, stop = i * chunk, min((i + 1) * chunk, ds.sizes["sample"])
+        xr.Dataset({DONE: ("sample", np.zeros(stop - start, bool))}).to_zarr(
+            path, mode="r+", region={"sample": slice(start, stop)})
+    log.warning("store %s lost chunk files of %s (sample chunks %s): recomputing them",
+                path, sorted(lost), indices)
+    return indices
 
 
 def open_store(path: str | Path, *, complete: bool = True) -> xr.Dataset:
@@ -132,6 +246,12 @@ def open_store(path: str | Path, *, complete: bool = True) -> xr.Dataset:
             raise ValueError(f"the store {path} is unfinished ({missing} of {ds.sizes['sample']} "
                              "samples missing): rerun extract() with the same store to resume")
         ds = ds.drop_vars(DONE)
+    lost = lost_chunks(path)
+    if lost:
+        raise StoreDamagedError(
+            f"the store {path} lost chunk files (deleted or truncated) of {sorted(lost)}, "
+            f"sample chunks {sorted({i for v in lost.values() for i in v})}: rerun sn.extract "
+            "with the same store and samples to recompute them")
     return ds
 
 

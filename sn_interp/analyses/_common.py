@@ -68,7 +68,9 @@ class StudyConfig:
     stores: str = "runs/stores"
     """Folder of the activation stores shared by all analyses (reused across runs)."""
     overwrite: bool = False
-    """Recompute finished stages (result.nc) instead of reusing them."""
+    """Recompute finished stages (result.nc, tables, figures) instead of reusing them, and replace the outputs of another config in --out; activation stores whose content matches are still reused."""
+    overwrite_stores: bool = False
+    """Rebuild activation stores written for other content (edited images, questions, labels or re-saved weights) instead of refusing them."""
     scheduler: str | None = None
     """Address of a dask.distributed scheduler to score on (default: local threads)."""
     progress: bool = True
@@ -89,7 +91,8 @@ class StudyConfig:
 
     def digest(self) -> str:
         """Hash of every field that changes results (not where or how the work runs)."""
-        skip = {"out", "overwrite", "progress", "scheduler", "stores", "device_map"}
+        skip = {"out", "overwrite", "overwrite_stores", "progress", "scheduler", "stores",
+                "device_map"}
         data = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 

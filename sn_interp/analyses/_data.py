@@ -61,8 +61,9 @@ def acts(cfg: StudyConfig, vlm, samples, tag: str, *, sites=None, layers=None) -
     """Activations of ``samples`` (all sites, all layers by default), through a reused store.
 
     ``tag`` names the sample set (``probe``, ``test``, ``test-noisy``, ...). A finished store is
-    reused without running the model; a store of another sample set or model is refused by
-    :func:`sn_interp.extract` with a message (delete it, or pass another ``--stores``).
+    reused without running the model; a store written for other content (samples, images,
+    prompt text, labels, model weights) is refused by :func:`sn_interp.extract` with a message
+    naming what changed, or rebuilt with ``--overwrite-stores``.
     """
     from sn_interp.extraction import extract
 
@@ -70,7 +71,7 @@ def acts(cfg: StudyConfig, vlm, samples, tag: str, *, sites=None, layers=None) -
     path = store_path(cfg, vlm, samples, tag + ("" if sites is None else "-" + "_".join(sites)))
     path.parent.mkdir(parents=True, exist_ok=True)
     return extract(vlm, samples, sites=sites, layers=layers, batch_size=cfg.batch_size,
-                   store=path, progress=cfg.progress)
+                   store=path, overwrite=cfg.overwrite_stores, progress=cfg.progress)
 
 
 def accuracy_fields(ev: xr.Dataset) -> tuple[float, float, float]:

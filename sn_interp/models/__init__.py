@@ -10,7 +10,6 @@ local cache).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -95,12 +94,28 @@ def _quiet_loading() -> Iterator[None]:
 
 
 def _local_revision(path: Path) -> str:
-    """A content fingerprint of a local checkpoint (config + weight file names and sizes)."""
-    h = hashlib.sha256((path / "config.json").read_bytes())
-    for f in sorted(path.glob("*.safetensors")):
-        h.update(f"{f.name}:{f.stat().st_size}".encode())
+    """A content fingerprint of a local checkpoint: the hash of its model files' bytes.
+
+    A hub snapshot is named by its commit; any other directory by
+    :func:`sn_interp.fingerprint.checkpoint_sha256` (weights, configs, processor and chat
+    template files; cached per file, so only a rewritten file is hashed again).
+    """
+    from sn_interp.fingerprint import checkpoint_sha256
+
     snapshot = re.search(r"snapshots/([0-9a-f]{40})", str(path.resolve()))
-    return snapshot.group(1) if snapshot else "local-" + h.hexdigest()[:16]
+    return snapshot.group(1) if snapshot else "local-" + checkpoint_sha256(path)[:16]
+
+
+def _hub_revision(source: str, revision: str | None) -> str:
+    """The commit of the cached snapshot a hub id resolves to (else the revision asked)."""
+    try:
+        from transformers.utils import cached_file
+
+        config = cached_file(source, "config.json", revision=revision)
+    except (OSError, ValueError):
+        return revision or "main"
+    snapshot = re.search(r"snapshots/([0-9a-f]{40})", str(config or ""))
+    return snapshot.group(1) if snapshot else (revision or "main")
 
 
 def _architecture(source: Path | str, revision: str | None, trust_remote_code: bool) -> str:
@@ -164,7 +179,7 @@ def load_model(name_or_path: str | Path, *, dtype: str | torch.dtype | None = No
                           ) from err
     processor = AutoProcessor.from_pretrained(source, revision=revision,
                                               trust_remote_code=trust_remote_code)
-    rev = _local_revision(Path(source)) if local else (revision or "main")
+    rev = _local_revision(Path(source)) if local else _hub_revision(str(source), revision)
     vlm = wrap(model, processor, model_id=str(name_or_path), revision=rev,
                source=str(source))
     log.info("loaded %s (%s, %d layers)", name_or_path, arch, vlm.dims.n_layers)
