@@ -1,4 +1,10 @@
-"""Centroid scoring of all neurons vs one numpy read pass over the same matrix (DESIGN 7).
+"""Scoring all neurons with a rule vs one numpy read pass over the same matrix (DESIGN 7).
+
+``--rule`` picks any registered rule (``centroid`` by default; ``threshold``, ``interval``):
+its :meth:`~sn_interp.probes.rules.Rule.score_block` kernel runs through the same dask path,
+with the rule's own chunk width. The compiled-vs-numpy check and the scikit-learn loop below
+are the centroid rule's; for another rule the threaded and synchronous results are still
+checked to be identical.
 
 N=1,000 samples x F=1,000,000 neurons (random float32, 10 classes, random labels), generated
 in blocks so the whole matrix is never held at once; per block we time (a) one numpy read pass
@@ -18,7 +24,7 @@ spends a few tenths of a second on one-off imports and setup, about as long as t
 read pass); both one-off times are printed. Last line: ``scoring_read_ratio=<value>``
 (threaded scoring wall time / one-thread read pass wall time).
 
-Run: ``.venv/bin/python benchmarks/scoring.py [--features 1000000]``
+Run: ``.venv/bin/python benchmarks/scoring.py [--features 1000000] [--rule interval]``
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import argparse
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import dask
@@ -34,6 +41,7 @@ import dask.array as da
 import numpy as np
 
 from sn_interp.probes import neurons
+from sn_interp.probes.rules import get_rule, rule_names
 
 
 def load() -> str:
@@ -53,22 +61,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--block", type=int, default=50_000, help="columns generated at once")
     ap.add_argument("--sklearn-neurons", type=int, default=200)
+    ap.add_argument("--rule", choices=rule_names(), default="centroid")
     args = ap.parse_args(argv)
     print(f"before: {load()}")
     rng = np.random.default_rng(0)
     y = rng.integers(0, args.classes, args.samples)
-    plan = neurons.make_plan(y, args.classes, "centroid", "probe", 5, 0)
+    plan = neurons.make_plan(y, args.classes, args.rule, "probe", 5, 0)
+    rule = get_rule(args.rule)
     pool = ThreadPoolExecutor(2)
-    kernel = neurons._centroid_block_compiled
+    kernel = partial(rule.score_block, labels=plan.y, folds=None, n_classes=args.classes)
     warm = rng.standard_normal((args.samples, 64), dtype=np.float32)
     t0 = time.perf_counter()
-    kernel(warm, plan)  # JIT compile or cache load: excluded from the timings below
+    kernel(warm)  # JIT compile or cache load: excluded from the timings below
     t_jit = time.perf_counter() - t0
-    if not np.array_equal(kernel(warm, plan), neurons._centroid_block(warm, plan)):
+    if args.rule == "centroid" and not np.array_equal(kernel(warm),
+                                                      neurons._centroid_block(warm, plan)):
         raise AssertionError("compiled and numpy centroid kernels differ")
     t0 = time.perf_counter()  # dask's one-off first-compute setup, excluded like the JIT
     warm_arr = da.from_array(warm, chunks=(args.samples, warm.shape[1] // 2))
-    warm_stats = warm_arr.map_blocks(kernel, plan, dtype=np.float64,
+    warm_stats = warm_arr.map_blocks(kernel, dtype=np.float64,
                                      chunks=((plan.n_stats,), warm_arr.chunks[1]))
     dask.compute(warm_stats)
     dask.compute(warm_stats, scheduler="synchronous")
@@ -88,8 +99,8 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         list(pool.map(lambda h: h.sum(axis=0), halves))
         t_read2 += time.perf_counter() - t0
-        arr = da.from_array(x, chunks=(args.samples, neurons.BLOCK))
-        stats = arr.map_blocks(kernel, plan, dtype=np.float64,
+        arr = da.from_array(x, chunks=(args.samples, rule.block))
+        stats = arr.map_blocks(kernel, dtype=np.float64,
                                chunks=((plan.n_stats,), arr.chunks[1]))
         t0 = time.perf_counter()
         (threaded,) = dask.compute(stats)
@@ -101,30 +112,38 @@ def main(argv: list[str] | None = None) -> None:
         if not np.array_equal(threaded, single):
             raise AssertionError("threaded and synchronous scoring differ")
     after = load()
+    t_sk = _sklearn_loop(sk_x, y, args.features) if args.rule == "centroid" else None
+    gb = args.samples * args.features * 4 / 1e9
+    print(f"after:  {after}")
+    print(f"matrix: {args.samples} x {args.features} float32 ({gb:.1f} GB), "
+          f"{args.classes} classes, generated in blocks of {args.block} columns, "
+          f"scored in chunks of {rule.block} ({args.rule} rule)")
+    print(f"kernel warm-up (numba compile or cache load, not timed below): {t_jit:.2f} s")
+    print(f"dask warm-up (first compute in the process, not timed below): {t_dask:.2f} s")
+    print(f"read pass (numpy sum, 1 thread): {t_read:.2f} s ({gb / t_read:.1f} GB/s), "
+          f"cpu {t_read_cpu:.2f} s")
+    print(f"read pass (numpy sum, 2 threads): {t_read2:.2f} s ({gb / t_read2:.1f} GB/s)")
+    print(f"{args.rule} scoring, dask threads:  {t_score:.2f} s "
+          f"(ratio {t_score / t_read:.2f} to the 1-thread read, "
+          f"{t_score / t_read2:.2f} to the 2-thread read)")
+    print(f"{args.rule} scoring, 1 thread:      {t_score1:.2f} s (ratio {t_score1 / t_read:.2f}), "
+          f"cpu {t_score1_cpu:.2f} s (cpu ratio {t_score1_cpu / t_read_cpu:.2f})")
+    if t_sk is not None and sk_x is not None:
+        print(f"sklearn NearestCentroid loop, extrapolated from {sk_x.shape[1]} neurons: "
+              f"{t_sk:.0f} s ({t_sk / t_score:.0f}x slower than the kernel)")
+    print(f"scoring_read_ratio={t_score / t_read:.2f}")
+
+
+def _sklearn_loop(sk_x: np.ndarray | None, y: np.ndarray, features: int) -> float | None:
+    """Seconds a per-neuron scikit-learn NearestCentroid loop would take for ``features``."""
+    if sk_x is None:
+        return None
     from sklearn.neighbors import NearestCentroid
     t0 = time.perf_counter()
     for j in range(sk_x.shape[1]):
         col = sk_x[:, [j]]
         np.mean(NearestCentroid().fit(col, y).predict(col) == y)
-    t_sk = (time.perf_counter() - t0) / sk_x.shape[1] * args.features
-    gb = args.samples * args.features * 4 / 1e9
-    print(f"after:  {after}")
-    print(f"matrix: {args.samples} x {args.features} float32 ({gb:.1f} GB), "
-          f"{args.classes} classes, generated in blocks of {args.block} columns, "
-          f"scored in chunks of {neurons.BLOCK}")
-    print(f"numba kernel warm-up (compile or cache load, not timed below): {t_jit:.2f} s")
-    print(f"dask warm-up (first compute in the process, not timed below): {t_dask:.2f} s")
-    print(f"read pass (numpy sum, 1 thread): {t_read:.2f} s ({gb / t_read:.1f} GB/s), "
-          f"cpu {t_read_cpu:.2f} s")
-    print(f"read pass (numpy sum, 2 threads): {t_read2:.2f} s ({gb / t_read2:.1f} GB/s)")
-    print(f"centroid scoring, dask threads:  {t_score:.2f} s "
-          f"(ratio {t_score / t_read:.2f} to the 1-thread read, "
-          f"{t_score / t_read2:.2f} to the 2-thread read)")
-    print(f"centroid scoring, 1 thread:      {t_score1:.2f} s (ratio {t_score1 / t_read:.2f}), "
-          f"cpu {t_score1_cpu:.2f} s (cpu ratio {t_score1_cpu / t_read_cpu:.2f})")
-    print(f"sklearn NearestCentroid loop, extrapolated from {sk_x.shape[1]} neurons: "
-          f"{t_sk:.0f} s ({t_sk / t_score:.0f}x slower than the kernel)")
-    print(f"scoring_read_ratio={t_score / t_read:.2f}")
+    return (time.perf_counter() - t0) / sk_x.shape[1] * features
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ class StudyConfig:
     k: int = 20
     """Number of Super Neurons / SAV heads in the top-k vote."""
     rule: str = "centroid"
-    """Per-neuron classifier rule: centroid (1-D nearest class mean) or threshold."""
+    """Per-neuron classifier rule, any registered one: centroid (1-D nearest class mean), threshold (best threshold; one-vs-rest beyond two classes) or interval (ordered class intervals)."""
     score: str = "probe"
     """Neuron ranking score: probe (in-sample accuracy, as SAV) or cv (k-fold cross-validated)."""
     batch_size: int = 8
@@ -84,8 +84,9 @@ class StudyConfig:
         for name in ("shots", "k", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.rule not in ("centroid", "threshold"):
-            raise ValueError(f"rule must be centroid or threshold, got {self.rule!r}")
+        from sn_interp.probes.rules import rule_names
+        if self.rule not in rule_names():
+            raise ValueError(f"rule must be one of {', '.join(rule_names())}, got {self.rule!r}")
         if self.score not in ("probe", "cv"):
             raise ValueError(f"score must be probe or cv, got {self.score!r}")
 

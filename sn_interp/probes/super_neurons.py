@@ -21,6 +21,7 @@ from sn_interp.names import ALL_SITES, SITE_ORDER, SITES_WITH_VISION, VISION_SIT
 from sn_interp.probes import neurons
 from sn_interp.probes._data import KEPT_ATTRS, layer_dim, probe_labels
 from sn_interp.probes._selection import Selection
+from sn_interp.probes.rules import get_rule
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,10 @@ class SuperNeurons(Selection):
 
     Attributes:
         table: ``xr.Dataset`` over ``neuron`` with coords ``site``, ``layer``, ``unit``, ``id``
-            and variables ``score``, ``rank`` and the rule params (``centroids`` (neuron,
-            class) for ``centroid``; ``threshold``/``polarity`` (neuron[, class]) otherwise).
+            and variables ``score``, ``rank`` and the rule's params (its
+            :meth:`~sn_interp.probes.rules.Rule.table_vars`: ``centroids`` (neuron, class)
+            for ``centroid``; ``threshold``/``polarity`` (neuron[, class]) for
+            ``threshold``; ``cuts``/``interval_class`` for ``interval``).
         selected: the top-``k`` rows. sites, layers, max_layer: what ``predict`` reads.
     """
 
@@ -40,6 +43,7 @@ class SuperNeurons(Selection):
 
     @property
     def rule(self) -> str:
+        """The name of the registered per-neuron rule (see :mod:`sn_interp.probes.rules`)."""
         return str(self.params["rule"])
 
     def _units(self, row: int) -> np.ndarray:
@@ -48,11 +52,8 @@ class SuperNeurons(Selection):
     def _vote_matrix(self, values: dict[tuple[str, int], np.ndarray], k: int) -> np.ndarray:
         x = np.concatenate(self._columns(values, k), axis=1)  # (sample, k)
         top = self.table.isel(neuron=slice(0, k))
-        if self.rule == "centroid":
-            lo, hi = neurons.centroid_bounds(top["centroids"].values.T)
-            return neurons.centroid_predict(x, lo, hi)
-        t, pol = top["threshold"].values, top["polarity"].values
-        return neurons.threshold_predict(x, t.T, pol.T)
+        rule = get_rule(self.rule)
+        return rule.predict(x, rule.table_params(top), len(self.class_names))
 
 
 def _candidate_blocks(acts: xr.Dataset, sites: tuple[str, ...] | str | None,
@@ -116,16 +117,7 @@ def _build_table(stats: dict[tuple[str, int], np.ndarray], rule: str, n_classes:
     p = cat["params"][:, order]
     data = {"score": ("neuron", cat["score"][order], {"long_name": "classification accuracy"}),
             "rank": ("neuron", np.arange(len(order), dtype=np.int64), {"long_name": "rank"})}
-    if rule == "centroid":
-        data["centroids"] = (("neuron", "class"), p.T, {"long_name": "class mean"})
-    elif n_classes == 2:
-        data["threshold"] = ("neuron", p[0], {"long_name": "decision threshold"})
-        data["polarity"] = ("neuron", p[1].astype(np.int8), {"long_name": "polarity"})
-    else:
-        data["threshold"] = (("neuron", "class"), p[:n_classes].T,
-                             {"long_name": "one-vs-rest threshold"})
-        data["polarity"] = (("neuron", "class"), p[n_classes:].T.astype(np.int8),
-                            {"long_name": "one-vs-rest polarity"})
+    data.update(get_rule(rule).table_vars(p, n_classes))
     return xr.Dataset(data, coords=coords)
 
 
@@ -138,8 +130,10 @@ def find_super_neurons(acts: xr.Dataset, *, k: int = 20, rule: str = "centroid",
     Args:
         acts: Labelled probe-split activations (extraction schema), in memory or dask-backed.
         k: Number of neurons that vote in ``predict``.
-        rule: ``"centroid"`` (1-D nearest class mean) or ``"threshold"``; see
-            :mod:`sn_interp.probes.neurons` for the exact decision rules.
+        rule: A registered rule name: ``"centroid"`` (1-D nearest class mean),
+            ``"threshold"`` (best threshold, one-vs-rest beyond two classes) or
+            ``"interval"`` (ordered class intervals); see :mod:`sn_interp.probes.rules`
+            for the exact decision rules and how to add one.
         score: ``"probe"`` (in-sample accuracy) or ``"cv"`` (stratified ``folds``-fold CV).
         sites: Sites to consider (default: every language-model site in ``acts``; the
             vision tower only when named).

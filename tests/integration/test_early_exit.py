@@ -130,3 +130,16 @@ def test_predict_cli(tmp_path):
     bad = subprocess.run(run + ["--images", str(tmp_path / "missing.png")],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "cannot read image" in bad.stderr
+
+
+@pytest.mark.parametrize("rule", ["threshold", "interval"])
+def test_any_registered_rule_runs_early_and_round_trips(setup, tmp_path, rule):
+    vlm, _, test, acts = setup
+    found = sn.find_super_neurons(acts, k=4, rule=rule, max_layer=1, progress=False)
+    clf = sn.EarlyExitClassifier(vlm, found, batch_size=5)
+    pred = clf.predict(test)
+    np.testing.assert_array_equal(pred.values, _reference(vlm, found, test).values)
+    clf.save(tmp_path / "clf")
+    again = sn.EarlyExitClassifier.load(tmp_path / "clf", vlm=vlm)
+    assert again.found.rule == rule
+    np.testing.assert_array_equal(again.predict(test).values, pred.values)
