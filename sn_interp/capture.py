@@ -56,7 +56,8 @@ def capture(vlm: VLM, enc: Mapping[str, Tensor], requests: Iterable[Request], *,
     if not ordered:
         raise ValueError("capture() needs at least one (site, layer) request")
     _check(vlm, ordered)
-    counts = _vision_token_counts(vlm, enc) if ordered[0][0] == VISION_SITE.name else None
+    counts = (vlm.adapter.vision_token_counts(enc, vlm.model.config)
+              if ordered[0][0] == VISION_SITE.name else None)
     index = {key: torch.as_tensor(np.asarray(u, dtype=np.int64), device=vlm.device)
              for key, u in (units or {}).items()}
     physical, derived = residual_plan(ordered) if not index else (ordered, {})
@@ -73,8 +74,8 @@ def residual_plan(ordered: list[Request]) -> tuple[list[Request], dict[Request, 
 
     The decoder layer computes ``resid_mid = resid_pre + attn_out`` and
     ``resid_post = resid_mid + mlp_out`` (one elementwise add each, in the model's dtype), and
-    the next layer's ``resid_pre`` is this layer's ``resid_post`` (Qwen3-VL's DeepStack adds
-    only at image positions, never at the last prompt token). When the ingredients are
+    the next layer's ``resid_pre`` is this layer's ``resid_post`` at the last prompt token
+    (families that inject visual features between layers do so at image positions only). When the ingredients are
     requested anyway, the same add on the last-token slices gives bit-identical values for
     fewer trace reads. Returns ``(reads, {derived: (a, b)})``; ``b`` None means a copy of ``a``.
     """
@@ -102,10 +103,9 @@ def _read_all(vlm: VLM, ordered: list[Request], counts: list[int] | None,
     for site, layer in ordered:
         if site == VISION_SITE.name:
             block = vlm.nn.get(f"{vlm.meta['vision_blocks']}.{layer}")
-            value = _pool_vision(vlm, block.output, counts)
+            value = vlm.adapter.pool_vision(block.output, counts)
         else:
-            sub, which = vlm.adapter.layout[site]
-            path = f"{vlm.adapter.layers}.{layer}" + (f".{sub}" if sub else "")
+            path, which = vlm.adapter.site_path(vlm.dims, site, layer)
             envoy = vlm.nn.get(path)
             value = envoy.input if which == "input" else envoy.output
             if isinstance(value, tuple):
@@ -117,37 +117,18 @@ def _read_all(vlm: VLM, ordered: list[Request], counts: list[int] | None,
     return reads
 
 
-def _pool_vision(vlm: VLM, out: Tensor | tuple, counts: list[int] | None) -> Tensor:
-    hidden = out[0] if isinstance(out, tuple) else out
-    if vlm.adapter.vision_tokens == "batch_first":
-        start = 1 if vlm.adapter.vision_cls else 0
-        return hidden[:, start:].mean(dim=1)
-    pieces = torch.split(hidden, counts, dim=0)
-    return torch.stack([p.mean(dim=0) for p in pieces])
-
-
-def _vision_token_counts(vlm: VLM, enc: Mapping[str, Tensor]) -> list[int] | None:
-    """Patch tokens per image in a packed (Qwen) vision sequence, from ``image_grid_thw``."""
-    if vlm.adapter.vision_tokens != "packed":
-        return None
-    grid = enc.get("image_grid_thw")
-    if grid is None:
-        raise ValueError("the encoding has no image_grid_thw; cannot pool vision tokens per image")
-    return [int(t * h * w) for t, h, w in grid.tolist()]
-
-
 def _check(vlm: VLM, ordered: list[Request]) -> None:
     dims = vlm.dims
-    if vlm.meta.get("architecture", "").startswith(("LlavaNext", "LlavaOnevision")) and any(
-            s == VISION_SITE.name for s, _ in ordered):
-        raise ValueError("vision_resid_post is not supported for LLaVA-NeXT / OneVision "
-                         "(images are tiled into a variable number of crops); use the "
-                         "language-model sites")
+    refused = vlm.adapter.vision_refused.get(vlm.meta.get("architecture", ""))
+    if refused and any(s == VISION_SITE.name for s, _ in ordered):
+        raise ValueError(refused)
     for site, layer in ordered:
         limit = dims.n_vision_layers if site == VISION_SITE.name else dims.n_layers
-        if site != VISION_SITE.name and site not in vlm.adapter.layout:
+        if site != VISION_SITE.name and site not in SITE_ORDER:
             raise ValueError(f"unknown site {site!r}")
         if not 0 <= layer < limit:
             raise ValueError(f"layer {layer} of {site} is out of range: {vlm.model_id} has "
                              f"{limit} {'vision ' if site == VISION_SITE.name else ''}layers "
                              f"(0..{limit - 1})")
+        if site != VISION_SITE.name:
+            vlm.adapter.site_path(dims, site, layer)  # an absent site fails, naming its layers

@@ -59,13 +59,13 @@ _SITE_LIST = (
     Site("resid_post", "blocks.{l}.hook_resid_post", (LAYER, D_MODEL),
          "residual stream leaving the decoder block"),
     Site("attn_out", "blocks.{l}.hook_attn_out", (LAYER, D_MODEL),
-         "attention output (after o_proj)"),
+         "attention output added to the residual stream"),
     Site("z", "blocks.{l}.attn.hook_z", (LAYER, HEAD, D_HEAD),
-         "per-head attention output before o_proj"),
+         "per-head attention output (input of the output projection)"),
     Site("mlp_post", "blocks.{l}.mlp.hook_post", (LAYER, D_MLP),
-         "MLP hidden activation (input of down_proj)"),
+         "MLP hidden activation (input of its output projection)"),
     Site("mlp_out", "blocks.{l}.hook_mlp_out", (LAYER, D_MODEL),
-         "MLP output (after down_proj)"),
+         "MLP output added to the residual stream"),
 )
 
 #: Language-model sites by name, in canonical order.

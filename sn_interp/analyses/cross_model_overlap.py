@@ -3,7 +3,7 @@
 Within a model, neuron ids are comparable: the SN selections of every pair of tasks, of
 prompts (per task) and of split seeds (per task) are compared by the Jaccard index of their
 top-k neuron-id sets and the Spearman rank correlation of their score vectors over the
-neuron ids both scored. Across models (e.g. LLaVA vs Qwen3-VL) units cannot be matched, so
+neuron ids both scored. Across models (of one family or of several) units cannot be matched, so
 the comparison is of where SNs live — relative depth ``(layer + 1) / n_layers`` (the
 fraction of the language model that runs before the SN is read; a two-sample
 Kolmogorov-Smirnov statistic per pair of models) and counts per site — and of what they

@@ -1,4 +1,4 @@
-"""Load LLaVA- and Qwen-VL-family models for tracing: :func:`load_model` -> :class:`VLM`.
+"""Load vision-language models of every registered family for tracing: :func:`load_model` -> :class:`VLM`.
 
 Names resolve in this order: a tiny test checkpoint (``tiny-llava``, ... built offline on first
 use, see :mod:`sn_interp.models.tiny`), an embedded model committed under ``data/models/<name>``
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from sn_interp.models.adapter import Adapter, Dims, adapter_for, supported_architectures
+from sn_interp.models.adapter import Adapter, Dims
 from sn_interp.models.vlm import VLM
 
 __all__ = ["VLM", "Adapter", "Dims", "load_model", "resolve", "supported_architectures",
@@ -31,6 +31,20 @@ DATA_MODELS = Path(__file__).resolve().parents[2] / "data" / "models"
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
            "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def supported_architectures() -> dict[str, tuple[str, ...]]:
+    """Family -> supported HF model class names (see :mod:`sn_interp.models.registry`)."""
+    from sn_interp.models.registry import supported_architectures as archs
+
+    return archs()
+
+
+def adapter_for(architecture: str) -> Adapter:
+    """The registered adapter of an HF model class name (clear error when unsupported)."""
+    from sn_interp.models.registry import adapter_for as find
+
+    return find(architecture)
 
 
 def registry_names() -> tuple[str, ...]:

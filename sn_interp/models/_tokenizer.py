@@ -14,10 +14,11 @@ family's special tokens come after them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
+
+from sn_interp.models.registry import TokenizerFamily, chat_templates, tokenizer_families
 
 __all__ = [
     "CHAT_TEMPLATES",
@@ -27,123 +28,10 @@ __all__ = [
     "build_tokenizer",
 ]
 
-# --------------------------------------------------------------------------- chat templates
-
-#: LLaVA-1.5 (llava-hf) style: ``USER: <image>\n{text} ASSISTANT:``.
-LLAVA_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}"
-    "{% if message['content'] is string %}{{ message['content'] + ' ' }}"
-    "{% else %}{% for c in message['content'] if c['type'] == 'text' %}{{ c['text'] + ' ' }}{% endfor %}"
-    "{% endif %}"
-    "{% else %}{{ message['role'].upper() + ': ' }}"
-    "{% if message['content'] is string %}{{ message['content'] + ' ' }}"
-    "{% else %}"
-    "{% for c in message['content'] if c['type'] == 'image' %}{{ '<image>\n' }}{% endfor %}"
-    "{% for c in message['content'] if c['type'] == 'text' %}{{ c['text'] + ' ' }}{% endfor %}"
-    "{% endif %}{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
-)
-
-#: llava-interleave / LLaVA-OneVision style ChatML with ``<image>`` placeholders.
-LLAVA_ONEVISION_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}"
-    "{% for c in message['content'] if c['type'] == 'image' %}{{ '<image>\n' }}{% endfor %}"
-    "{% for c in message['content'] if c['type'] == 'video' %}{{ '<video>\n' }}{% endfor %}"
-    "{% for c in message['content'] if c['type'] == 'text' %}{{ c['text'] }}{% endfor %}"
-    "{% endif %}"
-    "{{ '<|im_end|>\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-_QWEN_BODY = (
-    "{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for c in message['content'] %}"
-    "{% if c['type'] == 'image' or 'image' in c or 'image_url' in c %}"
-    "{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
-    "{% elif c['type'] == 'video' or 'video' in c %}"
-    "{{ '<|vision_start|><|video_pad|><|vision_end|>' }}"
-    "{% elif 'text' in c %}{{ c['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{{ '<|im_end|>\n' }}"
-)
-
-#: Qwen2-VL / Qwen2.5-VL ChatML, with the default system prompt when none is given.
-QWEN2_VL_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}"
-    "{% endif %}" + _QWEN_BODY + "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-#: Qwen3-VL ChatML: no default system prompt.
-QWEN3_VL_TEMPLATE = (
-    "{% for message in messages %}" + _QWEN_BODY + "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-CHAT_TEMPLATES: dict[str, str] = {
-    "llava": LLAVA_TEMPLATE,
-    "llava_onevision": LLAVA_ONEVISION_TEMPLATE,
-    "qwen2_vl": QWEN2_VL_TEMPLATE,
-    "qwen3_vl": QWEN3_VL_TEMPLATE,
-}
-
-# --------------------------------------------------------------------------- families
-
-
-@dataclass(frozen=True)
-class TokenizerFamily:
-    """Special tokens and defaults of one tokenizer family."""
-
-    special_tokens: tuple[str, ...]
-    eos_token: str
-    pad_token: str
-    chat_template: str
-    bos_token: str | None = None
-    unk_token: str | None = None
-    add_bos_token: bool = False
-
-
-TOKENIZER_FAMILIES: dict[str, TokenizerFamily] = {
-    "llava": TokenizerFamily(
-        special_tokens=("<unk>", "<s>", "</s>", "<pad>", "<image>"),
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        chat_template="llava",
-        add_bos_token=True,
-    ),
-    "llava_onevision": TokenizerFamily(
-        special_tokens=("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"),
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        chat_template="llava_onevision",
-    ),
-    "qwen_vl": TokenizerFamily(
-        special_tokens=(
-            "<|endoftext|>",
-            "<|im_start|>",
-            "<|im_end|>",
-            "<|vision_start|>",
-            "<|vision_end|>",
-            "<|vision_pad|>",
-            "<|image_pad|>",
-            "<|video_pad|>",
-        ),
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        chat_template="qwen3_vl",
-    ),
-}
+#: Chat templates by key, declared by the family modules (``llava``, ``qwen3_vl``, ...).
+CHAT_TEMPLATES: dict[str, str] = chat_templates()
+#: Tokenizer families by key, declared by the family modules.
+TOKENIZER_FAMILIES: dict[str, TokenizerFamily] = tokenizer_families()
 
 # --------------------------------------------------------------------------- corpus
 

@@ -1,9 +1,10 @@
 """Family adapters: where each canonical site lives in a HuggingFace module tree.
 
-An :class:`Adapter` is pure data: module paths relative to the HF model, plus, for each site of
-:mod:`sn_interp.names`, the decoder-layer submodule it is read at and whether its input or
-output is read. Family modules (:mod:`~sn_interp.models.llava`, :mod:`~sn_interp.models.qwen_vl`)
-each define one and register it. Nothing outside ``sn_interp.models`` names an HF module path.
+An :class:`Adapter` is data: module paths relative to the HF model, the decoder-layer
+submodule every site of :mod:`sn_interp.names` is read at (per layer type, for families that
+mix layer types), how the vision tower's tokens pool into one vector per image, and the
+family's quirks. Each family module of :mod:`sn_interp.models.families` defines one; the
+registry there lists them. This module imports no family, so the families can import it.
 
 :meth:`Adapter.validate` checks a loaded model against the adapter (every site resolves, widths
 agree) and returns its :class:`Dims`.
@@ -11,9 +12,11 @@ agree) and returns its :class:`Dims`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
+from torch import Tensor
 
 from sn_interp.names import ALL_SITES
 
@@ -29,10 +32,20 @@ LLAMA_LAYOUT: dict[str, tuple[str, str]] = {
     "resid_post": ("", "output"),
 }
 
+#: Layer type every layer has unless the config lists ``layer_types``.
+ANY_LAYER = "*"
+
+#: Per-sample token counts of the vision tower's output, from the encoding and the config.
+CountsFn = Callable[[Mapping[str, Tensor], object], list[int]]
+
 
 @dataclass(frozen=True)
 class Dims:
-    """Widths of a loaded model's language model (and vision tower)."""
+    """Widths of a loaded model's language model (and vision tower).
+
+    ``layer_types`` is the config's per-layer type (``full_attention``, ``sliding_attention``,
+    ``linear_attention``, ...) or ``*`` for every layer when the config lists none.
+    """
 
     n_layers: int
     d_model: int
@@ -42,6 +55,7 @@ class Dims:
     d_head: int
     n_vision_layers: int
     d_vision: int
+    layer_types: tuple[str, ...] = ()
 
     def width(self, site: str) -> tuple[int, ...]:
         """Shape of one site at one layer for one sample (after ``sample`` and ``layer``)."""
@@ -54,22 +68,30 @@ class Dims:
 
 @dataclass(frozen=True)
 class Adapter:
-    """Where a model family keeps its parts.
+    """Where a model family keeps its parts, and its quirks.
 
     Attributes:
-        family: Family name (``llava``, ``qwen_vl``).
+        family: Family name (``llava``, ``qwen_vl``, ...).
         architectures: HF model class names this adapter supports.
         layers: Path of the language model's decoder ``ModuleList``.
         final_norm: Path of the language model's final norm.
         lm_head: Path of the LM head.
         vision_blocks: Candidate paths of the vision tower's block ``ModuleList`` (the first
             that resolves is used: CLIP and SigLIP towers nest differently).
-        vision_tokens: How to pool a vision block's output into one vector per image:
-            ``"batch_first"`` ([image, token, d], CLS at token 0 dropped when
-            ``vision_cls`` is True) or ``"packed"`` ([tokens of all images, d], split by
-            ``image_grid_thw``).
+        vision_tokens: How a vision block's output pools into one vector per image:
+            ``"batch_first"`` ([image, token, d]: mean over tokens), ``"packed"`` (the tokens
+            of all images in one sequence, split by ``vision_counts``) or ``"crops"``
+            ([crop, token, d]: mean over the tokens of all crops of an image, crops per image
+            from ``vision_counts``).
         vision_cls: Whether vision token 0 is a CLS token to leave out of the mean.
-        layout: Site -> (decoder-layer submodule, "input" | "output").
+        vision_counts: Per-sample counts for ``packed`` (tokens) and ``crops`` (crops).
+        vision_refused: Architecture -> why ``vision_resid_post`` is not read for it.
+        layouts: Layer type -> {site: (decoder-layer submodule, "input" | "output")}; ``*``
+            applies to layer types not listed. A site missing from a layer's layout is
+            absent on that layer.
+        chat: Whether prompts go through the processor's chat template (False: the question
+            text is the prompt, as PaliGemma's processor expects).
+        notes: Quirks worth knowing (logged with the model, listed in the README).
     """
 
     family: str
@@ -80,7 +102,17 @@ class Adapter:
     vision_blocks: tuple[str, ...]
     vision_tokens: str
     vision_cls: bool = False
-    layout: dict[str, tuple[str, str]] = field(default_factory=lambda: dict(LLAMA_LAYOUT))
+    vision_counts: CountsFn | None = None
+    vision_refused: Mapping[str, str] = field(default_factory=dict)
+    layouts: Mapping[str, Mapping[str, tuple[str, str]]] = field(
+        default_factory=lambda: {ANY_LAYER: dict(LLAMA_LAYOUT)})
+    chat: bool = True
+    notes: tuple[str, ...] = ()
+
+    @property
+    def layout(self) -> Mapping[str, tuple[str, str]]:
+        """The layout of the family's ordinary layers (layer type ``*``)."""
+        return self.layouts[ANY_LAYER]
 
     def module(self, model: torch.nn.Module, path: str) -> torch.nn.Module:
         """The submodule at a dotted path, with a clear error when it is missing."""
@@ -101,10 +133,55 @@ class Adapter:
         raise ValueError(f"{type(model).__name__} has none of the vision block paths "
                          f"{list(self.vision_blocks)}; the {self.family} adapter does not fit")
 
-    def site_module(self, model: torch.nn.Module, site: str, layer: int) -> torch.nn.Module:
-        sub, _ = self.layout[site]
-        block = self.module(model, self.layers)[layer]
-        return block.get_submodule(sub) if sub else block
+    def layer_layout(self, dims: Dims | None, layer: int) -> Mapping[str, tuple[str, str]]:
+        """Site -> (submodule, which) of one decoder layer."""
+        kind = dims.layer_types[layer] if dims and dims.layer_types else ANY_LAYER
+        return self.layouts.get(kind, self.layout)
+
+    def has_site(self, dims: Dims, site: str, layer: int) -> bool:
+        """Whether ``site`` exists on decoder layer ``layer``."""
+        return site in self.layer_layout(dims, layer)
+
+    def site_layers(self, dims: Dims, site: str) -> tuple[int, ...]:
+        """The decoder layers that have ``site``."""
+        return tuple(la for la in range(dims.n_layers) if self.has_site(dims, site, la))
+
+    def site_path(self, dims: Dims | None, site: str, layer: int) -> tuple[str, str]:
+        """``(module path from the model root, "input" | "output")`` of a site at a layer."""
+        layout = self.layer_layout(dims, layer)
+        if site not in layout:
+            kind = dims.layer_types[layer] if dims and dims.layer_types else ANY_LAYER
+            raise ValueError(f"site {site!r} is absent on layer {layer} ({kind} layer) of this "
+                             f"{self.family} model; layers with it: "
+                             f"{list(self.site_layers(dims, site)) if dims else []}")
+        sub, which = layout[site]
+        return f"{self.layers}.{layer}" + (f".{sub}" if sub else ""), which
+
+    def site_module(self, model: torch.nn.Module, site: str, layer: int,
+                    dims: Dims | None = None) -> torch.nn.Module:
+        """The module a site is read at (its input or output, see :meth:`site_path`)."""
+        return self.module(model, self.site_path(dims, site, layer)[0])
+
+    def pool_vision(self, out: Tensor | tuple, counts: list[int] | None) -> Tensor:
+        """One vector per sample from a vision block's output (mean over patch tokens)."""
+        hidden = out[0] if isinstance(out, tuple) else out
+        start = 1 if self.vision_cls else 0
+        if self.vision_tokens == "batch_first":
+            return hidden[:, start:].mean(dim=1)
+        if self.vision_tokens == "crops":
+            per_crop = hidden[:, start:].mean(dim=1)
+            return torch.stack([p.mean(dim=0) for p in torch.split(per_crop, counts, dim=0)])
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        return torch.stack([p.mean(dim=0) for p in torch.split(flat, counts, dim=0)])
+
+    def vision_token_counts(self, enc: Mapping[str, Tensor], config: object) -> list[int] | None:
+        """Per-sample counts the pooling needs (None for ``batch_first``)."""
+        if self.vision_tokens == "batch_first":
+            return None
+        if self.vision_counts is None:
+            raise ValueError(f"the {self.family} adapter pools {self.vision_tokens!r} vision "
+                             "tokens but declares no vision_counts")
+        return self.vision_counts(enc, config)
 
     def validate(self, model: torch.nn.Module) -> Dims:
         """Resolve every site of every layer and check the widths agree; return the dims."""
@@ -115,9 +192,11 @@ class Adapter:
         d_model = int(text.hidden_size)
         n_heads = int(text.num_attention_heads)
         n_kv = int(getattr(text, "num_key_value_heads", None) or n_heads)
-        block0 = layers[0]
-        o_proj = block0.get_submodule(self.layout["z"][0])
-        down = block0.get_submodule(self.layout["mlp_post"][0])
+        types = tuple(getattr(text, "layer_types", None) or (ANY_LAYER,) * len(layers))
+        probe = Dims(len(layers), d_model, 0, n_heads, n_kv, 0, 0, 0, types)
+        z_layers = self.site_layers(probe, "z")
+        o_proj = self.site_module(model, "z", z_layers[0], probe)
+        down = self.site_module(model, "mlp_post", 0, probe)
         if o_proj.in_features % n_heads:
             raise ValueError(f"o_proj.in_features={o_proj.in_features} is not a multiple of "
                              f"num_attention_heads={n_heads}: cannot split z into heads")
@@ -125,20 +204,26 @@ class Adapter:
             n_layers=len(layers), d_model=d_model, d_mlp=int(down.in_features),
             n_heads=n_heads, n_kv_heads=n_kv, d_head=o_proj.in_features // n_heads,
             n_vision_layers=len(self.module(model, self.vision_path(model))),
-            d_vision=int(_vision_width(model.config)),
+            d_vision=int(_vision_width(model.config)), layer_types=types,
         )
         for layer in range(dims.n_layers):
             for site in ALL_SITES:
-                self.site_module(model, site, layer)
-            block = layers[layer]
-            checks = {"o_proj.out_features": (block.get_submodule(self.layout["z"][0]).out_features,
-                                              d_model),
-                      "down_proj.out_features": (block.get_submodule(
-                          self.layout["mlp_post"][0]).out_features, d_model)}
-            for what, (got, want) in checks.items():
-                if got != want:
-                    raise ValueError(f"layer {layer}: {what}={got} but hidden_size={want}")
+                if self.has_site(dims, site, layer):
+                    self.site_module(model, site, layer, dims)
+            self._check_widths(model, dims, layer)
         return dims
+
+    def _check_widths(self, model: torch.nn.Module, dims: Dims, layer: int) -> None:
+        checks = {("z", "in_features"): dims.n_heads * dims.d_head,
+                  ("z", "out_features"): dims.d_model,
+                  ("mlp_post", "in_features"): dims.d_mlp,
+                  ("mlp_post", "out_features"): dims.d_model}
+        for (site, attr), want in checks.items():
+            if self.has_site(dims, site, layer):
+                got = getattr(self.site_module(model, site, layer, dims), attr)
+                if got != want:
+                    raise ValueError(f"layer {layer}: the {site} module's {attr}={got}, "
+                                     f"expected {want}")
 
 
 def _vision_width(config: object) -> int:
@@ -148,31 +233,3 @@ def _vision_width(config: object) -> int:
     if width is None:
         raise ValueError("the checkpoint's config has no vision_config.hidden_size")
     return int(width)
-
-
-_REGISTRY: dict[str, Adapter] = {}
-
-
-def register(adapter: Adapter) -> Adapter:
-    """Add a family adapter to the registry (one call per family module)."""
-    _REGISTRY[adapter.family] = adapter
-    return adapter
-
-
-def adapter_for(architecture: str) -> Adapter:
-    """The adapter supporting an HF model class name, or an error listing the supported ones."""
-    from sn_interp.models import llava, qwen_vl  # noqa: F401  (registers the families)
-
-    for adapter in _REGISTRY.values():
-        if architecture in adapter.architectures:
-            return adapter
-    supported = sorted(a for ad in _REGISTRY.values() for a in ad.architectures)
-    raise ValueError(f"unsupported architecture {architecture!r}; sn_interp supports "
-                     f"{', '.join(supported)}")
-
-
-def supported_architectures() -> dict[str, tuple[str, ...]]:
-    """Family -> supported HF model class names."""
-    from sn_interp.models import llava, qwen_vl  # noqa: F401
-
-    return {name: ad.architectures for name, ad in _REGISTRY.items()}

@@ -69,9 +69,19 @@ class VLM:
                                              {"type": "text", "text": question}]}]
 
     def prompt(self, question: str) -> str:
-        """The chat-templated prompt text, with the generation prompt appended."""
+        """The chat-templated prompt text, with the generation prompt appended.
+
+        Families without a chat template (``adapter.chat`` False) take the question as the
+        prompt; their processor adds the image tokens.
+        """
+        if not self.adapter.chat:
+            return question
         return self.processor.apply_chat_template(self.messages(question),
                                                   add_generation_prompt=True, tokenize=False)
+
+    def site_layers(self, site: str) -> tuple[int, ...]:
+        """The decoder layers that have ``site`` (every layer, except for hybrid families)."""
+        return self.adapter.site_layers(self.dims, site)
 
     def encode(self, samples: Sequence[Sample]) -> BatchFeature:
         """Left-padded model inputs for a batch of samples.
