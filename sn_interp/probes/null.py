@@ -35,6 +35,7 @@ from sn_interp.probes import neurons
 from sn_interp.probes._data import class_names_of, probe_labels, unit_matrix, unit_values
 from sn_interp.probes._kernels import TILE, centroid_perm_block_nb, flat_rows, perm_group
 from sn_interp.probes._selection import majority_vote
+from sn_interp.probes.rules import HEAD, Plan, get_rule
 from sn_interp.probes.super_neurons import _candidate_blocks, find_super_neurons
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,12 @@ class _PermPlans:
 
 
 def _block_kernel(rule: str):
-    return neurons._centroid_block_compiled if rule == "centroid" else neurons._threshold_block
+    """The registered rule's scoring hook as a function of (block, plan)."""
+    hook = get_rule(rule).score_block
+
+    def kernel(x: np.ndarray, plan: Plan) -> np.ndarray:
+        return hook(x, plan.y, plan.folds, n_classes=plan.n_classes)
+    return kernel
 
 
 def perm_scores(x: np.ndarray, pp: _PermPlans) -> tuple[np.ndarray, bool]:
@@ -146,7 +152,7 @@ class _Ranking:
 def _rank_permutations(acts: xr.Dataset, blocks: list, pp: _PermPlans, k: int,
                        progress: bool) -> _Ranking:
     """Score every block under every permutation (blockwise on dask), keeping each top k."""
-    block_w = neurons.BLOCK if pp.rule == "centroid" else neurons.THRESHOLD_BLOCK
+    block_w = get_rule(pp.rule).block
     ranking = _Ranking(len(pp.plans), k)
     bar = tqdm(total=len(blocks), desc=f"null ({len(pp.plans)} permutations)", unit="block",
                disable=not progress)
@@ -180,14 +186,7 @@ def _fit_predict(x_probe: np.ndarray, plan, x_test: np.ndarray) -> np.ndarray:
     w = x_probe.shape[1]
     xk = np.repeat(x_probe, 2, axis=1) if w == 1 else x_probe
     stats = _block_kernel(plan.rule)(xk, plan)[:, :w]
-    if plan.rule == "centroid":
-        lo, hi = neurons.centroid_bounds(stats[2:])
-        return neurons.centroid_predict(x_test, lo, hi)
-    half = (plan.n_stats - 2) // 2
-    t, pol = stats[2:2 + half], stats[2 + half:].astype(np.int8)
-    if plan.n_classes == 2:
-        t, pol = t[0], pol[0]
-    return neurons.threshold_predict(x_test, t, pol)
+    return get_rule(plan.rule).predict(x_test, stats[HEAD:], plan.n_classes)
 
 
 def _gather(acts: xr.Dataset, need: dict[tuple[str, int], np.ndarray]) -> dict:
