@@ -27,7 +27,14 @@ from sn_interp.capture import capture
 from sn_interp.extraction import _check_samples, sample_coords
 from sn_interp.models.vlm import VLM
 from sn_interp.probes import SAVHeads, SuperNeurons
-from sn_interp.probes._selection import Selection
+from sn_interp.probes._checks import (
+    ClassifierFileError,
+    check_compatible,
+    read_json,
+    sha256_of,
+    verify_checksum,
+)
+from sn_interp.probes._selection import Selection, _meta_digest
 from sn_interp.sample import Sample
 
 log = logging.getLogger(__name__)
@@ -79,6 +86,11 @@ class EarlyExitClassifier:
     def predict(self, samples: Iterable[Sample], *, progress: bool = False) -> xr.DataArray:
         """Class indices over ``sample`` (named ``pred``, with the label coords)."""
         samples = _check_samples(samples)
+        classes = {s.class_names for s in samples if s.class_names}
+        if len(classes) > 1:
+            raise ValueError("samples come from tasks with different class lists; predict each "
+                             "task separately")
+        self.found.check_inputs({}, "samples", next(iter(classes), None))
         preds = []
         starts = range(0, len(samples), self.batch_size)
         for start in tqdm(starts, desc="early exit", unit="batch", disable=not progress):
@@ -105,18 +117,28 @@ class EarlyExitClassifier:
                 "family": self.vlm.family, "task_options": self.task_options,
                 **{key: self.found.attrs.get(key, "") for key in
                    ("task", "prompt_template", "answer_format", "class_names")}}
+        info["sha256"] = {name: sha256_of(path / "selection" / name)
+                          for name in ("meta.json", "table.nc")}
+        info["sha256"]["classifier.json"] = _meta_digest(info)
         (path / "classifier.json").write_text(json.dumps(info, indent=2))
         return path
 
     @classmethod
     def load(cls, path: str | Path, vlm: VLM | None = None) -> EarlyExitClassifier:
-        """Read a classifier; load its model unless ``vlm`` is given (then it must match)."""
+        """Read a classifier; load its model unless ``vlm`` is given (then it must match).
+
+        Refuses, with one line naming the file, a classifier whose files are missing,
+        edited, truncated or hold NaN parameters.
+        """
         path = Path(path)
-        info_file = path / "classifier.json"
-        if not info_file.exists():
+        if not (path / "classifier.json").exists():
             raise FileNotFoundError(f"{path} is not a saved EarlyExitClassifier "
                                     "(no classifier.json); save one with clf.save(dir)")
-        info = json.loads(info_file.read_text())
+        info = cls.info(path)
+        for name, digest in (info.get("sha256") or {}).items():
+            if name == "classifier.json":
+                continue
+            verify_checksum(path / "selection" / name, digest, "EarlyExitClassifier")
         found = _KINDS[info["kind"]].load(path / "selection")
         if vlm is None:
             from sn_interp.models import load_model
@@ -130,7 +152,20 @@ class EarlyExitClassifier:
     @staticmethod
     def info(path: str | Path) -> dict:
         """The saved metadata (model, task, prompt, classes) without loading anything."""
-        return json.loads((Path(path) / "classifier.json").read_text())
+        file = Path(path) / "classifier.json"
+        info = read_json(file, "EarlyExitClassifier", {
+            "kind": str, "k": int, "batch_size": int, "model_id": str, "model_revision": str})
+        sums = info.get("sha256") if isinstance(info.get("sha256"), dict) else {}
+        if sums.get("classifier.json") and sums["classifier.json"] != _meta_digest(info):
+            raise ClassifierFileError(f"{file} was edited since it was saved (its checksum "
+                                      "differs); save the EarlyExitClassifier again")
+        if info["kind"] not in _KINDS:
+            raise ClassifierFileError(f"{file}: kind {info['kind']!r} is not one of "
+                                      f"{sorted(_KINDS)}; the file was edited")
+        if info["batch_size"] < 1:
+            raise ClassifierFileError(f"{file}: batch_size {info['batch_size']} is not >= 1; "
+                                      "the file was edited")
+        return info
 
     def __repr__(self) -> str:
         return (f"EarlyExitClassifier({self.vlm.model_id!r}, {type(self.found).__name__}, "
@@ -138,13 +173,12 @@ class EarlyExitClassifier:
 
 
 def _check_model(vlm: VLM, attrs: dict) -> None:
-    """Refuse a model other than the one the selection was fitted on."""
-    want = (attrs.get("model_id"), attrs.get("model_revision"))
-    have = (vlm.model_id, vlm.revision)
-    if want[0] and (want[0] != have[0] or (want[1] and want[1] != have[1])):
-        raise ValueError(f"this selection was fitted on {want[0]!r} (revision {want[1]}), "
-                         f"not on {have[0]!r} (revision {have[1]}): neuron indices do not "
-                         "transfer between models; load the model it was fitted on")
+    """Refuse a model other than the one the selection was fitted on (id, revision, widths)."""
+    d = vlm.dims
+    have = {"model_id": vlm.model_id, "model_revision": vlm.revision, "n_layers": d.n_layers,
+            "n_heads": d.n_heads, "d_head": d.d_head, "d_model": d.d_model, "d_mlp": d.d_mlp,
+            "n_vision_layers": d.n_vision_layers}
+    check_compatible(attrs, (), have, "the model's activations")
 
 
 def timed_predict(clf: EarlyExitClassifier, samples: Sequence[Sample]) -> tuple[xr.DataArray,

@@ -76,12 +76,22 @@ def _images(paths: Sequence[Path], question: str, info: dict) -> list[Sample]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from sn_interp.early_exit import EarlyExitClassifier
-    from sn_interp.probes import evaluate
-
     if not (args.classifier / "classifier.json").exists():
         raise SystemExit(f"error: {args.classifier} is not a saved EarlyExitClassifier "
                          "(no classifier.json)")
+    if args.batch_size < 1:
+        raise SystemExit(f"error: --batch-size must be >= 1, got {args.batch_size}")
+    try:
+        return _run(args)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Load the classifier, predict, print; errors surface as ValueError/KeyError."""
+    from sn_interp.early_exit import EarlyExitClassifier
+    from sn_interp.probes import evaluate
+
     info = EarlyExitClassifier.info(args.classifier)
     clf = EarlyExitClassifier.load(args.classifier)
     clf.batch_size = args.batch_size

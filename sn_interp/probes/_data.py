@@ -17,7 +17,8 @@ from sn_interp.names import SAMPLE_COORDS, SITES_WITH_VISION, VISION_SITE
 
 #: Dataset attrs a fitted selection keeps (provenance of the probe set).
 KEPT_ATTRS = ("model_id", "model_revision", "family", "dtype", "task", "prompt_template",
-              "position", "schema_version", "sn_interp_version", "n_layers", "n_heads", "d_head")
+              "position", "schema_version", "sn_interp_version", "n_layers", "n_heads", "d_head",
+              "d_model", "d_mlp", "n_vision_layers")
 
 
 def layer_dim(site: str) -> str:

@@ -7,6 +7,7 @@ going to the class of the highest-ranked voter among the tied classes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -14,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 import xarray as xr
 
+from sn_interp.probes import _checks
 from sn_interp.probes._data import check_available, sample_coords, unit_values
 
 FORMAT_VERSION = 1
@@ -134,7 +136,17 @@ class Selection:
         k = self._k(k)
         return majority_vote(self._vote_matrix(values, k), len(self.class_names))
 
+    def check_inputs(self, attrs: dict[str, Any], what: str = "acts",
+                     class_names: tuple[str, ...] | None = None) -> None:
+        """Refuse inputs of another model (id, revision, widths) or another class list."""
+        given = class_names if class_names is not None else _checks.classes_of_attrs(attrs)
+        _checks.check_compatible(self.attrs, self.class_names, attrs, what, given)
+
     def _values(self, acts: xr.Dataset, k: int) -> dict[tuple[str, int], np.ndarray]:
+        if not isinstance(acts, xr.Dataset):
+            raise TypeError(f"predict takes the activation Dataset of sn.extract, got "
+                            f"{type(acts).__name__}")
+        self.check_inputs(acts.attrs)
         req = self.requirements(k)
         needs: dict[str, list[int]] = {}
         for site, layer in req:
@@ -169,29 +181,54 @@ class Selection:
         return da
 
     # ---- persistence -----------------------------------------------------------------------
+    PARAMS: ClassVar[tuple[str, ...]] = ("score", "centroids", "threshold", "polarity")
+
     def save(self, path: str | Path) -> Path:
-        """Write ``meta.json`` and ``table.nc`` under directory ``path`` (no pickle)."""
+        """Write ``table.nc`` and ``meta.json`` (with the table's sha256) under ``path``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        self.table.to_netcdf(path / "table.nc")
         meta = {"kind": self.kind, "format_version": FORMAT_VERSION, "k": self.k,
                 "class_names": list(self.class_names), "attrs": self.attrs,
                 "params": self.params}
+        meta["sha256"] = {"table.nc": _checks.sha256_of(path / "table.nc"),
+                          "meta": _meta_digest(meta)}
         (path / "meta.json").write_text(json.dumps(meta, indent=2, default=_jsonable))
-        self.table.to_netcdf(path / "table.nc")
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> Selection:
-        """Read a selection written by :meth:`save`."""
+        """Read a selection written by :meth:`save`, refusing edited, truncated or NaN files."""
         path = Path(path)
-        meta = json.loads((path / "meta.json").read_text())
-        if meta.get("kind") != cls.kind:
-            raise ValueError(f"{path} holds a {meta.get('kind')!r}, not a {cls.kind!r}")
-        with xr.open_dataset(path / "table.nc") as ds:
-            table = ds.load()
+        what = f"{cls.__name__} ({cls.kind})"
+        meta = _checks.read_json(path / "meta.json", what, {
+            "kind": str, "k": int, "class_names": list, "attrs": dict, "params": dict})
+        if meta["kind"] != cls.kind:
+            raise _checks.ClassifierFileError(f"{path / 'meta.json'} holds a {meta['kind']!r}, "
+                                              f"not a {cls.kind!r}")
+        sums = meta.get("sha256") if isinstance(meta.get("sha256"), dict) else {}
+        if sums.get("meta") and sums["meta"] != _meta_digest(meta):
+            raise _checks.ClassifierFileError(f"{path / 'meta.json'} was edited since it was "
+                                              f"saved (its checksum differs); save the {what} "
+                                              "again")
+        table_file = path / "table.nc"
+        _checks.verify_checksum(table_file, sums.get("table.nc"), what)
+        try:
+            with xr.open_dataset(table_file) as ds:
+                table = ds.load()
+        except (OSError, ValueError) as err:
+            raise _checks.ClassifierFileError(f"{table_file} is unreadable ({err}): save the "
+                                              f"{what} again") from None
+        _checks.check_finite(table, table_file, cls.PARAMS)
         for c in ("site", "id"):
             if c in table.coords:
                 table = table.assign_coords({c: table[c].astype(str)})
+        n_cls = table.sizes.get("class", len(meta["class_names"]))
+        if n_cls != len(meta["class_names"]) or not 1 <= meta["k"] <= table.sizes[cls.dim]:
+            raise _checks.ClassifierFileError(
+                f"{path / 'meta.json'} does not match {table_file} (k={meta['k']} of "
+                f"{table.sizes[cls.dim]} rows, {len(meta['class_names'])} class names for "
+                f"{n_cls} classes): the files were edited; save the {what} again")
         return cls(table, k=meta["k"], class_names=tuple(meta["class_names"]),
                    attrs=meta["attrs"], params=meta["params"])
 
@@ -199,6 +236,13 @@ class Selection:
         ids = self.selected["id"].values[:3].tolist() if "id" in self.table.coords else []
         return (f"{type(self).__name__}(k={self.k}, classes={len(self.class_names)}, "
                 f"sites={self.sites}, layers={self.layers}, top={ids})")
+
+
+def _meta_digest(meta: dict[str, Any]) -> str:
+    """sha256 of ``meta`` without its ``sha256`` entry, as canonical JSON."""
+    body = {k: v for k, v in meta.items() if k != "sha256"}
+    text = json.dumps(body, sort_keys=True, default=_jsonable)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _jsonable(o: Any) -> Any:

@@ -28,6 +28,30 @@ def _bootstrap(correct: np.ndarray, n_boot: int, seed: int) -> tuple[float, floa
     return float(low), float(high)
 
 
+def _check_classes(pred: xr.DataArray | np.ndarray, p: np.ndarray, y: np.ndarray,
+                   class_names: tuple[str, ...] | list[str] | None) -> None:
+    """Refuse predictions and labels that do not share one class list, naming both."""
+    own = class_names_of(pred) if isinstance(pred, xr.DataArray) else ()
+    if own and class_names and tuple(class_names) != own:
+        raise ValueError(f"pred was made with the class list {list(own)}, but class_names= "
+                         f"is {list(class_names)}: evaluate predictions of one task at a time")
+    names = tuple(class_names or own)
+    if not names:
+        return
+    if y.max() >= len(names) or p.max() >= len(names):
+        worst = int(max(y.max(), p.max()))
+        raise ValueError(f"class index {worst} is outside the class list {list(names)}: the "
+                         "labels or predictions come from another task")
+    if isinstance(pred, xr.DataArray) and "label_name" in pred.coords:
+        given = [str(g) for g in np.asarray(pred["label_name"].values)]
+        wrong = [i for i, (g, c) in enumerate(zip(given, y, strict=True)) if g and g != names[c]]
+        if wrong:
+            i = wrong[0]
+            raise ValueError(f"the samples' labels follow another class list: sample {i} is "
+                             f"labelled {given[i]!r} but label {int(y[i])} is "
+                             f"{names[y[i]]!r} in the classifier's class list {list(names)}")
+
+
 def evaluate(pred: xr.DataArray, labels: xr.DataArray | np.ndarray | None = None, *,
              n_boot: int = 1000, seed: int = 0,
              class_names: tuple[str, ...] | list[str] | None = None) -> xr.Dataset:
@@ -55,6 +79,7 @@ def evaluate(pred: xr.DataArray, labels: xr.DataArray | np.ndarray | None = None
     if (y < 0).any():
         raise ValueError(f"{int((y < 0).sum())} samples have no label (-1); evaluate needs "
                          "the labelled test split")
+    _check_classes(pred, p, y, class_names)
     n_cls = int(max(y.max(), p.max())) + 1
     names = tuple(class_names) if class_names else \
         class_names_of(pred if isinstance(pred, xr.DataArray) else xr.DataArray([]), n_cls)
