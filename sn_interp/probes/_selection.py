@@ -181,8 +181,6 @@ class Selection:
         return da
 
     # ---- persistence -----------------------------------------------------------------------
-    PARAMS: ClassVar[tuple[str, ...]] = ("score", "centroids", "threshold", "polarity")
-
     def save(self, path: str | Path) -> Path:
         """Write ``table.nc`` and ``meta.json`` (with the table's sha256) under ``path``."""
         path = Path(path)
@@ -219,7 +217,8 @@ class Selection:
         except (OSError, ValueError) as err:
             raise _checks.ClassifierFileError(f"{table_file} is unreadable ({err}): save the "
                                               f"{what} again") from None
-        _checks.check_finite(table, table_file, cls.PARAMS)
+        _checks.check_finite(table, table_file,
+                             [n for n, v in table.data_vars.items() if v.dtype.kind == "f"])
         for c in ("site", "id"):
             if c in table.coords:
                 table = table.assign_coords({c: table[c].astype(str)})
