@@ -30,6 +30,8 @@ from typing import Any
 
 import xarray as xr
 
+from sn_interp.analyses import _outputs, _validate
+
 log = logging.getLogger(__name__)
 
 
@@ -77,6 +79,7 @@ class StudyConfig:
     """Show progress bars."""
 
     def __post_init__(self) -> None:
+        _validate.check_fields(self)
         if not self.models:
             raise ValueError("models is empty: name at least one model")
         if not self.tasks:
@@ -165,14 +168,24 @@ def make_config(cls: type, analysis: str, argv: Sequence[str] | None) -> Any:
 
 def load_toml(path: Path, analysis: str) -> dict[str, Any]:
     """Top-level keys of a study file, updated by its ``[<analysis>]`` table."""
-    if not Path(path).exists():
-        raise SystemExit(f"error: no study config at {path}")
-    with open(path, "rb") as fh:
-        data = tomllib.load(fh)
+    data = read_toml(path)
     tables = {k for k, v in data.items() if isinstance(v, dict)}
     values = {k: v for k, v in data.items() if k not in tables}
     values.update(data.get(analysis, {}))
     return values
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's content; a missing file or a syntax error is one line naming the file."""
+    if not Path(path).is_file():
+        raise SystemExit(f"error: no study config at {path}")
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as err:
+        raise SystemExit(f"error: {path} is not valid TOML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise SystemExit(f"error: {path} is not UTF-8 text ({err.reason})") from None
 
 
 def config_from(cls: type, values: dict[str, Any], origin: str = "") -> Any:
@@ -197,8 +210,8 @@ def out_dir(cfg: StudyConfig, analysis: str) -> Path:
 
 def write_table(df: Any, folder: Path, name: str) -> None:
     """A pandas DataFrame as ``<name>.csv`` and ``<name>.md``."""
-    df.to_csv(folder / f"{name}.csv", index=False)
-    (folder / f"{name}.md").write_text(markdown_table(df) + "\n")
+    _outputs.atomic_write(folder / f"{name}.csv", lambda tmp: df.to_csv(tmp, index=False))
+    _outputs.write_text(folder / f"{name}.md", markdown_table(df) + "\n")
 
 
 def markdown_table(df: Any, floatfmt: str = ".3f") -> str:
@@ -223,9 +236,12 @@ def save_figure(fig: Any, folder: Path, name: str) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
-    fig.savefig(paths[0], dpi=200, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
-    plt.close(fig)
+    try:
+        _outputs.atomic_write(paths[0], lambda tmp: fig.savefig(tmp, dpi=200,
+                                                                bbox_inches="tight"))
+        _outputs.atomic_write(paths[1], lambda tmp: fig.savefig(tmp, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
     return paths
 
 
@@ -241,7 +257,10 @@ def make_main(analysis: str, cls: type, run: Callable[[Any], xr.Dataset],
     def main(argv: Sequence[str] | None = None) -> Path:
         cfg = make_config(cls, analysis, argv)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-        return execute(analysis, cfg, run, tables, figures, extras=extras)
+        try:
+            return execute(analysis, cfg, run, tables, figures, extras=extras)
+        except _outputs.OutputConflictError as err:
+            raise SystemExit(f"error: {err}") from None
 
     main.__doc__ = f"Command line of sn_interp.analyses.{analysis} (see --help)."
     return main
@@ -261,29 +280,32 @@ def execute(analysis: str, cfg: StudyConfig, run: Callable[[Any], xr.Dataset],
     """
     folder = out_dir(cfg, analysis)
     folder.mkdir(parents=True, exist_ok=True)
+    _outputs.claim(folder, analysis, cfg.digest(), cfg.overwrite)
     record = {"analysis": analysis, "digest": cfg.digest(), **dataclasses.asdict(cfg)}
-    (folder / "config.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    _outputs.write_text(folder / "config.json", json.dumps(record, indent=2, default=str) + "\n")
     result_path = folder / "result.nc"
-    result = None if cfg.overwrite else _reusable(result_path, cfg.digest())
+    result = None if cfg.overwrite else _outputs.read_result(result_path, cfg.digest())
     fresh = result is None
     if fresh:
         with _scheduler(cfg.scheduler):
             result = run(cfg)
         result.attrs.update({"analysis": analysis, "config_digest": cfg.digest(),
                              "config": json.dumps(dataclasses.asdict(cfg), default=str)})
-        result.to_netcdf(result_path)
+        _outputs.atomic_write(result_path, result.to_netcdf)
         log.info("wrote %s", result_path)
     else:
         log.info("reusing %s (same config; --overwrite to recompute)", result_path)
+    table_names = []
     for name, df in tables(result).items():
         write_table(df, folder, name)
+        table_names.append(name)
     if fresh or written_figures(folder, cfg.digest()) is None:
         names = []
         for name, fig in figures(result).items():
             save_figure(fig, folder, name)
             names.append(name)
-        (folder / FIGURES_FILE).write_text(json.dumps({"digest": cfg.digest(),
-                                                       "figures": names}) + "\n")
+        _outputs.write_text(folder / FIGURES_FILE, json.dumps(
+            {"digest": cfg.digest(), "figures": names, "tables": table_names}) + "\n")
     else:
         log.info("reusing the figures in %s", folder)
     if extras is not None:
@@ -303,23 +325,18 @@ def written_figures(folder: Path, digest: str | None = None) -> list[str] | None
     path = Path(folder) / FIGURES_FILE
     if not path.exists():
         return None
-    record = json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None  # a damaged record: redraw
+    if not isinstance(record, dict):
+        return None
     if digest is not None and record.get("digest") != digest:
         return None
     names = list(record.get("figures", []))
     if not all((Path(folder) / f"{n}.{ext}").exists() for n in names for ext in ("png", "pdf")):
         return None
     return names
-
-
-def _reusable(path: Path, digest: str) -> xr.Dataset | None:
-    if not path.exists():
-        return None
-    with xr.open_dataset(path) as ds:
-        if ds.attrs.get("config_digest") != digest:
-            log.info("%s was computed with another config; recomputing", path)
-            return None
-        return ds.load()
 
 
 class _scheduler:

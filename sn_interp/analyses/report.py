@@ -1,8 +1,8 @@
 """What does a whole study find? Run its analyses and write one REPORT.md.
 
 Runs each analysis named in ``--analyses`` (default: find_super_neurons, sav_comparison,
-robustness, cross_model_overlap, early_exit; a module that does not exist is skipped with a
-warning) through :func:`sn_interp.analyses._common.execute`, into ``<out>/<analysis>/``
+robustness, cross_model_overlap, early_exit; an unknown name exits with the list of known
+analyses) through :func:`sn_interp.analyses._common.execute`, into ``<out>/<analysis>/``
 (default ``results/<study>/``), each with its own Config built from the same study TOML: the
 top-level keys that Config knows, then its ``[<analysis>]`` table (every key of which it must
 know), then the flags given to the report that it knows. A top-level key no analysis knows is
@@ -23,7 +23,6 @@ import importlib
 import logging
 import sys
 import time
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from sn_interp.analyses._common import (
     config_from,
     execute,
     markdown_table,
+    read_toml,
     write_table,
     written_figures,
 )
@@ -53,7 +53,7 @@ class Config(StudyConfig):
     """Options of the report (the other options are handed to every analysis that knows them)."""
 
     analyses: tuple[str, ...] = ANALYSES
-    """Analyses to run, in order (modules of sn_interp.analyses); missing modules are skipped with a warning."""
+    """Analyses to run, in order (modules of sn_interp.analyses); an unknown name is an error listing the known ones."""
     max_rows: int = 40
     """Rows of a table shown in REPORT.md; longer tables are cut there (their CSV is complete)."""
 
@@ -87,26 +87,37 @@ def fields_of(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
-def load_module(name: str) -> Any | None:
-    """``sn_interp.analyses.<name>``, or None (with a warning) when it does not exist."""
+def known_analyses() -> list[str]:
+    """Names of the analysis modules of :mod:`sn_interp.analyses` (the report excluded)."""
+    import pkgutil
+
+    import sn_interp.analyses as package
+
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__)
+                  if not m.name.startswith("_") and m.name != ANALYSIS)
+
+
+def load_module(name: str) -> Any:
+    """``sn_interp.analyses.<name>``; an unknown name exits listing the known analyses."""
     full = f"sn_interp.analyses.{name}"
     try:
-        return importlib.import_module(full)
+        module = importlib.import_module(full)
     except ModuleNotFoundError as err:
         if err.name != full:
             raise
-        log.warning("analysis %s does not exist (yet); skipping it", name)
-        return None
+        module = None
+    if module is None or not hasattr(module, "Config") or not hasattr(module, "run"):
+        raise SystemExit(f"error: unknown analysis {name!r} in --analyses; known analyses: "
+                         f"{', '.join(known_analyses())}")
+    return module
 
 
 def read_study(path: Path | None) -> tuple[dict[str, Any], dict[str, dict], str]:
     """(top-level keys, tables, raw text) of a study TOML (empty without one)."""
     if path is None:
         return {}, {}, ""
-    if not Path(path).exists():
-        raise SystemExit(f"error: no study config at {path}")
+    data = read_toml(path)
     text = Path(path).read_text()
-    data = tomllib.loads(text)
     tables = {k: v for k, v in data.items() if isinstance(v, dict)}
     return {k: v for k, v in data.items() if k not in tables}, tables, text
 

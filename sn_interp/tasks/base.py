@@ -79,6 +79,15 @@ def stratified_take(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.
     return np.sort(np.concatenate(picked)) if picked else np.arange(0)
 
 
+def _count(name: str, value: object, low: int = 1) -> int:
+    """``value`` as an int >= ``low``, or one TypeError/ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be at least {low}, got {value}")
+    return int(value)
+
+
 class Task:
     """A categorical VQA task: images, one label each from ``class_names``, prompt templates.
 
@@ -278,8 +287,7 @@ class Task:
             >>> len(sn.load_task("digits").subsample(50))
             50
         """
-        if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
+        n, seed = _count("n", n), _count("seed", seed, low=0)
         return self.select(stratified_take(self.labels, n, np.random.default_rng(seed)))
 
     def split(self, shots: int = 20, seed: int = 0,
@@ -306,8 +314,8 @@ class Task:
             >>> len(probe), len(test)
             (50, 150)
         """
-        if shots < 1:
-            raise ValueError(f"shots must be at least 1, got {shots}")
+        shots, seed = _count("shots", shots), _count("seed", seed, low=0)
+        test_size = None if test_size is None else _count("test_size", test_size)
         rng = np.random.default_rng(seed)
         probe, rest = [], []
         for c, cls in enumerate(self.class_names):
@@ -321,8 +329,6 @@ class Task:
             rest.append(perm[shots:])
         rest_idx = np.sort(np.concatenate(rest))
         if test_size is not None:
-            if test_size < 1:
-                raise ValueError(f"test_size must be at least 1, got {test_size}")
             rest_idx = rest_idx[stratified_take(self.labels[rest_idx], test_size, rng)]
         if len(rest_idx) == 0:
             raise ValueError(f"task {self.name!r}: no rows left for the test set after "

@@ -62,8 +62,10 @@ def _build(name: str, rows: list[dict[str, Any]], classes: Sequence[str]) -> Tas
     return Task(name, data, prompts=_templates(len(classes)), description=f"user data {name}")
 
 
-def _label_index(label: Any, classes: Sequence[str], where: str) -> int:
-    if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(classes):
+def _label_index(label: Any, classes: Sequence[str], where: str, by_index: bool) -> int:
+    """The class index of a record's label: a class name, or (``by_index``, i.e. with
+    ``classes=`` given) an integer index into ``classes``."""
+    if by_index and isinstance(label, int) and 0 <= label < len(classes):
         return label
     if str(label) in classes:
         return list(classes).index(str(label))
@@ -86,11 +88,45 @@ def _parse_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
         missing = [k for k in ("image", "label") if k not in record]
         if missing:
             raise ValueError(f"{where}: record lacks {missing}")
+        _check_label(record["label"], where)
         records.append((line_no, record))
     if not records:
         raise ValueError(f"{path} is empty: expected one JSON record per line "
                          '({"image": path, "question": text, "label": class})')
     return records
+
+
+def _check_label(label: Any, where: str) -> None:
+    """Refuse labels that are neither a class name nor an integer index."""
+    if isinstance(label, bool) or label is None or not isinstance(label, str | int):
+        shown = json.dumps(label)
+        raise ValueError(f"{where}: label {shown} is not a class name (string) or a class "
+                         "index (integer); write the class, e.g. \"label\": \"cat\"")
+
+
+def _derived_classes(records: list[tuple[int, dict[str, Any]]], path: Path) -> list[str]:
+    """Sorted distinct labels, refusing the integer 1 and the string "1" side by side."""
+    first: dict[str, tuple[int, Any]] = {}
+    for line_no, r in records:
+        key = str(r["label"])
+        if key in first and type(first[key][1]) is not type(r["label"]):
+            raise ValueError(
+                f"{path}, lines {first[key][0]} and {line_no}: labels mix "
+                f"{json.dumps(first[key][1])} and {json.dumps(r['label'])}; write every "
+                "label the same way (all class names, or all integers)")
+        first.setdefault(key, (line_no, r["label"]))
+    labels = {r["label"] for _, r in records}
+    return [str(x) for x in sorted(labels, key=lambda x: (isinstance(x, str), x))]
+
+
+def _check_unique_images(rows: list[dict[str, Any]], lines: list[int], path: Path) -> None:
+    seen: dict[str, int] = {}
+    for row, line_no in zip(rows, lines, strict=True):
+        if row["image_id"] in seen:
+            raise ValueError(f"{path}, lines {seen[row['image_id']]} and {line_no}: both use "
+                             f"image {row['image_id']!r}; remove the duplicate, or give each "
+                             "record its own \"id\"")
+        seen[row["image_id"]] = line_no
 
 
 def load_jsonl(path: str | Path, *, classes: Sequence[str] | None = None,
@@ -110,9 +146,8 @@ def load_jsonl(path: str | Path, *, classes: Sequence[str] | None = None,
     if not path.is_file():
         raise FileNotFoundError(f"task file {path} does not exist")
     records = _parse_jsonl(path)
-    if classes is None:
-        labels = {r["label"] for _, r in records}
-        classes = [str(x) for x in sorted(labels, key=lambda x: (isinstance(x, str), x))]
+    by_index = classes is not None
+    classes = list(classes) if classes is not None else _derived_classes(records, path)
     rows = []
     for line_no, r in records:
         where = f"{path}, line {line_no}"
@@ -121,8 +156,10 @@ def load_jsonl(path: str | Path, *, classes: Sequence[str] | None = None,
             raise ValueError(f"{where}: no question in the record and no question= option")
         image = (path.parent / r["image"]).resolve()
         _check_image(image, where)
-        rows.append({"image": str(image), "label": _label_index(r["label"], classes, where),
+        rows.append({"image": str(image),
+                     "label": _label_index(r["label"], classes, where, by_index),
                      "image_id": str(r.get("id", r["image"])), "raw_question": str(text)})
+    _check_unique_images(rows, [line_no for line_no, _ in records], path)
     return _build(path.stem, rows, classes)
 
 

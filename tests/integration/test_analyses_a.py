@@ -236,8 +236,8 @@ def _study(tmp_path, where, analyses: list[str]) -> str:
 
 
 def test_report_writes_headline_tables_figures_and_config(tmp_path, where, sav_out, early_out):
-    """sav_comparison and early_exit (reusing the mains above) and a missing analysis."""
-    study = _study(tmp_path, where, ["sav_comparison", "early_exit", "no_such_analysis"])
+    """sav_comparison and early_exit (reusing the mains above)."""
+    study = _study(tmp_path, where, ["sav_comparison", "early_exit"])
     with count_forwards() as calls:
         path = report.main(["--config", study, "--out", str(where["out"])])
     text = path.read_text()
@@ -251,7 +251,6 @@ def test_report_writes_headline_tables_figures_and_config(tmp_path, where, sav_o
     assert "–" not in head.split("\n\n")[1]  # every headline number was computed
     for name in ("sav_comparison", "early_exit"):
         assert f"## {name}" in text
-    assert "## no_such_analysis" in text and "Skipped: module not available" in text
     links = [line[line.index("](") + 2:-1] for line in text.splitlines() if line.startswith("![")]
     assert len(links) == 4 and all((where["out"] / link).stat().st_size > 0 for link in links)
     assert "### accuracy by k" in text and "### latency" in text

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
-from sn_interp.analyses import _common
+from sn_interp.analyses import _common, _outputs
 from sn_interp.analyses._common import StudyConfig, execute, field_docs, make_config
 from sn_interp.models import registry_names
 
@@ -106,13 +106,18 @@ def test_execute_reuses_result_and_figures_of_same_config_only(tmp_path):
 
     folder = tmp_path / "o"
     for k, overwrite in ((1, False), (1, False), (2, False), (2, True), (2, False)):
-        if len(calls) == 3:  # a missing figure file is redrawn, the result still reused
-            (folder / "f.pdf").unlink()
+        if len(calls) == 2 and not overwrite:  # a missing figure is redrawn, result reused
+            (folder / "f.pdf").unlink(missing_ok=True)
         cfg = DemoConfig(k=k, out=str(folder), overwrite=overwrite)
+        if (k, overwrite) == (2, False) and len(calls) == 1:
+            # another config into a folder of results: refused, nothing replaced
+            with pytest.raises(_outputs.OutputConflictError, match="--overwrite"):
+                execute("demo", cfg, run, tables, figures)
+            continue
         execute("demo", cfg, run, tables, figures,
                 extras=lambda c, r, f: extras.append(float(r.v[0])))
-    assert calls == [1, 2, 2] and drawn == [1.0, 2.0, 2.0, 2.0]
-    assert extras == [1.0, 1.0, 2.0, 2.0, 2.0]
+    assert calls == [1, 2] and drawn == [1.0, 2.0, 2.0]
+    assert extras == [1.0, 1.0, 2.0, 2.0]
     record = json.loads((folder / "config.json").read_text())
     assert record["analysis"] == "demo" and record["k"] == 2
     assert (folder / "t.csv").exists() and (folder / "t.md").read_text().startswith("| x |")

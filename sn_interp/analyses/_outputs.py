@@ -1,0 +1,137 @@
+"""Output folders that are never replaced silently, with files written atomically.
+
+Every file an analysis writes (``config.json``, ``result.nc``, tables, figures) is written to
+a temporary sibling and renamed into place, so an interrupted run never leaves a half file.
+A folder belongs to one config: running another config into it is refused unless
+``--overwrite``, which first removes the outputs the previous config listed, so a folder never
+mixes the figures or tables of two configs.
+
+Example:
+    >>> from pathlib import Path
+    >>> atomic_write(Path("/tmp/_out_example.txt"), lambda tmp: tmp.write_text("done"))
+    PosixPath('/tmp/_out_example.txt')
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE, RESULT_FILE, OUTPUTS_FILE = "config.json", "result.nc", "figures.json"
+
+
+class OutputConflictError(ValueError):
+    """An output folder holds another config's results, or an unreadable result."""
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp)`` on a temporary sibling of ``path`` (same suffix), then rename it.
+
+    The temporary file is removed when ``write`` fails, so nothing half-written remains.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    """``path.write_text(text)``, atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _record(folder: Path) -> dict[str, Any] | None:
+    """The ``config.json`` of a folder (None if absent; ``{}`` if unreadable)."""
+    path = folder / CONFIG_FILE
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def claim(folder: Path, analysis: str, digest: str, overwrite: bool) -> None:
+    """Make ``folder`` this config's, refusing one that holds another config's outputs.
+
+    With ``overwrite`` the previous config's listed outputs are removed first.
+    """
+    record = _record(folder)
+    if record is None or (record.get("analysis") == analysis
+                          and record.get("digest") == digest):
+        return
+    if record:
+        owner = f"the results of another {record.get('analysis', '?')} config " \
+                f"(digest {str(record.get('digest'))[:12]}, study {record.get('study')!r})"
+    else:
+        owner = f"an unreadable {CONFIG_FILE}"
+    if not overwrite:
+        raise OutputConflictError(
+            f"{folder} holds {owner}: pass --overwrite to replace them, or choose another "
+            "--out (nothing was written)")
+    removed = remove_outputs(folder)
+    log.info("overwrite: removed %d outputs of the previous config in %s", removed, folder)
+
+
+def remove_outputs(folder: Path) -> int:
+    """Delete the result, tables and figures a previous run listed; return how many."""
+    listed = listed_outputs(folder)
+    files = [folder / RESULT_FILE, folder / OUTPUTS_FILE]
+    files += [folder / f"{n}.{e}" for n in listed["tables"] for e in ("csv", "md")]
+    files += [folder / f"{n}.{e}" for n in listed["figures"] for e in ("png", "pdf")]
+    count = 0
+    for f in files:
+        if f.is_file():
+            f.unlink()
+            count += 1
+    return count
+
+
+def listed_outputs(folder: Path) -> dict[str, list[str]]:
+    """Table and figure names recorded in ``figures.json`` (empty lists when absent)."""
+    path = Path(folder) / OUTPUTS_FILE
+    try:
+        record = json.loads(path.read_text()) if path.exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        record = {}
+    record = record if isinstance(record, dict) else {}
+    return {key: [str(n) for n in record.get(key, []) if isinstance(n, str)]
+            for key in ("tables", "figures")}
+
+
+def read_result(path: Path, digest: str) -> xr.Dataset | None:
+    """A finished ``result.nc`` of this config, or None when there is none to reuse.
+
+    Raises:
+        OutputConflictError: the file is unreadable (truncated, edited) or was computed with
+            another config; the message says ``--overwrite`` recomputes it.
+    """
+    if not path.exists():
+        return None
+    try:
+        with xr.open_dataset(path) as ds:
+            found = ds.attrs.get("config_digest")
+            result = ds.load() if found == digest else None
+    except Exception as err:  # noqa: BLE001 - netCDF/HDF5 raise many types on damage
+        raise OutputConflictError(f"{path} is unreadable ({type(err).__name__}: "
+                                  f"{str(err).splitlines()[0] if str(err) else ''}): pass "
+                                  "--overwrite to recompute it") from None
+    if result is None:
+        raise OutputConflictError(f"{path} was computed with another config (digest "
+                                  f"{str(found)[:12]}): pass --overwrite to recompute it")
+    return result
