@@ -79,7 +79,7 @@ def edited_logits(vlm: VLM, enc: Mapping[str, Tensor], edits: Edits | None = Non
     _check(vlm, edits)
     dev = vlm.device
     prepared = {key: (torch.as_tensor(np.asarray(u, np.int64), device=dev),
-                      torch.as_tensor(np.asarray(v), device=dev, dtype=vlm.dtype))
+                      torch.as_tensor(np.array(v, np.float32), device=dev, dtype=vlm.dtype))
                 for key, (u, v) in edits.items()}
     with torch.inference_mode(), vlm.nn.trace(**enc, remote=vlm.remote):
         for site, layer in plan(prepared):  # in forward order, as nnsight requires

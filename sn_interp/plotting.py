@@ -267,3 +267,34 @@ def overlap_pair(jaccard: xr.DataArray, spearman: xr.DataArray, *, xlabel: str, 
         tidy_ticks(ax, rotation=30)
     fig.suptitle(title, fontsize=8)
     return fig
+
+
+def effect_vs_k(sn_df: pd.DataFrame, control: pd.DataFrame, *, ax: Axes | None = None,
+                hue: str = "edit", ylabel: str = "effect") -> Axes:
+    """An intervention's effect against k: SNs (line, 95% interval) over every control draw.
+
+    ``sn_df`` has columns ``hue``, ``k``, ``effect``, ``effect_low``, ``effect_high``;
+    ``control`` has ``hue``, ``k``, ``effect`` (one row per random draw), drawn as faint dots.
+    """
+    ax = _ax(ax)
+    levels = list(dict.fromkeys([*sn_df[hue], *control[hue]]))
+    palette = dict(zip(levels, sns.color_palette("colorblind"), strict=False))
+    rng = np.random.default_rng(0)
+    for h in levels:
+        c = control[control[hue] == h]
+        jitter = np.exp(rng.uniform(-0.08, 0.08, len(c)))
+        ax.scatter(c["k"] * jitter, c["effect"], s=5, color=palette[h], alpha=0.3, lw=0,
+                   label=f"{h}: random neurons")
+        part = sn_df[sn_df[hue] == h].sort_values("k")
+        ax.plot(part["k"], part["effect"], marker="o", ms=3, color=palette[h],
+                label=f"{h}: SNs")
+        ax.fill_between(part["k"], part["effect_low"], part["effect_high"], color=palette[h],
+                        alpha=0.2, lw=0)
+    ax.axhline(0, color="0.4", lw=0.6, ls=":")
+    ax.set_xscale("log")
+    ks = sorted(set(sn_df["k"]) | set(control["k"]))
+    ax.set_xticks(ks, [str(int(k)) for k in ks])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set(xlabel="k (neurons edited)", ylabel=ylabel)
+    ax.legend(fontsize=5.5, frameon=True, ncol=2)
+    return ax
