@@ -298,3 +298,99 @@ def effect_vs_k(sn_df: pd.DataFrame, control: pd.DataFrame, *, ax: Axes | None =
     ax.set(xlabel="k (neurons edited)", ylabel=ylabel)
     ax.legend(fontsize=5.5, frameon=True, ncol=2)
     return ax
+
+
+def _card_values(found, acts: xr.Dataset, row: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    from sn_interp.probes._data import unit_values
+
+    site, layer, unit = str(row["site"].values), int(row["layer"].values), int(row["unit"].values)
+    v = unit_values(acts, site, layer, np.array([unit]))[:, 0]
+    return v, np.asarray(acts["label"].values, np.int64)
+
+
+def _card_rule(ax: Axes, found, row: xr.Dataset, names: Sequence[str]) -> None:
+    """The fitted rule on the value axis: class centroids and decision boundaries."""
+    from sn_interp.probes.neurons import centroid_bounds
+
+    if "centroids" in row:
+        cent = np.asarray(row["centroids"].values, np.float64)
+        ax.scatter(cent, np.arange(len(cent)), marker="D", s=22, color="k", zorder=5,
+                   label="probe centroid")
+        lo, _ = centroid_bounds(cent[:, None])
+        for b in np.unique(lo[np.isfinite(lo[:, 0]), 0]):
+            ax.axvline(float(b), color="0.3", lw=0.7, ls="--")
+    elif "threshold" in row:
+        for t in np.atleast_1d(row["threshold"].values):
+            if np.isfinite(t):
+                ax.axvline(float(t), color="0.3", lw=0.7, ls="--")
+
+
+def _card_images(fig, grid, samples: Sequence, ids: np.ndarray, values: np.ndarray,
+                 n: int) -> None:
+    by_id = {s.sample_id: s for s in samples}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise ValueError(f"samples lacks sample ids {missing[:3]} of the activations; pass the "
+                         "samples the (test) activations were extracted from")
+    order = np.argsort(values, kind="stable")
+    picks = [("most", j) for j in order[::-1][:n]] + [("least", j) for j in order[:n]]
+    for col, (what, j) in enumerate(picks):
+        ax = fig.add_subplot(grid[col])
+        s = by_id[ids[j]]
+        ax.imshow(s.image.convert("RGB"))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"{what}: {values[j]:.2f}\n{s.label_name}", fontsize=6)
+
+
+def neuron_card(found, acts: xr.Dataset, rank: int = 0, samples: Sequence | None = None,
+                test_acts: xr.Dataset | None = None, *, n_images: int = 4):
+    """One selected neuron at a glance: what it is, how it separates classes, what drives it.
+
+    Args:
+        found: A :class:`~sn_interp.probes.SuperNeurons`.
+        acts: The probe-split activations it was fitted on.
+        rank: Which neuron of the ranked table (0: the best).
+        samples: Optional samples whose images to show: those of ``test_acts`` when given,
+            else of ``acts`` (matched by ``sample_id``).
+        test_acts: Optional test-split activations, drawn beside the probe values.
+        n_images: Images shown that activate the neuron most, and as many least.
+
+    Returns:
+        A matplotlib Figure: title with id, site, layer and probe score; one strip per class
+        of the neuron's values (probe, and test when given) with the fitted centroids and
+        decision boundaries; the top and bottom images, labelled with value and class.
+
+    Example:
+        >>> fig = sn.plotting.neuron_card(found, acts, 0, test, test_acts)   # doctest: +SKIP
+    """
+    row = found.table.isel(neuron=rank)
+    names = list(found.class_names)
+    frames = []
+    for split, a in (("probe", acts), ("test", test_acts)):
+        if a is not None:
+            v, y = _card_values(found, a, row)
+            frames.append(pd.DataFrame({"value": v, "class": [names[c] for c in y],
+                                        "split": split}))
+    df = pd.concat(frames, ignore_index=True)
+    show = samples is not None
+    fig = plt.figure(figsize=(2 * COLUMN_WIDTH, 2.2 + 0.22 * len(names) + (1.3 if show else 0)),
+                     layout="constrained")
+    outer = fig.add_gridspec(2 if show else 1, 1, height_ratios=[2.2, 1] if show else [1])
+    ax = fig.add_subplot(outer[0])
+    sns.stripplot(data=df, x="value", y="class", hue="split", order=names, dodge=True, size=3,
+                  alpha=0.7, jitter=0.25, palette="colorblind", ax=ax)
+    _card_rule(ax, found, row, names)
+    ax.set(xlabel=f"activation ({row['site'].values}, layer {int(row['layer'].values)})",
+           ylabel="class")
+    ax.legend(fontsize=6, frameon=True, loc="best")
+    ax.set_title(f"rank {rank}: {row['id'].values}  site {row['site'].values}, layer "
+                 f"{int(row['layer'].values)}, probe score {float(row['score'].values):.3f}",
+                 fontsize=8)
+    if show:
+        src = test_acts if test_acts is not None else acts
+        v, _ = _card_values(found, src, row)
+        n = min(n_images, len(v) // 2)
+        grid = outer[1].subgridspec(1, 2 * n)
+        _card_images(fig, grid, samples, np.asarray(src["sample_id"].values).astype(str), v, n)
+    return fig
