@@ -32,7 +32,7 @@ from torch import Tensor
 
 from sn_interp.capture import plan
 from sn_interp.models.vlm import VLM
-from sn_interp.names import VISION_SITE
+from sn_interp.names import SITE_ORDER, VISION_SITE
 
 #: (site, layer) -> (flat unit indices (n,), values (batch, n) or (n,)).
 Edits = Mapping[tuple[str, int], tuple[np.ndarray, np.ndarray]]
@@ -43,10 +43,11 @@ def _check(vlm: VLM, edits: Edits) -> None:
         if site == VISION_SITE.name:
             raise ValueError("edits of vision_resid_post are not supported (it is a pooled "
                              "read, not a tensor the model computes); edit a language-model site")
-        if site not in vlm.adapter.layout:
-            raise ValueError(f"unknown site {site!r}; the sites are {list(vlm.adapter.layout)}")
+        if site not in SITE_ORDER:
+            raise ValueError(f"unknown site {site!r}; the sites are {list(SITE_ORDER)}")
         if not 0 <= layer < vlm.dims.n_layers:
             raise ValueError(f"layer {layer} is out of range 0..{vlm.dims.n_layers - 1}")
+        vlm.adapter.site_path(vlm.dims, site, layer)  # an absent site fails, naming its layers
         width = int(np.prod(vlm.dims.width(site)))
         u = np.asarray(units)
         if u.ndim != 1 or u.size == 0 or u.min() < 0 or u.max() >= width:
@@ -58,8 +59,8 @@ def _check(vlm: VLM, edits: Edits) -> None:
 
 def _envoy_value(vlm: VLM, site: str, layer: int):
     """The tensor of ``site`` at ``layer`` inside a trace (input or output of its module)."""
-    sub, which = vlm.adapter.layout[site]
-    envoy = vlm.nn.get(f"{vlm.adapter.layers}.{layer}" + (f".{sub}" if sub else ""))
+    path, which = vlm.adapter.site_path(vlm.dims, site, layer)
+    envoy = vlm.nn.get(path)
     value = envoy.input if which == "input" else envoy.output
     return value[0] if isinstance(value, tuple) else value
 

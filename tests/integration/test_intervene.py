@@ -29,7 +29,7 @@ def _torch_hooks(vlm, enc, edits):
     """The same edits as plain torch hooks on the adapter's modules (in place, last position)."""
     handles = []
     for (site, layer), (units, values) in edits.items():
-        mod = vlm.adapter.site_module(vlm.model, site, layer)
+        mod = vlm.adapter.site_module(vlm.model, site, layer, vlm.dims)
         idx = torch.as_tensor(units)
         val = torch.as_tensor(values, dtype=vlm.dtype)
 
@@ -73,7 +73,7 @@ def test_unit_with_zeroed_downstream_weights_has_no_effect(loaded, site, weight_
     unit, layer = 5, 0
     edits = {(site, layer): (np.array([unit]), np.full(1, 25.0, np.float32))}
     assert (edited_logits(vlm, enc, edits) - edited_logits(vlm, enc)).abs().max() > 1e-3
-    proj = vlm.adapter.site_module(vlm.model, weight_of, layer)  # the module reading the unit
+    proj = vlm.adapter.site_module(vlm.model, weight_of, layer, vlm.dims)  # the module reading the unit
     saved = proj.weight.data[:, unit].clone()
     try:
         proj.weight.data[:, unit] = 0
