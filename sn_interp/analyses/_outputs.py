@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,8 @@ import xarray as xr
 log = logging.getLogger(__name__)
 
 CONFIG_FILE, RESULT_FILE, OUTPUTS_FILE = "config.json", "result.nc", "figures.json"
+#: An output directory an analysis writes (``extras``) carries this file, naming its config.
+STAMP_FILE = "analysis.json"
 
 
 class OutputConflictError(ValueError):
@@ -89,7 +92,8 @@ def claim(folder: Path, analysis: str, digest: str, overwrite: bool) -> None:
 
 
 def remove_outputs(folder: Path) -> int:
-    """Delete the result, tables and figures a previous run listed; return how many."""
+    """Delete the result, tables and figures a previous run listed, and the output
+    directories it stamped with ``analysis.json``; return how many."""
     listed = listed_outputs(folder)
     files = [folder / RESULT_FILE, folder / OUTPUTS_FILE]
     files += [folder / f"{n}.{e}" for n in listed["tables"] for e in ("csv", "md")]
@@ -99,6 +103,9 @@ def remove_outputs(folder: Path) -> int:
         if f.is_file():
             f.unlink()
             count += 1
+    for stamped in folder.glob(f"*/{STAMP_FILE}"):  # e.g. saved classifiers of that config
+        shutil.rmtree(stamped.parent)
+        count += 1
     return count
 
 

@@ -142,6 +142,13 @@ def _architecture(source: Path | str, revision: str | None, trust_remote_code: b
         raise OSError(f"cannot load the config of {source!r}: {err}. The Hugging Face hub is "
                       "unreachable or the id is wrong; download the checkpoint elsewhere and "
                       "pass its directory to load_model") from err
+    except ValueError as err:
+        if "trust_remote_code" not in str(err):
+            raise
+        raise ValueError(f"{source!r} needs custom modelling code (auto_map in its "
+                         "config.json), which sn_interp does not run unless you pass "
+                         "trust_remote_code=True to load_model (inspect the code first)"
+                         ) from None
     archs = getattr(config, "architectures", None) or []
     if not archs:
         raise ValueError(f"{source!r}: config.json names no architectures")

@@ -261,3 +261,36 @@ def test_zstd_frame_walk_matches_the_codec(tmp_path):
         for cut in (1, 7, len(whole) // 2, len(whole) - 1):
             f.write_bytes(whole[:cut])
             assert not _zstd_complete(f), cut
+
+
+# ---- what already held keeps holding ------------------------------------------------------
+
+def test_pickle_weights_are_refused(tmp_path):
+    import torch
+    from safetensors.torch import load_file as load_torch
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_path("tiny-llava"), ckpt)
+    state = load_torch(ckpt / "model.safetensors")
+    (ckpt / "model.safetensors").unlink()
+    torch.save(state, ckpt / "pytorch_model.bin")
+    with pytest.raises(OSError, match="safetensors only"):
+        sn.load_model(ckpt)
+
+
+def test_remote_code_is_not_run(tmp_path):
+    import json
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_path("tiny-llava"), ckpt)
+    marker = tmp_path / "ran"
+    (ckpt / "configuration_evil.py").write_text(
+        f"open({str(marker)!r}, 'w').write('x')\n"
+        "from transformers import PretrainedConfig\n"
+        "class EvilConfig(PretrainedConfig):\n    model_type = 'evil'\n")
+    config = json.loads((ckpt / "config.json").read_text())
+    config.update(model_type="evil", auto_map={"AutoConfig": "configuration_evil.EvilConfig"})
+    (ckpt / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="custom modelling code.*trust_remote_code=True") as err:
+        sn.load_model(ckpt)
+    assert "\n" not in str(err.value) and not marker.exists()

@@ -64,7 +64,10 @@ def test_overwrite_replaces_and_never_mixes_figures_of_two_configs(tmp_path):
     folder = _go(tmp_path / "o", k=1)
     assert (folder / "g.png").exists()
     (folder / "notes.txt").write_text("mine")  # not an output: kept
+    (folder / "clf_a").mkdir()  # an extras output of that config (e.g. a saved classifier)
+    (folder / "clf_a" / "analysis.json").write_text('{"config_digest": "x"}')
     _go(folder, k=2, overwrite=True)
+    assert not (folder / "clf_a").exists()
     assert not (folder / "g.png").exists() and not (folder / "g.pdf").exists()
     assert (folder / "f.png").exists() and (folder / "notes.txt").read_text() == "mine"
     with xr.open_dataset(folder / "result.nc") as ds:
