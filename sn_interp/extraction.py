@@ -12,18 +12,20 @@ never shadowed by a submodule of the same name.)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dask.array
 import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from sn_interp import __version__
+from sn_interp import __version__, parallel
 from sn_interp import store as stores
 from sn_interp.capture import capture
 from sn_interp.fingerprint import content_digests, sample_id_from_content
@@ -41,6 +43,9 @@ from sn_interp.names import (
 )
 from sn_interp.sample import Sample
 
+if TYPE_CHECKING:  # pragma: no cover
+    from distributed import Client
+
 log = logging.getLogger(__name__)
 
 _NP_DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64}
@@ -51,6 +56,7 @@ def extract(vlm: VLM, samples: Iterable[Sample], *, sites: str | Sequence[str] |
             vision_layers: Sequence[int] | None = None, batch_size: int = 8,
             store: str | Path | None = None, dtype: str = "float32",
             shard: tuple[int, int] | None = None, overwrite: bool = False,
+            workers: int | Client | None = None,
             progress: bool = True) -> xr.Dataset:
     """Read every requested site of every requested layer at the last prompt token.
 
@@ -76,6 +82,11 @@ def extract(vlm: VLM, samples: Iterable[Sample], *, sites: str | Sequence[str] |
         overwrite: Delete an existing ``store`` whose content fingerprint differs from this
             run's and rebuild it (a matching store is still reused or resumed). Not with
             ``shard`` (workers would delete each other's work).
+        workers: Fill ``store`` with dask.distributed worker processes (needs ``store``): an
+            int starts a LocalCluster of that many single-thread workers for this call; a
+            ``distributed.Client`` uses its workers. Each worker loads the model once (by
+            name: a model from :func:`sn_interp.load_model`) and takes one GPU when there
+            are GPUs (:mod:`sn_interp.parallel`). The store equals a single-process run's.
         progress: Show a tqdm bar over batches.
 
     Returns:
@@ -99,11 +110,17 @@ def extract(vlm: VLM, samples: Iterable[Sample], *, sites: str | Sequence[str] |
     if overwrite and shard is not None:
         raise ValueError("overwrite=True with shard= would let workers delete each other's "
                          "work: rebuild the store once without shard, then run the workers")
+    recipe = None
+    if workers is not None:
+        if store is None:
+            raise ValueError("workers= fills a store: pass store= (a zarr path every worker "
+                             "can reach)")
+        recipe = parallel.ModelRecipe.of(vlm)
     template = _template(vlm, samples, spec, lazy=store is not None)
     if store is None:
         return _extract_memory(vlm, samples, spec, template, batch_size, progress)
-    return _extract_store(vlm, samples, spec, template, Path(store), batch_size, progress,
-                          shard, overwrite)
+    return _extract_store(vlm, samples, spec, template, Path(store).resolve(), batch_size,
+                          progress, shard, overwrite, (workers, recipe))
 
 
 class _Spec:
@@ -261,6 +278,12 @@ def _run_batch(vlm: VLM, batch: list[Sample], spec: _Spec) -> dict[str, np.ndarr
     return out
 
 
+def _write_batch(path: Path, dims: dict[str, tuple[str, ...]], values: dict[str, np.ndarray],
+                 start: int) -> None:
+    stores.write_region(path, xr.Dataset({site: (dims[site], arr)
+                                          for site, arr in values.items()}), start)
+
+
 def _extract_memory(vlm, samples, spec, template, batch_size, progress) -> xr.Dataset:
     starts = range(0, len(samples), batch_size)
     for start in tqdm(starts, desc="extract", unit="batch", disable=not progress):
@@ -271,7 +294,7 @@ def _extract_memory(vlm, samples, spec, template, batch_size, progress) -> xr.Da
 
 
 def _extract_store(vlm, samples, spec, template, path, batch_size, progress,
-                   shard, overwrite) -> xr.Dataset:
+                   shard, overwrite, pool=(None, None)) -> xr.Dataset:
     if path.exists() and overwrite and stores.differences(path, template.attrs):
         stores.remove(path)
         log.info("overwrite: removed %s (written for other content)", path)
@@ -286,9 +309,13 @@ def _extract_store(vlm, samples, spec, template, path, batch_size, progress,
               and (shard is None or (s // chunk) % shard[1] == shard[0])]
     if not starts:
         log.info("store %s is complete; nothing to extract", path)
+    dims = {site: template[site].dims for site in spec.sites}
+    write = functools.partial(_write_batch, path, dims)
+    if pool[0] is not None and starts:
+        run = functools.partial(_run_batch, spec=spec)
+        parallel.fill(pool[0], run, write, pool[1],
+                      [(s, samples[s:s + chunk]) for s in starts], progress)
+        starts = []
     for start in tqdm(starts, desc="extract", unit="batch", disable=not progress):
-        batch = samples[start:start + chunk]
-        values = _run_batch(vlm, batch, spec)
-        ds = xr.Dataset({site: (template[site].dims, arr) for site, arr in values.items()})
-        stores.write_region(path, ds, start)
+        write(_run_batch(vlm, samples[start:start + chunk], spec), start)
     return stores.open_store(path, complete=shard is None)

@@ -74,7 +74,9 @@ class StudyConfig:
     overwrite_stores: bool = False
     """Rebuild activation stores written for other content (edited images, questions, labels or re-saved weights) instead of refusing them."""
     scheduler: str | None = None
-    """Address of a dask.distributed scheduler to score on (default: local threads)."""
+    """Address of a dask.distributed scheduler to extract and score on (default: this process, local threads)."""
+    workers: int | None = None
+    """Extraction worker processes: a local dask.distributed cluster of N single-thread workers (one GPU each when there are GPUs) fills each activation store; None extracts in this process."""
     progress: bool = True
     """Show progress bars."""
 
@@ -84,6 +86,8 @@ class StudyConfig:
             raise ValueError("models is empty: name at least one model")
         if not self.tasks:
             raise ValueError("tasks is empty: name at least one task")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
         for name in ("shots", "k", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -95,8 +99,8 @@ class StudyConfig:
 
     def digest(self) -> str:
         """Hash of every field that changes results (not where or how the work runs)."""
-        skip = {"out", "overwrite", "overwrite_stores", "progress", "scheduler", "stores",
-                "device_map"}
+        skip = {"out", "overwrite", "overwrite_stores", "progress", "scheduler", "workers",
+                "stores", "device_map"}
         data = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -287,7 +291,7 @@ def execute(analysis: str, cfg: StudyConfig, run: Callable[[Any], xr.Dataset],
     result = None if cfg.overwrite else _outputs.read_result(result_path, cfg.digest())
     fresh = result is None
     if fresh:
-        with _scheduler(cfg.scheduler):
+        with _scheduler(cfg.scheduler, cfg.workers):
             result = run(cfg)
         result.attrs.update({"analysis": analysis, "config_digest": cfg.digest(),
                              "config": json.dumps(dataclasses.asdict(cfg), default=str)})
@@ -340,19 +344,45 @@ def written_figures(folder: Path, digest: str | None = None) -> list[str] | None
 
 
 class _scheduler:
-    """Use a dask.distributed scheduler for the duration of a run, when one is named."""
+    """Use a dask.distributed scheduler for the duration of a run, when one is named.
 
-    def __init__(self, address: str | None) -> None:
-        self.address, self.client = address, None
+    ``--scheduler ADDRESS`` connects a client (the default for scoring, and the workers of
+    every extraction); ``--workers N`` alone starts a local cluster of N worker processes for
+    the extractions of the run (scoring stays on local threads).
+    """
+
+    def __init__(self, address: str | None, workers: int | None = None) -> None:
+        self.address, self.workers, self.client, self.cluster = address, workers, None, None
 
     def __enter__(self) -> _scheduler:
+        global _EXTRACT_WORKERS
         if self.address:
             from distributed import Client
 
             self.client = Client(self.address)
-            log.info("scoring on dask scheduler %s", self.address)
+            log.info("scoring and extracting on dask scheduler %s", self.address)
+        elif self.workers:
+            from distributed import Client, LocalCluster
+
+            self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
+                                        processes=True, dashboard_address=":0")
+            self.client = Client(self.cluster, set_as_default=False)
+            log.info("extracting on %d local worker processes", self.workers)
+        _EXTRACT_WORKERS = self.client
         return self
 
     def __exit__(self, *exc: object) -> None:
+        global _EXTRACT_WORKERS
+        _EXTRACT_WORKERS = None
         if self.client is not None:
             self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+_EXTRACT_WORKERS: Any = None
+
+
+def extraction_workers() -> Any:
+    """The ``distributed.Client`` the running analysis extracts on (None: this process)."""
+    return _EXTRACT_WORKERS

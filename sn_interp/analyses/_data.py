@@ -65,13 +65,15 @@ def acts(cfg: StudyConfig, vlm, samples, tag: str, *, sites=None, layers=None) -
     prompt text, labels, model weights) is refused by :func:`sn_interp.extract` with a message
     naming what changed, or rebuilt with ``--overwrite-stores``.
     """
+    from sn_interp.analyses._common import extraction_workers
     from sn_interp.extraction import extract
 
     samples = list(samples)
     path = store_path(cfg, vlm, samples, tag + ("" if sites is None else "-" + "_".join(sites)))
     path.parent.mkdir(parents=True, exist_ok=True)
     return extract(vlm, samples, sites=sites, layers=layers, batch_size=cfg.batch_size,
-                   store=path, overwrite=cfg.overwrite_stores, progress=cfg.progress)
+                   store=path, overwrite=cfg.overwrite_stores, workers=extraction_workers(),
+                   progress=cfg.progress)
 
 
 def accuracy_fields(ev: xr.Dataset) -> tuple[float, float, float]:
