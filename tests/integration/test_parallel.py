@@ -116,24 +116,40 @@ def test_workers_need_a_store_and_a_loadable_model(vlm, tmp_path):
     assert not (tmp_path / "a.zarr").exists()
 
 
-def test_analysis_workers_flag_fills_the_same_stores(vlm, tmp_path):
+def test_analysis_on_a_scheduler_extracts_there_and_fills_the_same_stores(vlm, client,
+                                                                         tmp_path):
     from sn_interp.analyses import _common, _data, find_super_neurons
 
     flags = ["--model", "tiny-llava", "--task", "shapes-color", "--n", "24", "--shots", "3",
              "--test-size", "6", "--k", "3", "--no-progress"]
-    with_workers = tmp_path / "w"
-    find_super_neurons.main([*flags, "--workers", "2", "--stores", str(with_workers / "stores"),
-                             "--out", str(with_workers / "out")])
-    assert _common.extraction_workers() is None  # the run's cluster is gone
+    on_cluster = tmp_path / "w"
+    with distributed.get_task_stream(client) as ts:
+        find_super_neurons.main([*flags, "--scheduler", client.scheduler.address,
+                                 "--stores", str(on_cluster / "stores"),
+                                 "--out", str(on_cluster / "out")])
+    assert _common.extraction_workers() is None  # the run's client is closed
     cfg = find_super_neurons.Config(models=("tiny-llava",), tasks=("shapes-color",), n=24,
                                     shots=3, test_size=6, k=3, progress=False,
                                     stores=str(tmp_path / "plain"))
     probe, test = _data.split(cfg, "shapes-color")
+    ran = [t for t in ts.data if str(t["key"]).startswith("sn-extract")]
+    n_batches = -(-len(probe) // cfg.batch_size) + -(-len(test) // cfg.batch_size)
+    assert len(ran) == n_batches  # every batch of the probe and test stores ran on a worker
     for samples, tag in ((probe, "probe"), (test, "test")):
         plain = _data.store_path(cfg, vlm, samples, tag)
         plain.parent.mkdir(parents=True, exist_ok=True)
         sn.extract(vlm, samples, batch_size=cfg.batch_size, store=plain, progress=False)
-        parallel_store = with_workers / "stores" / plain.relative_to(tmp_path / "plain")
-        assert _digest(parallel_store) == _digest(plain)
+        assert _digest(on_cluster / "stores" / plain.relative_to(tmp_path / "plain")) == \
+            _digest(plain)
+
+
+def test_workers_flag_starts_a_local_cluster_for_the_run():
+    from sn_interp.analyses import _common, find_super_neurons
+
+    with _common._scheduler(None, 2):
+        workers = _common.extraction_workers()
+        info = workers.scheduler_info(n_workers=-1)["workers"]
+        assert len(info) == 2 and all(w["nthreads"] == 1 for w in info.values())
+    assert _common.extraction_workers() is None and workers.status == "closed"
     with pytest.raises(SystemExit):
-        find_super_neurons.main([*flags, "--workers", "0"])
+        find_super_neurons.main(["--workers", "0"])
