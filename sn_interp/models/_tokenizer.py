@@ -141,7 +141,8 @@ def build_tokenizer(
     tok.add_special_tokens(list(spec.special_tokens))
     template = chat_template or spec.chat_template
     template = CHAT_TEMPLATES.get(template, template)
-    kwargs = {"bos_token": spec.bos_token, "unk_token": spec.unk_token}
+    kwargs = {"bos_token": spec.bos_token, "unk_token": spec.unk_token,
+              "extra_special_tokens": dict(spec.named_tokens) or None}
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token=spec.eos_token,

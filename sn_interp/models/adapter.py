@@ -91,6 +91,7 @@ class Adapter:
             absent on that layer.
         chat: Whether prompts go through the processor's chat template (False: the question
             text is the prompt, as PaliGemma's processor expects).
+        nested_images: Whether the processor takes images as one list per sample.
         notes: Quirks worth knowing (logged with the model, listed in the README).
     """
 
@@ -107,6 +108,7 @@ class Adapter:
     layouts: Mapping[str, Mapping[str, tuple[str, str]]] = field(
         default_factory=lambda: {ANY_LAYER: dict(LLAMA_LAYOUT)})
     chat: bool = True
+    nested_images: bool = False
     notes: tuple[str, ...] = ()
 
     @property

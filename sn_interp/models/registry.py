@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 from sn_interp.models.adapter import Adapter
-from sn_interp.models.families import llava, qwen_vl
+from sn_interp.models.families import gemma3, llava, qwen_vl
 from sn_interp.models.families._spec import Family, TinySpec, TokenizerFamily
 
 __all__ = ["FAMILIES", "Family", "TinySpec", "TokenizerFamily", "adapter_for", "chat_templates",
@@ -23,6 +23,7 @@ __all__ = ["FAMILIES", "Family", "TinySpec", "TokenizerFamily", "adapter_for", "
 FAMILIES: tuple[Family, ...] = (
     llava.FAMILY,
     qwen_vl.FAMILY,
+    gemma3.FAMILY,
 )
 
 

@@ -96,6 +96,8 @@ class VLM:
             raise ValueError("encode() needs at least one sample")
         texts = [self.prompt(s.question) for s in samples]
         images = [s.image.convert("RGB") for s in samples]
+        if self.adapter.nested_images:
+            images = [[image] for image in images]
         self.tokenizer.padding_side = "left"
         enc = self.processor(images=images, text=texts, return_tensors="pt", padding=True)
         if enc["attention_mask"][:, -1].eq(0).any():

@@ -24,6 +24,8 @@ class TokenizerFamily:
     bos_token: str | None = None
     unk_token: str | None = None
     add_bos_token: bool = False
+    #: Named special tokens a processor reads off the tokenizer (``image_token``, ...).
+    named_tokens: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
