@@ -150,7 +150,7 @@ def build_tokenizer(
         padding_side="left",
         add_bos_token=spec.add_bos_token,
         add_eos_token=False,
-        chat_template=template,
+        chat_template=template or None,
         model_max_length=4096,
         clean_up_tokenization_spaces=False,
         **{k: v for k, v in kwargs.items() if v is not None},

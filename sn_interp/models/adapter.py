@@ -89,8 +89,8 @@ class Adapter:
         layouts: Layer type -> {site: (decoder-layer submodule, "input" | "output")}; ``*``
             applies to layer types not listed. A site missing from a layer's layout is
             absent on that layer.
-        chat: Whether prompts go through the processor's chat template (False: the question
-            text is the prompt, as PaliGemma's processor expects).
+        prompt_format: ``None``: prompts go through the processor's chat template; else the
+            prompt is this format of ``question`` (for processors without a chat template).
         nested_images: Whether the processor takes images as one list per sample.
         notes: Quirks worth knowing (logged with the model, listed in the README).
     """
@@ -107,7 +107,7 @@ class Adapter:
     vision_refused: Mapping[str, str] = field(default_factory=dict)
     layouts: Mapping[str, Mapping[str, tuple[str, str]]] = field(
         default_factory=lambda: {ANY_LAYER: dict(LLAMA_LAYOUT)})
-    chat: bool = True
+    prompt_format: str | None = None
     nested_images: bool = False
     notes: tuple[str, ...] = ()
 

@@ -71,11 +71,11 @@ class VLM:
     def prompt(self, question: str) -> str:
         """The chat-templated prompt text, with the generation prompt appended.
 
-        Families without a chat template (``adapter.chat`` False) take the question as the
-        prompt; their processor adds the image tokens.
+        Families without a chat template (``adapter.prompt_format`` set) format the question
+        into the prompt; their processor expands the image placeholder.
         """
-        if not self.adapter.chat:
-            return question
+        if self.adapter.prompt_format is not None:
+            return self.adapter.prompt_format.format(question=question)
         return self.processor.apply_chat_template(self.messages(question),
                                                   add_generation_prompt=True, tokenize=False)
 
@@ -100,6 +100,7 @@ class VLM:
             images = [[image] for image in images]
         self.tokenizer.padding_side = "left"
         enc = self.processor(images=images, text=texts, return_tensors="pt", padding=True)
+        enc.pop("labels", None)  # some processors add training labels; a forward needs none
         if enc["attention_mask"][:, -1].eq(0).any():
             raise RuntimeError("the processor did not left-pad the batch; the last position "
                                "would not be the last prompt token")

@@ -37,6 +37,8 @@ def _per_image(out, enc, model):
 ORACLES = {
     "tiny-gemma3": ("model.language_model.layers", {"*": GEMMA},
                     "model.vision_tower.encoder.layers", _per_image),
+    "tiny-paligemma": ("model.language_model.layers", {"*": LLAMA},
+                       "model.vision_tower.encoder.layers", _per_image),
 }
 NAMES = list(ORACLES)
 
