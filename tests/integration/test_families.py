@@ -33,12 +33,23 @@ def _per_image(out, enc, model):
     return out.mean(1)
 
 
+def _real_crops(out, enc, model):
+    """Mean over the patches of every crop that is not all-zero padding, per sample."""
+    real = ~(enc["pixel_values"] == 0).flatten(2).all(-1)  # [sample, crop]
+    per_crop = out.mean(1)
+    return torch.stack([p.mean(0) for p in torch.split(per_crop, real.sum(1).tolist())])
+
+
 #: name -> (layers path, {layer type: layout}, vision blocks path, pooling oracle)
 ORACLES = {
     "tiny-gemma3": ("model.language_model.layers", {"*": GEMMA},
                     "model.vision_tower.encoder.layers", _per_image),
     "tiny-paligemma": ("model.language_model.layers", {"*": LLAMA},
                        "model.vision_tower.encoder.layers", _per_image),
+    "tiny-smolvlm": ("model.text_model.layers", {"*": LLAMA},
+                     "model.vision_model.encoder.layers", _real_crops),
+    "tiny-idefics3": ("model.text_model.layers", {"*": LLAMA},
+                      "model.vision_model.encoder.layers", _real_crops),
 }
 NAMES = list(ORACLES)
 
