@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 from sn_interp.models.adapter import Adapter
-from sn_interp.models.families import gemma3, idefics3, llava, paligemma, qwen_vl
+from sn_interp.models.families import gemma3, idefics3, internvl, llava, paligemma, qwen_vl
 from sn_interp.models.families._spec import Family, TinySpec, TokenizerFamily
 
 __all__ = ["FAMILIES", "Family", "TinySpec", "TokenizerFamily", "adapter_for", "chat_templates",
@@ -26,6 +26,7 @@ FAMILIES: tuple[Family, ...] = (
     gemma3.FAMILY,
     paligemma.FAMILY,
     idefics3.FAMILY,
+    internvl.FAMILY,
 )
 
 

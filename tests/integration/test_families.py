@@ -28,16 +28,25 @@ GEMMA = {**LLAMA, "attn_out": ("post_attention_layernorm", "output"),
 LINEAR = {k: v for k, v in LLAMA.items() if k != "z"} | {"attn_out": ("linear_attn", "output")}
 
 
-def _per_image(out, enc, model):
+def _per_image(out, enc, vlm, samples):
     """Mean over patch tokens, one image per row, no CLS."""
     return out.mean(1)
 
 
-def _real_crops(out, enc, model):
+def _real_crops(out, enc, vlm, samples):
     """Mean over the patches of every crop that is not all-zero padding, per sample."""
     real = ~(enc["pixel_values"] == 0).flatten(2).all(-1)  # [sample, crop]
     per_crop = out.mean(1)
     return torch.stack([p.mean(0) for p in torch.split(per_crop, real.sum(1).tolist())])
+
+
+def _tiles(out, enc, vlm, samples):
+    """Mean over patch tokens (CLS dropped) of each image's tiles, counted by the processor."""
+    tiles = [len(vlm.processor.image_processor(images=[s.image.convert("RGB")])["pixel_values"])
+             for s in samples]
+    assert sum(tiles) == len(out) and len(set(tiles)) > 1
+    per_tile = out[:, 1:].mean(1)
+    return torch.stack([p.mean(0) for p in torch.split(per_tile, tiles)])
 
 
 #: name -> (layers path, {layer type: layout}, vision blocks path, pooling oracle)
@@ -50,6 +59,8 @@ ORACLES = {
                      "model.vision_model.encoder.layers", _real_crops),
     "tiny-idefics3": ("model.text_model.layers", {"*": LLAMA},
                       "model.vision_model.encoder.layers", _real_crops),
+    "tiny-internvl": ("model.language_model.layers", {"*": LLAMA},
+                      "model.vision_tower.encoder.layer", _tiles),
 }
 NAMES = list(ORACLES)
 
@@ -187,7 +198,7 @@ def test_vision_site_is_mean_over_patches(loaded):
             vlm.model(**enc)
     finally:
         h.remove()
-    want = pool(grabbed[0], enc, vlm.model)
+    want = pool(grabbed[0], enc, vlm, samples[:3])
     np.testing.assert_allclose(acts.vision_resid_post.isel(vision_layer=-1).values,
                                want.numpy(), atol=1e-5)
 
