@@ -13,7 +13,15 @@ Example:
 from __future__ import annotations
 
 from sn_interp.models.adapter import Adapter
-from sn_interp.models.families import gemma3, idefics3, internvl, llava, paligemma, qwen_vl
+from sn_interp.models.families import (
+    gemma3,
+    idefics3,
+    internvl,
+    llava,
+    mistral3,
+    paligemma,
+    qwen_vl,
+)
 from sn_interp.models.families._spec import Family, TinySpec, TokenizerFamily
 
 __all__ = ["FAMILIES", "Family", "TinySpec", "TokenizerFamily", "adapter_for", "chat_templates",
@@ -27,6 +35,7 @@ FAMILIES: tuple[Family, ...] = (
     paligemma.FAMILY,
     idefics3.FAMILY,
     internvl.FAMILY,
+    mistral3.FAMILY,
 )
 
 

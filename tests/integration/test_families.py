@@ -49,6 +49,14 @@ def _tiles(out, enc, vlm, samples):
     return torch.stack([p.mean(0) for p in torch.split(per_tile, tiles)])
 
 
+def _packed_merged(out, enc, vlm, samples):
+    """Packed patches split per image: 4 patches (2x2 merge) per image token of the row."""
+    merged = (enc["input_ids"] == vlm.model.config.image_token_id).sum(1)
+    counts = (merged * vlm.model.config.spatial_merge_size ** 2).tolist()
+    assert sum(counts) == out.reshape(-1, out.shape[-1]).shape[0] and len(set(counts)) > 1
+    return torch.stack([p.mean(0) for p in torch.split(out.reshape(-1, out.shape[-1]), counts)])
+
+
 #: name -> (layers path, {layer type: layout}, vision blocks path, pooling oracle)
 ORACLES = {
     "tiny-gemma3": ("model.language_model.layers", {"*": GEMMA},
@@ -61,6 +69,8 @@ ORACLES = {
                       "model.vision_model.encoder.layers", _real_crops),
     "tiny-internvl": ("model.language_model.layers", {"*": LLAMA},
                       "model.vision_tower.encoder.layer", _tiles),
+    "tiny-mistral3": ("model.language_model.layers", {"*": LLAMA},
+                      "model.vision_tower.transformer.layers", _packed_merged),
 }
 NAMES = list(ORACLES)
 
