@@ -132,11 +132,13 @@ class _Spec:
 
     @classmethod
     def make(cls, vlm: VLM, sites, layers, vision_layers, dtype: str) -> _Spec:
+        default = sites is None
         sites = check_sites(sites)
         if dtype not in _NP_DTYPES:
             raise ValueError(f"dtype {dtype!r} is not one of {sorted(_NP_DTYPES)}")
         n = vlm.dims.n_layers
         layers = _layer_list(layers, n, "layers")
+        sites = _present(vlm, sites, layers, default)
         vis = _layer_list(vision_layers, vlm.dims.n_vision_layers, "vision_layers") \
             if VISION_SITE.name in sites else []
         return cls(sites, layers, vis, dtype)
@@ -148,6 +150,31 @@ class _Spec:
     def requests(self) -> list[tuple[str, int]]:
         reqs = [(s, layer) for layer in self.layers for s in self.lm_sites]
         return reqs + [(VISION_SITE.name, v) for v in self.vision_layers]
+
+
+def _present(vlm: VLM, sites: tuple[str, ...], layers: list[int],
+             default: bool) -> tuple[str, ...]:
+    """Sites that exist on every requested layer; an explicit absent one is an error.
+
+    Hybrid models lack some sites on some layers (e.g. ``z`` on linear-attention layers). By
+    default those sites are left out (logged); asked for explicitly, the error names the
+    layers that have them.
+    """
+    kept = []
+    for site in sites:
+        missing = [la for la in layers if site != VISION_SITE.name
+                   and la not in vlm.site_layers(site)]
+        if not missing:
+            kept.append(site)
+        elif default:
+            log.info("%s: %s is absent on layers %s; left out of the default sites (pass "
+                     "sites=[%r], layers=%s to read it)", vlm.model_id, site, missing, site,
+                     list(vlm.site_layers(site)))
+        else:
+            raise ValueError(f"{vlm.model_id} has no {site} on layers {missing}; it has "
+                             f"{site} on layers {list(vlm.site_layers(site))}: pass those as "
+                             "layers=, or leave the site out")
+    return tuple(kept)
 
 
 def _layer_list(layers: int | Sequence[int] | None, n: int, what: str) -> list[int]:

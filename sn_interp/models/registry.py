@@ -20,6 +20,7 @@ from sn_interp.models.families import (
     llava,
     mistral3,
     paligemma,
+    qwen3_5,
     qwen_vl,
 )
 from sn_interp.models.families._spec import Family, TinySpec, TokenizerFamily
@@ -36,6 +37,7 @@ FAMILIES: tuple[Family, ...] = (
     idefics3.FAMILY,
     internvl.FAMILY,
     mistral3.FAMILY,
+    qwen3_5.FAMILY,
 )
 
 

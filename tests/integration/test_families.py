@@ -57,6 +57,12 @@ def _packed_merged(out, enc, vlm, samples):
     return torch.stack([p.mean(0) for p in torch.split(out.reshape(-1, out.shape[-1]), counts)])
 
 
+def _grid(out, enc, vlm, samples):
+    """Packed patches split per image by the processor's ``image_grid_thw``."""
+    counts = [int(t * h * w) for t, h, w in enc["image_grid_thw"].tolist()]
+    return torch.stack([p.mean(0) for p in torch.split(out, counts)])
+
+
 #: name -> (layers path, {layer type: layout}, vision blocks path, pooling oracle)
 ORACLES = {
     "tiny-gemma3": ("model.language_model.layers", {"*": GEMMA},
@@ -71,6 +77,8 @@ ORACLES = {
                       "model.vision_tower.encoder.layer", _tiles),
     "tiny-mistral3": ("model.language_model.layers", {"*": LLAMA},
                       "model.vision_tower.transformer.layers", _packed_merged),
+    "tiny-qwen3.5": ("model.language_model.layers", {"*": LLAMA, "linear_attention": LINEAR},
+                     "model.visual.blocks", _grid),
 }
 NAMES = list(ORACLES)
 
@@ -89,8 +97,7 @@ def _samples(n: int = 4) -> list[sn.Sample]:
 def loaded(request):
     vlm = sn.load_model(request.param)
     samples = _samples()
-    sites = [s for s in sn.names.ALL_SITES if vlm.site_layers(s) == tuple(range(vlm.dims.n_layers))]
-    acts = sn.extract(vlm, samples, sites=sites, batch_size=4, progress=False)
+    acts = sn.extract(vlm, samples, batch_size=4, progress=False)  # sites on every layer
     return request.param, vlm, samples, acts
 
 
@@ -224,3 +231,17 @@ def test_early_exit_equals_extract_then_predict(loaded):
     ref = found.predict(sn.extract(vlm, test, sites=found.sites, layers=found.layers,
                                    progress=False))
     np.testing.assert_array_equal(clf.predict(test).values, ref.values)
+
+
+def test_hybrid_layers_have_no_z_and_say_so():
+    vlm = sn.load_model("tiny-qwen3.5")
+    types = vlm.model.config.get_text_config().layer_types
+    full = tuple(i for i, t in enumerate(types) if t == "full_attention")
+    assert full and len(full) < len(types) and vlm.site_layers("z") == full
+    samples = _samples(2)
+    acts = sn.extract(vlm, samples, progress=False)
+    assert "z" not in acts and set(acts.data_vars) == set(sn.names.ALL_SITES) - {"z"}
+    with pytest.raises(ValueError, match=rf"no z on layers \[0, 1, 2\].*layers \[{full[0]}\]"):
+        sn.extract(vlm, samples, sites=["z"], progress=False)
+    z = sn.extract(vlm, samples, sites=["z"], layers=list(full), progress=False).z
+    assert z.shape == (2, len(full), vlm.dims.n_heads, vlm.dims.d_head)
