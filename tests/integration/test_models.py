@@ -22,6 +22,13 @@ SNAPSHOT = {
     "tiny-qwen2-vl": (2, 64, 128, 4, 2, 16, 2, 32),
     "tiny-qwen2.5-vl": (3, 64, 96, 4, 2, 16, 2, 32),
     "tiny-qwen3-vl": (3, 64, 128, 4, 2, 24, 3, 32),
+    "tiny-gemma3": (3, 64, 128, 4, 2, 16, 2, 32),
+    "tiny-paligemma": (2, 64, 128, 4, 2, 16, 2, 32),
+    "tiny-smolvlm": (2, 64, 128, 4, 2, 16, 2, 32),
+    "tiny-idefics3": (2, 64, 128, 4, 2, 16, 2, 32),
+    "tiny-internvl": (2, 64, 128, 4, 2, 16, 2, 32),
+    "tiny-mistral3": (2, 64, 128, 4, 2, 16, 2, 32),
+    "tiny-qwen3.5": (4, 64, 128, 4, 2, 16, 2, 32),
 }
 SITE_MODULES = {  # site -> (module class read, input/output) in the Llama layout
     "resid_pre": ("DecoderLayer", "input"), "z": ("Linear", "input"),
@@ -29,6 +36,9 @@ SITE_MODULES = {  # site -> (module class read, input/output) in the Llama layou
     "mlp_post": ("Linear", "input"), "mlp_out": ("Linear", "output"),
     "resid_post": ("DecoderLayer", "output"),
 }
+#: Gemma's sandwich norms: attention / MLP outputs are read after their post-norms.
+SITE_MODULES_BY_FAMILY = {"gemma3": {**SITE_MODULES, "attn_out": ("RMSNorm", "output"),
+                                     "mlp_out": ("RMSNorm", "output")}}
 
 
 @pytest.mark.parametrize("name", TINY_NAMES)
@@ -38,14 +48,16 @@ def test_every_family_loads_and_extracts(name):
     got = (d.n_layers, d.d_model, d.d_mlp, d.n_heads, d.n_kv_heads, d.d_head,
            d.n_vision_layers, d.d_vision)
     assert got == SNAPSHOT[name]
-    for site in ALL_SITES:
-        module = vlm.adapter.site_module(vlm.model, site, d.n_layers - 1)
-        cls, which = SITE_MODULES[site]
+    expected = SITE_MODULES_BY_FAMILY.get(vlm.family, SITE_MODULES)
+    for site in ALL_SITES:  # the last layer of every tiny model is a full-attention layer
+        module = vlm.adapter.site_module(vlm.model, site, d.n_layers - 1, d)
+        cls, which = expected[site]
         assert type(module).__name__.endswith(cls), (site, type(module).__name__)
-        assert vlm.adapter.layout[site][1] == which
+        assert vlm.adapter.site_path(d, site, d.n_layers - 1)[1] == which
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 30, 3), np.uint8))
-    acts = sn.extract(vlm, [sn.Sample(img, "What is this?")], progress=False)
-    assert acts.z.shape[1:] == (d.n_layers, d.n_heads, d.d_head)
+    acts = sn.extract(vlm, [sn.Sample(img, "What is this?")], sites=list(ALL_SITES),
+                      layers=list(vlm.site_layers("z")), progress=False)
+    assert acts.z.shape[1:] == (len(vlm.site_layers("z")), d.n_heads, d.d_head)
     assert np.isfinite(acts.resid_post.values).all()
 
 
@@ -85,7 +97,9 @@ def test_unsupported_architecture_lists_supported(tmp_path):
     with pytest.raises(ValueError, match="unsupported architecture.*LlavaForConditionalGeneration"):
         sn.load_model(tmp_path)
     archs = supported_architectures()
-    assert set(archs) == {"llava", "qwen_vl"} and len(sum(archs.values(), ())) == 6
+    assert set(archs) == {"llava", "qwen_vl", "gemma3", "paligemma", "idefics3", "internvl",
+                          "mistral3", "qwen3_5"}
+    assert len(sum(archs.values(), ())) == 13
 
 
 def test_bad_names_are_clear(tmp_path):
