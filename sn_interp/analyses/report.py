@@ -1,7 +1,7 @@
 """What does a whole study find? Run its analyses and write one REPORT.md.
 
 Runs each analysis named in ``--analyses`` (default: find_super_neurons, sav_comparison,
-robustness, cross_model_overlap, early_exit; an unknown name exits with the list of known
+robustness, cross_model_overlap, early_exit, causal; an unknown name exits with the list of known
 analyses) through :func:`sn_interp.analyses._common.execute`, into ``<out>/<analysis>/``
 (default ``results/<study>/``), each with its own Config built from the same study TOML: the
 top-level keys that Config knows, then its ``[<analysis>]`` table (every key of which it must
@@ -45,7 +45,7 @@ from sn_interp.analyses._common import (
 log = logging.getLogger(__name__)
 ANALYSIS = "report"
 ANALYSES = ("find_super_neurons", "sav_comparison", "robustness", "cross_model_overlap",
-            "early_exit")
+            "early_exit", "causal")
 
 
 @dataclasses.dataclass(frozen=True)

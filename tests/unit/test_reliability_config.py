@@ -22,7 +22,7 @@ from sn_interp.analyses import report
 from sn_interp.analyses._common import make_config
 
 ANALYSES = ("find_super_neurons", "sav_comparison", "robustness", "cross_model_overlap",
-            "early_exit", "report")
+            "early_exit", "causal", "report")
 
 
 def _toml(tmp_path: Path, text: str) -> Path:
