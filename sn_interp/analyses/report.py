@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import logging
 import sys
 import time
@@ -31,6 +32,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from sn_interp.analyses import _outputs
 from sn_interp.analyses._common import (
     StudyConfig,
     build_parser,
@@ -315,14 +317,20 @@ def report(cfg: Config, top: dict[str, Any] | None = None, tables: dict[str, dic
 
     Raises:
         RuntimeError: after writing REPORT.md, when an analysis failed (its section says why).
+        OutputConflictError: ``out`` holds the report of another config (before anything
+            runs; ``--overwrite`` replaces it).
     """
-    sections = run_all(cfg, top or {}, tables or {}, flags or {}, origin)
     out = report_dir(cfg)
+    if out.is_dir():
+        _outputs.claim(out, ANALYSIS, cfg.digest(), cfg.overwrite)
+    sections = run_all(cfg, top or {}, tables or {}, flags or {}, origin)
     out.mkdir(parents=True, exist_ok=True)
+    record = {"analysis": ANALYSIS, "digest": cfg.digest(), **dataclasses.asdict(cfg)}
+    _outputs.write_text(out / "config.json", json.dumps(record, indent=2, default=str) + "\n")
     head = headline(cfg, sections)
     write_table(head, out, "headline")
     path = out / "REPORT.md"
-    path.write_text(render(cfg, sections, head, study_text, command))
+    _outputs.write_text(path, render(cfg, sections, head, study_text, command))
     log.info("wrote %s", path)
     failed = [s.name for s in sections if s.failed]
     if failed:
@@ -343,7 +351,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     command = "python -m sn_interp.analyses.report " + " ".join(
         map(str, sys.argv[1:] if argv is None else argv))
-    return report(cfg, top, tables, flags, text, origin, command.strip())
+    try:
+        return report(cfg, top, tables, flags, text, origin, command.strip())
+    except _outputs.OutputConflictError as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":

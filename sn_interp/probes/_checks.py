@@ -66,6 +66,12 @@ def _known(v: Any) -> bool:
     return v not in (None, "") and not (isinstance(v, float) and np.isnan(v))
 
 
+def widths_of(acts: Any) -> dict[str, int]:
+    """The widths an activation Dataset actually has (from its dims, whatever its attrs say)."""
+    names = {"d_model": "d_model", "d_mlp": "d_mlp", "d_head": "d_head", "head": "n_heads"}
+    return {key: int(acts.sizes[dim]) for dim, key in names.items() if dim in acts.sizes}
+
+
 def classes_of_attrs(attrs: dict[str, Any]) -> tuple[str, ...] | None:
     """The class list recorded in an activation Dataset's attrs (None when absent)."""
     raw = attrs.get("class_names")

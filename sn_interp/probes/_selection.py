@@ -146,7 +146,7 @@ class Selection:
         if not isinstance(acts, xr.Dataset):
             raise TypeError(f"predict takes the activation Dataset of sn.extract, got "
                             f"{type(acts).__name__}")
-        self.check_inputs(acts.attrs)
+        self.check_inputs({**acts.attrs, **_checks.widths_of(acts)})
         req = self.requirements(k)
         needs: dict[str, list[int]] = {}
         for site, layer in req:

@@ -144,8 +144,15 @@ class Task:
             raise ValueError(f"task {self.name!r}: label {int(self.labels[i])} of image "
                              f"{self.image_ids[i]!r} is outside the class list "
                              f"{list(self.class_names)}")
-        if len(set(self.image_ids)) != len(self.image_ids):
-            raise ValueError(f"task {self.name!r}: image_id values are not unique")
+        ids = self.image_ids
+        if len(set(ids)) != len(ids):
+            first: dict[str, int] = {}
+            for row, image_id in enumerate(ids):
+                if image_id in first:
+                    raise ValueError(f"task {self.name!r}: rows {first[image_id] + 1} and "
+                                     f"{row + 1} have the same image_id {image_id!r}; each "
+                                     "row needs its own image_id")
+                first[image_id] = row
         if self.template.answer_format == "yes_no" and len(self.class_names) != 2:
             raise ValueError(f"prompt {self.prompt_id!r} is yes_no but task {self.name!r} has "
                              f"{len(self.class_names)} classes; yes_no needs exactly two")

@@ -55,11 +55,19 @@ def test_predict_refuses_another_revision(setup):
 
 def test_predict_refuses_other_widths(setup):
     *_, test_acts, found, heads = setup
-    wide = test_acts.assign_attrs(model_id="", model_revision="",
-                                  d_model=int(test_acts.attrs["d_model"]) * 2)
+    deeper = test_acts.assign_attrs(model_id="", model_revision="",
+                                    n_layers=int(test_acts.attrs["n_layers"]) + 10)
     for clf in (found, heads):
-        with pytest.raises(ValueError, match="other widths.*d_model"):
-            clf.predict(wide)
+        with pytest.raises(ValueError, match=r"other widths.*n_layers 12 \(fitted on 2\)"):
+            clf.predict(deeper)
+
+
+def test_predict_refuses_other_widths_even_without_attrs(setup):
+    *_, test_acts, found, _ = setup
+    narrow = test_acts.isel(d_model=slice(0, 10))
+    narrow.attrs = {}
+    with pytest.raises(ValueError, match=r"other widths.*d_model 10 \(fitted on 64\)"):
+        found.predict(narrow)
 
 
 def test_predict_refuses_another_class_list(setup):

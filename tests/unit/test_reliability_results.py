@@ -171,3 +171,28 @@ def test_cli_refusal_is_one_line_with_exit(tmp_path):
         main(["--out", str(tmp_path / "o"), "--k", "2"])
     text = str(exit_.value)
     assert text.startswith("error: ") and "--overwrite" in text and "\n" not in text
+
+
+def test_report_of_another_config_into_its_out_is_refused_before_running(tmp_path,
+                                                                           monkeypatch):
+    import sys
+    import types
+
+    from sn_interp.analyses import _common, report
+
+    fine = types.ModuleType("sn_interp.analyses.fine_demo")
+    fine.__doc__ = "Does it work?"
+    fine.Config = _common.StudyConfig
+    runs = []
+    fine.run = lambda cfg: runs.append(cfg.k) or xr.Dataset({"v": ("x", [float(cfg.k)])})
+    fine.tables = lambda result: {"values": result.to_dataframe().reset_index()}
+    fine.figures = lambda result: {}
+    monkeypatch.setitem(sys.modules, fine.__name__, fine)
+    out = tmp_path / "o"
+    report.main(["--analyses", "fine_demo", "--k", "3", "--out", str(out)])
+    before = (out / "REPORT.md").read_text()
+    with pytest.raises(SystemExit, match="another report config.*--overwrite"):
+        report.main(["--analyses", "fine_demo", "--k", "4", "--out", str(out)])
+    assert runs == [3] and (out / "REPORT.md").read_text() == before
+    report.main(["--analyses", "fine_demo", "--k", "4", "--out", str(out), "--overwrite"])
+    assert runs == [3, 4] and "| 4.000 |" in (out / "REPORT.md").read_text()

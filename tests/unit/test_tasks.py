@@ -278,7 +278,7 @@ def test_labels_outside_class_list_fail(digits):
 
 def test_duplicate_image_ids_fail(digits):
     data = digits.data.select([0, 0])
-    with pytest.raises(ValueError, match="not unique"):
+    with pytest.raises(ValueError, match=r"rows 1 and 2 have the same image_id"):
         Task("t", data, prompts=digits.prompts)
 
 
