@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from sn_interp import __version__, parallel
 from sn_interp import store as stores
 from sn_interp.capture import capture
-from sn_interp.fingerprint import content_digests, sample_id_from_content
+from sn_interp.fingerprint import content_digests, module_sha256, sample_id_from_content
 from sn_interp.models.vlm import VLM
 from sn_interp.names import (
     HEAD,
@@ -243,7 +243,10 @@ def _template(vlm: VLM, samples: list[Sample], spec: _Spec, *, lazy: bool) -> xr
         full = dask.array.full if lazy else np.full
         data[site] = ((SAMPLE, *info.dims), full(shape, np.nan, dtype=_NP_DTYPES[spec.dtype]),
                       {"long_name": info.long_name, "hook": info.hook, "units": "activation"})
-    return xr.Dataset(data, coords=coords, attrs=_attrs(vlm, samples, spec))
+    attrs = _attrs(vlm, samples, spec)
+    if lazy and vlm.revision == "in-memory":  # wrap()ped weights: no files to name them by
+        attrs["weights_sha256"] = module_sha256(vlm.model)
+    return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
 def sample_coords(samples: list[Sample]) -> dict[str, tuple]:

@@ -67,6 +67,22 @@ def checkpoint_sha256(folder: str | Path) -> str:
     return h.hexdigest()
 
 
+def module_sha256(module: object) -> str:
+    """A hash of a torch module's parameters and buffers (names, dtypes, shapes, bytes).
+
+    For models wrapped in memory (:func:`sn_interp.models.wrap`), which have no weight files;
+    computed on each call, since in-memory weights can change in place.
+    """
+    import torch
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def image_sha256(sample: Sample) -> str:
     """The hash of a sample's decoded image (mode, size and pixel bytes)."""
     im = sample.image

@@ -50,6 +50,7 @@ FINGERPRINT = {
     "images_sha256": "other images (image bytes changed)",
     "prompts_sha256": "other question or prompt text",
     "labels_sha256": "other labels or class list",
+    "weights_sha256": "other in-memory model weights",
     "schema_version": "another store schema",
 }
 

@@ -107,6 +107,23 @@ def test_resaved_checkpoint_in_place_is_refused(tmp_path):
         _extract(resaved, _samples(4), path)
 
 
+def test_in_memory_weights_changed_in_place_are_refused(tmp_path):
+    import torch
+
+    from sn_interp.models import wrap
+
+    loaded = sn.load_model("tiny-llava")
+    vlm = wrap(loaded.model, loaded.processor, model_id="my-finetune")
+    assert vlm.revision == "in-memory"
+    path = tmp_path / "acts.zarr"
+    _extract(vlm, _samples(4), path)
+    _extract(vlm, _samples(4), path)  # unchanged weights: reused
+    with torch.no_grad():
+        next(vlm.model.parameters()).add_(1e-3)
+    with pytest.raises(StoreMismatchError, match="other in-memory model weights"):
+        _extract(vlm, _samples(4), path)
+
+
 def test_file_hash_cache_follows_rewrites(tmp_path):
     f = tmp_path / "w.bin"
     f.write_bytes(b"a" * 100)
