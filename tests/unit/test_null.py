@@ -126,3 +126,20 @@ def test_expected_jaccard_brute_force():
     pairs = [(i, j) for i in range(6) for j in range(i + 1, 6)]
     ref = np.mean([(s[i] & s[j]).sum() / max((s[i] | s[j]).sum(), 1) for i, j in pairs])
     assert expected_jaccard(s) == pytest.approx(ref)
+
+
+def test_null_on_dask_and_a_distributed_client_equals_in_memory(tmp_path):
+    import xarray as xr
+    from distributed import Client
+
+    acts = make_acts(planted=PLANTED, n_per_class=6)
+    test = make_acts(planted=PLANTED, n_per_class=4, seed=1, split="test")
+    ref = sn.selection_null(acts, test, n_perm=8, k=3, progress=False)
+    acts.to_zarr(tmp_path / "probe.zarr")
+    lazy = xr.open_zarr(tmp_path / "probe.zarr").chunk({"sample": 5})  # out of core, dask
+    assert lazy.mlp_post.chunks is not None
+    got = sn.selection_null(lazy, test, n_perm=8, k=3, progress=False)
+    xr.testing.assert_identical(got, ref)
+    with Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None):
+        dist = sn.selection_null(lazy, test, n_perm=8, k=3, progress=False)
+    xr.testing.assert_identical(dist, ref)
