@@ -2,8 +2,9 @@
 
 Every analysis module ``sn_interp/analyses/<name>.py`` defines a frozen ``Config`` (a subclass
 of :class:`StudyConfig` whose fields carry a docstring each — that text becomes ``--help``),
-a pure ``run(cfg) -> xr.Dataset``, ``tables(result) -> dict[str, DataFrame]``,
-``figures(result) -> dict[str, Figure]`` and ``main = make_main(...)``.
+``load(cfg)`` (the IO stage: models, stores), a pure ``run(cfg, loaded) -> xr.Dataset``,
+``tables(result) -> dict[str, DataFrame]``, ``figures(result) -> dict[str, Figure]`` and
+``main = make_main(...)`` (see :mod:`sn_interp.analyses` for the whole shape).
 
 :func:`make_main` gives every analysis the same command line and the same outputs:
 ``--config study.toml`` or flags; under ``--out`` (default ``results/<analysis>/<study>/``)
@@ -252,17 +253,18 @@ def save_figure(fig: Any, folder: Path, name: str) -> list[Path]:
 Extras = Callable[[Any, xr.Dataset, Path], None]
 
 
-def make_main(analysis: str, cls: type, run: Callable[[Any], xr.Dataset],
+def make_main(analysis: str, cls: type, run: Callable[..., xr.Dataset],
               tables: Callable[[xr.Dataset], dict[str, Any]],
               figures: Callable[[xr.Dataset], dict[str, Any]],
-              extras: Extras | None = None) -> Callable[..., Path]:
+              extras: Extras | None = None,
+              load: Callable[[Any], Any] | None = None) -> Callable[..., Path]:
     """The ``main(argv=None)`` of an analysis module (see the module docstring)."""
 
     def main(argv: Sequence[str] | None = None) -> Path:
         cfg = make_config(cls, analysis, argv)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         try:
-            return execute(analysis, cfg, run, tables, figures, extras=extras)
+            return execute(analysis, cfg, run, tables, figures, extras=extras, load=load)
         except _outputs.OutputConflictError as err:
             raise SystemExit(f"error: {err}") from None
 
@@ -270,10 +272,10 @@ def make_main(analysis: str, cls: type, run: Callable[[Any], xr.Dataset],
     return main
 
 
-def execute(analysis: str, cfg: StudyConfig, run: Callable[[Any], xr.Dataset],
+def execute(analysis: str, cfg: StudyConfig, run: Callable[..., xr.Dataset],
             tables: Callable[[xr.Dataset], dict[str, Any]],
             figures: Callable[[xr.Dataset], dict[str, Any]], *,
-            extras: Extras | None = None) -> Path:
+            extras: Extras | None = None, load: Callable[[Any], Any] | None = None) -> Path:
     """Write config.json, reuse or compute result.nc, then tables and figures; return the folder.
 
     Figures are redrawn only with a fresh result, or when ``figures.json`` (the names drawn
@@ -281,6 +283,10 @@ def execute(analysis: str, cfg: StudyConfig, run: Callable[[Any], xr.Dataset],
 
     ``extras(cfg, result, folder)``, when given, writes an analysis's other outputs (e.g. the
     early-exit analysis's saved classifiers) after the tables and figures.
+
+    ``load(cfg)``, when given, is the analysis's IO stage (models loaded, stores written or
+    opened); the result is then ``run(cfg, load(cfg))``, else ``run(cfg)``. Neither runs when
+    a finished result is reused.
     """
     folder = out_dir(cfg, analysis)
     folder.mkdir(parents=True, exist_ok=True)
@@ -292,7 +298,7 @@ def execute(analysis: str, cfg: StudyConfig, run: Callable[[Any], xr.Dataset],
     fresh = result is None
     if fresh:
         with _scheduler(cfg.scheduler, cfg.workers):
-            result = run(cfg)
+            result = run(cfg) if load is None else run(cfg, load(cfg))
         result.attrs.update({"analysis": analysis, "config_digest": cfg.digest(),
                              "config": json.dumps(dataclasses.asdict(cfg), default=str)})
         _outputs.atomic_write(result_path, result.to_netcdf)

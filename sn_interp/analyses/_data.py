@@ -1,11 +1,18 @@
-"""Loading what analyses share: models (cached per process), splits, activation stores."""
+"""The load stage analyses share: models (cached per process), tasks, splits, stores.
+
+An analysis's ``load(cfg)`` (its IO stage: models loaded, activation stores written or
+opened) returns a :class:`Loaded`; its ``run(cfg, loaded)`` computes from that alone.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import xarray as xr
@@ -88,3 +95,78 @@ def pad_layers(values: dict[int, float], n_layers: int, size: int) -> np.ndarray
         if layer < n_layers:
             out[layer] = v
     return out
+
+
+# ---- the load stage -------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+    """What an analysis's load stage produced: the models and each (model, task)'s inputs."""
+
+    models: dict[str, Any]
+    cells: dict[tuple[str, str], Any]
+
+
+def load_cells(cfg: StudyConfig, load_cell: Callable[[Any, Any, str], Any]) -> Loaded:
+    """Load every model of ``cfg`` once and ``load_cell(cfg, vlm, task)`` for every cell."""
+    models = {m: vlm(cfg, m) for m in cfg.models}
+    return Loaded(models, {(m, t): load_cell(cfg, models[m], t)
+                           for m in cfg.models for t in cfg.tasks})
+
+
+class Acts(NamedTuple):
+    """The activations of one probe split and of its test split (empty if not extracted)."""
+
+    probe: xr.Dataset
+    test: xr.Dataset
+
+
+def split_acts(cfg: StudyConfig, vlm: Any, task: str, *, prompt: str | None,
+               shift: str | None = None, with_test: bool = True) -> Acts:
+    """Activations of a task's probe split (and test split) under a prompt and shift."""
+    probe, test = split(cfg, task, prompt=prompt, shift=shift)
+    suffix = f"-{shift}" if shift else ""
+    a_probe = acts(cfg, vlm, probe, "probe" + suffix)
+    a_test = acts(cfg, vlm, test, "test" + suffix) if with_test else xr.Dataset()
+    return Acts(a_probe, a_test)
+
+
+def select(cfg: StudyConfig, a_probe: xr.Dataset) -> Any:
+    """Super Neurons selected on probe activations with the study's k, rule, score, seed."""
+    from sn_interp.probes import find_super_neurons
+
+    return find_super_neurons(a_probe, k=cfg.k, rule=cfg.rule, score=cfg.score,
+                              seed=cfg.seed, progress=cfg.progress)
+
+
+# ---- task prompts and shifts ----------------------------------------------------------------
+
+@functools.lru_cache(maxsize=16)
+def task_meta(task: str, n: int | None, seed: int) -> Any:
+    """The loaded task (for its prompts, shifts and classes), cached per process."""
+    from sn_interp.tasks import load_task
+
+    return load_task(task, n=n, seed=seed)
+
+
+def check_names(cfg: StudyConfig, *, prompts: Sequence[str] = (),
+                shifts: Sequence[str] = ()) -> None:
+    """Refuse prompt ids / shift names that none of the study's tasks has (likely typos)."""
+    metas = [task_meta(t, cfg.n, cfg.seed) for t in cfg.tasks]
+    for what, names in (("prompts", prompts), ("shifts", shifts)):
+        known = {x for m in metas for x in getattr(m, what)}
+        unknown = [x for x in names if x not in known]
+        if unknown:
+            raise ValueError(f"no task of {list(cfg.tasks)} has the {what} {unknown}; "
+                             f"they have {sorted(known)}")
+
+
+def resolve(wanted: Sequence[str], available: Sequence[str], what: str, task: str) -> list[str]:
+    """The ids of ``wanted`` a task has (all of ``available`` when ``wanted`` is empty)."""
+    if not wanted:
+        return list(available)
+    missing = [w for w in wanted if w not in available]
+    if missing:
+        log.warning("task %s has no %s %s (it has %s); skipping them", task, what, missing,
+                    list(available))
+    return [w for w in wanted if w in available]

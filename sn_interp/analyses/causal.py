@@ -38,6 +38,7 @@ import xarray as xr
 from sn_interp.analyses import _data
 from sn_interp.analyses._common import StudyConfig, make_main
 from sn_interp.analyses._common import file_name as _name
+from sn_interp.analyses._result import combine_cells
 
 log = logging.getLogger(__name__)
 ANALYSIS = "causal"
@@ -207,14 +208,29 @@ def empirical_p(control: np.ndarray, observed: float) -> float:
 
 # ---- one (model, task) cell ------------------------------------------------------------------
 
+def load_cell(cfg: Config, vlm, task: str) -> dict:
+    """The probe activations (store) and the test samples of one (model, task)."""
+    probe, test = _data.split(cfg, task)
+    return {"task": task, "a_probe": _data.acts(cfg, vlm, probe, "probe"),
+            "test": list(test)[:cfg.max_test]}
+
+
+def load(cfg: Config) -> _data.Loaded:
+    """The IO stage: load the models, extract or open the probe stores."""
+    return _data.load_cells(cfg, load_cell)
+
+
 def one(cfg: Config, vlm, task: str) -> xr.Dataset:
+    """One (model, task) cell, loaded and computed (see :func:`cell`)."""
+    return cell(cfg, vlm, load_cell(cfg, vlm, task))
+
+
+def cell(cfg: Config, vlm, inputs: dict) -> xr.Dataset:
     """Every number of one (model, task) cell, over (edit, k[, draw])."""
     from sn_interp.names import ALL_SITES
     from sn_interp.probes import find_super_neurons
 
-    probe, test = _data.split(cfg, task)
-    a_probe = _data.acts(cfg, vlm, probe, "probe")
-    test = list(test)[:cfg.max_test]
+    a_probe, test, task = inputs["a_probe"], inputs["test"], inputs["task"]
     found = find_super_neurons(a_probe, k=1, rule=cfg.rule, score=cfg.score, seed=cfg.seed,
                                sites=tuple(s for s in ALL_SITES if s in a_probe.data_vars),
                                progress=False)
@@ -269,17 +285,16 @@ def cell_dataset(cfg: Config, sn_v: dict, ctrl: dict, base: np.ndarray, y: np.nd
                                     "draw": np.arange(cfg.n_random)})
 
 
-def run(cfg: Config) -> xr.Dataset:
-    """All (model, task) cells as one Dataset (see the module docstring)."""
-    rows = []
-    for m in cfg.models:
-        vlm = _data.vlm(cfg, m)
-        cells = [one(cfg, vlm, t) for t in cfg.tasks]
-        rows.append(xr.concat(cells, dim=pd.Index(list(cfg.tasks), name="task")))
-    result = xr.concat(rows, dim=pd.Index(list(cfg.models), name="model"))
-    result.attrs.update({"study": cfg.study, "rule": cfg.rule, "score": cfg.score,
-                         "n_random": cfg.n_random, "shots": cfg.shots})
-    return result
+def run(cfg: Config, loaded: _data.Loaded | None = None) -> xr.Dataset:
+    """All (model, task) cells as one Dataset (see the module docstring).
+
+    Pure given ``loaded`` (the output of :func:`load`); without it, loads first.
+    """
+    loaded = load(cfg) if loaded is None else loaded
+    cells = {(m, t): cell(cfg, loaded.models[m], inp) for (m, t), inp in loaded.cells.items()}
+    return combine_cells(cells, models=cfg.models, tasks=cfg.tasks,
+                         attrs={"study": cfg.study, "rule": cfg.rule, "score": cfg.score,
+                                "n_random": cfg.n_random, "shots": cfg.shots})
 
 
 # ---- tables and figures ----------------------------------------------------------------------
@@ -350,7 +365,7 @@ def figures(result: xr.Dataset) -> dict:
     return figs
 
 
-main = make_main(ANALYSIS, Config, run, tables, figures)
+main = make_main(ANALYSIS, Config, run, tables, figures, load=load)
 
 if __name__ == "__main__":
     main()

@@ -32,7 +32,7 @@ import dataclasses
 import itertools
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -41,15 +41,9 @@ import xarray as xr
 from sn_interp.analyses import _data
 from sn_interp.analyses._common import StudyConfig, make_main
 from sn_interp.analyses._common import file_name as _name
-from sn_interp.analyses.robustness import (
-    Fit,
-    check_names,
-    frame_to_dataset,
-    overlap,
-    resolve,
-    select,
-    task_meta,
-)
+from sn_interp.analyses._data import check_names, resolve, task_meta
+from sn_interp.analyses._overlap import overlap
+from sn_interp.analyses._result import combine_cells, frame_to_dataset
 from sn_interp.names import ALL_SITES
 
 log = logging.getLogger(__name__)
@@ -72,7 +66,41 @@ class Config(StudyConfig):
             raise ValueError(f"seeds must be distinct and non-empty, got {self.seeds}")
 
 
+# ---- load stage ----------------------------------------------------------------------------
+
+def load_cell(cfg: Config, vlm: Any, task: str) -> dict[str, Any]:
+    """The stores of one (model, task): reference probe + test, other prompts, other seeds."""
+    meta = task_meta(task, cfg.n, cfg.seed)
+    prompts = resolve(cfg.prompts, list(meta.prompts), "prompt", task)
+    if not prompts:
+        raise ValueError(f"task {task!r} has none of the prompts {list(cfg.prompts)}")
+    ref = _data.split_acts(cfg, vlm, task, prompt=prompts[0])
+    by_prompt = {p: _data.split_acts(cfg, vlm, task, prompt=p, with_test=False).probe
+                 for p in prompts[1:]}
+    by_seed = {s: _data.split_acts(dataclasses.replace(cfg, seed=s), vlm, task,
+                                   prompt=prompts[0], with_test=False).probe
+               for s in cfg.seeds if s != cfg.seed}
+    return {"ref": ref, "prompts": prompts, "by_prompt": by_prompt, "by_seed": by_seed,
+            "n_layers": vlm.dims.n_layers, "family": str(getattr(vlm, "family", ""))}
+
+
+def load(cfg: Config) -> _data.Loaded:
+    """The IO stage: check the prompt ids, load the models, extract or open every store."""
+    check_names(cfg, prompts=cfg.prompts)
+    return _data.load_cells(cfg, load_cell)
+
+
 # ---- one model -----------------------------------------------------------------------------
+
+class Selections(NamedTuple):
+    """The selections of one (model, task) and the reference's test predictions."""
+
+    ref: Any
+    by_prompt: dict[str, Any]
+    by_seed: dict[int, Any]
+    pred: xr.DataArray
+    n_layers: int
+
 
 def _pairs(name: str, fits: Mapping[Any, Any]) -> list[dict]:
     """Overlap rows ``<name>_a``, ``<name>_b`` over every ordered pair of selections."""
@@ -85,25 +113,16 @@ def _pairs(name: str, fits: Mapping[Any, Any]) -> list[dict]:
     return rows
 
 
-def one_task(cfg: Config, vlm: Any, task: str) -> dict[str, Any]:
-    """Reference fit, prompt and seed selections, and test predictions of one (model, task)."""
-    from sn_interp.probes import evaluate
-
-    meta = task_meta(task, cfg.n, cfg.seed)
-    prompts = resolve(cfg.prompts, list(meta.prompts), "prompt", task)
-    if not prompts:
-        raise ValueError(f"task {task!r} has none of the prompts {list(cfg.prompts)}")
-    ref: Fit = select(cfg, vlm, task, prompt=prompts[0], with_test=True)
-    by_prompt = {prompts[0]: ref.found} | {
-        p: select(cfg, vlm, task, prompt=p).found for p in prompts[1:]}
-    by_seed = {s: ref.found if s == cfg.seed else select(
-        dataclasses.replace(cfg, seed=s), vlm, task, prompt=prompts[0]).found
-        for s in cfg.seeds}
-    pred = ref.found.predict(ref.test)
-    ev = _data.accuracy_fields(evaluate(pred, seed=cfg.seed))
-    return {"found": ref.found, "pred": pred, "accuracy": ev, "prompts": prompts,
-            "prompt_rows": _pairs("prompt", by_prompt), "seed_rows": _pairs("seed", by_seed),
-            "n_classes": len(ref.found.class_names)}
+def select_cell(cfg: Config, inputs: dict[str, Any]) -> Selections:
+    """Reference, prompt and seed selections and test predictions of one (model, task)."""
+    ref = _data.select(cfg, inputs["ref"].probe)
+    prompts = inputs["prompts"]
+    by_prompt = {prompts[0]: ref} | {p: _data.select(cfg, a)
+                                     for p, a in inputs["by_prompt"].items()}
+    by_seed = {s: ref if s == cfg.seed else _data.select(
+        dataclasses.replace(cfg, seed=s), inputs["by_seed"][s]) for s in cfg.seeds}
+    return Selections(ref, by_prompt, by_seed, ref.predict(inputs["ref"].test),
+                      inputs["n_layers"])
 
 
 def sn_rows(found: Any, n_layers: int) -> list[dict]:
@@ -115,7 +134,27 @@ def sn_rows(found: Any, n_layers: int) -> list[dict]:
                                                sel["layer"].values, strict=True))]
 
 
-# ---- across models -------------------------------------------------------------------------
+def cell(cfg: Config, sels: Selections, inputs: dict[str, Any]) -> xr.Dataset:
+    """One (model, task) cell: dims prompt_a, prompt_b, seed_a, seed_b, rank, site."""
+    from sn_interp.probes import evaluate
+
+    prompts = inputs["prompts"]
+    order = {"prompt_a": prompts, "prompt_b": prompts, "seed_a": list(cfg.seeds),
+             "seed_b": list(cfg.seeds), "rank": list(range(cfg.k)), "site": list(ALL_SITES)}
+    sns = sn_rows(sels.ref, sels.n_layers)
+    sites = [r["sn_site"] for r in sns]
+    acc = _data.accuracy_fields(evaluate(sels.pred, seed=cfg.seed))
+    ds = xr.merge([
+        frame_to_dataset(_pairs("prompt", sels.by_prompt), ("prompt_a", "prompt_b"), order),
+        frame_to_dataset(_pairs("seed", sels.by_seed), ("seed_a", "seed_b"), order),
+        frame_to_dataset(sns, ("rank",), order),
+        frame_to_dataset([{"site": s, "site_count": sites.count(s)} for s in ALL_SITES],
+                         ("site",), order)])
+    return ds.assign({**dict(zip(("accuracy", "accuracy_low", "accuracy_high"), acc, strict=True)),
+                      "n_layers": np.int64(inputs["n_layers"]), "family": inputs["family"]})
+
+
+# ---- across tasks and models ---------------------------------------------------------------
 
 def agreement(a: xr.DataArray, b: xr.DataArray, n_classes: int) -> dict[str, float]:
     """Fraction of shared samples where two prediction vectors agree, and Cohen's kappa."""
@@ -135,84 +174,54 @@ def agreement(a: xr.DataArray, b: xr.DataArray, n_classes: int) -> dict[str, flo
     return {"agreement": float((x == y).mean()), "kappa": kappa}
 
 
-def model_pair_rows(cells: Mapping[tuple[str, str], dict], models: Sequence[str],
-                    task: str) -> list[dict]:
-    """Depth KS statistic and prediction agreement for every ordered pair of models."""
+def across_tasks(cfg: Config, sels: Mapping[tuple[str, str], Selections]) -> xr.Dataset:
+    """Overlap of every pair of tasks' reference selections, per model."""
+    tasks = list(cfg.tasks)
+    rows = [{"model": m, **r} for m in cfg.models
+            for r in _pairs("task", {t: sels[m, t].ref for t in tasks})]
+    return frame_to_dataset(rows, ("model", "task_a", "task_b"),
+                            {"model": list(cfg.models), "task_a": tasks, "task_b": tasks})
+
+
+def across_models(cfg: Config, sels: Mapping[tuple[str, str], Selections]) -> xr.Dataset:
+    """Depth KS statistic and prediction agreement for every ordered pair of models, per task."""
     from scipy.stats import ks_2samp
 
     rows = []
-    for ma, mb in itertools.product(models, repeat=2):
-        a, b = cells[ma, task], cells[mb, task]
-        ks = ks_2samp([r["relative_depth"] for r in a["sns"]],
-                      [r["relative_depth"] for r in b["sns"]])
-        rows.append({"task": task, "model_a": ma, "model_b": mb,
-                     "depth_ks": float(ks.statistic), "depth_ks_pvalue": float(ks.pvalue),
-                     **agreement(a["pred"], b["pred"], a["n_classes"])})
-    return rows
+    for task in cfg.tasks:
+        for ma, mb in itertools.product(cfg.models, repeat=2):
+            a, b = sels[ma, task], sels[mb, task]
+            ks = ks_2samp([r["relative_depth"] for r in sn_rows(a.ref, a.n_layers)],
+                          [r["relative_depth"] for r in sn_rows(b.ref, b.n_layers)])
+            rows.append({"task": task, "model_a": ma, "model_b": mb,
+                         "depth_ks": float(ks.statistic), "depth_ks_pvalue": float(ks.pvalue),
+                         **agreement(a.pred, b.pred, len(a.ref.class_names))})
+    models = list(cfg.models)
+    return frame_to_dataset(rows, ("task", "model_a", "model_b"),
+                            {"task": list(cfg.tasks), "model_a": models, "model_b": models})
 
 
 # ---- run and assemble ----------------------------------------------------------------------
 
-def run(cfg: Config) -> xr.Dataset:
-    """All models and tasks as one Dataset (see the module docstring)."""
-    check_names(cfg, prompts=cfg.prompts)
-    cells, meta = {}, {}
-    for m in cfg.models:
-        vlm = _data.vlm(cfg, m)
-        meta[m] = {"n_layers": vlm.dims.n_layers, "family": str(getattr(vlm, "family", ""))}
-        for t in cfg.tasks:
-            cell = one_task(cfg, vlm, t)
-            cell["sns"] = sn_rows(cell["found"], vlm.dims.n_layers)
-            cells[m, t] = cell
-    return assemble(cfg, cells, meta)
+def run(cfg: Config, loaded: _data.Loaded | None = None) -> xr.Dataset:
+    """All models and tasks as one Dataset (see the module docstring).
 
-
-def _model_rows(cfg: Config, cells: Mapping[tuple[str, str], dict]) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {"task": [], "prompt": [], "seed": [], "sn": [], "site": [],
-                                  "acc": []}
-    for m in cfg.models:
-        by_task = {t: cells[m, t]["found"] for t in cfg.tasks}
-        out["task"] += [{"model": m, **r} for r in _pairs("task", by_task)]
-        for t in cfg.tasks:
-            c = cells[m, t]
-            out["prompt"] += [{"model": m, "task": t, **r} for r in c["prompt_rows"]]
-            out["seed"] += [{"model": m, "task": t, **r} for r in c["seed_rows"]]
-            out["sn"] += [{"model": m, "task": t, **r} for r in c["sns"]]
-            sites = [r["sn_site"] for r in c["sns"]]
-            out["site"] += [{"model": m, "task": t, "site": s, "site_count": sites.count(s)}
-                            for s in ALL_SITES]
-            acc = dict(zip(("accuracy", "accuracy_low", "accuracy_high"), c["accuracy"],
-                           strict=True))
-            out["acc"].append({"model": m, "task": t, **acc})
-    return out
-
-
-def assemble(cfg: Config, cells: Mapping[tuple[str, str], dict],
-             meta: Mapping[str, dict]) -> xr.Dataset:
-    models, tasks = list(cfg.models), list(cfg.tasks)
-    prompts = list(dict.fromkeys(p for c in cells.values() for p in c["prompts"]))
-    order = {"model": models, "task": tasks, "task_a": tasks, "task_b": tasks,
-             "prompt_a": prompts, "prompt_b": prompts, "seed_a": list(cfg.seeds),
-             "seed_b": list(cfg.seeds), "rank": list(range(cfg.k)), "site": list(ALL_SITES),
-             "model_a": models, "model_b": models}
-    rows = _model_rows(cfg, cells)
-    pair_rows = [r for t in tasks for r in model_pair_rows(cells, models, t)]
-    ds = xr.merge([
-        frame_to_dataset(rows["task"], ("model", "task_a", "task_b"), order),
-        frame_to_dataset(rows["prompt"], ("model", "task", "prompt_a", "prompt_b"), order),
-        frame_to_dataset(rows["seed"], ("model", "task", "seed_a", "seed_b"), order),
-        frame_to_dataset(rows["sn"], ("model", "task", "rank"), order),
-        frame_to_dataset(rows["site"], ("model", "task", "site"), order),
-        frame_to_dataset(rows["acc"], ("model", "task"), order),
-        frame_to_dataset(pair_rows, ("task", "model_a", "model_b"), order)])
+    Pure given ``loaded`` (the output of :func:`load`); without it, loads first.
+    """
+    loaded = load(cfg) if loaded is None else loaded
+    sels = {key: select_cell(cfg, inp) for key, inp in loaded.cells.items()}
+    cells = {key: cell(cfg, sels[key], inp) for key, inp in loaded.cells.items()}
+    ds = combine_cells(cells, models=cfg.models, tasks=cfg.tasks,
+                       per_model=("n_layers", "family"),
+                       order={"rank": list(range(cfg.k)), "site": list(ALL_SITES),
+                              "seed_a": list(cfg.seeds), "seed_b": list(cfg.seeds)},
+                       extra=[across_tasks(cfg, sels), across_models(cfg, sels)],
+                       attrs={"study": cfg.study, "k": cfg.k, "shots": cfg.shots,
+                              "rule": cfg.rule, "score": cfg.score, "seed": cfg.seed})
     ds["sn_layer"] = ds["sn_layer"].astype(np.int64)
     ds["site_count"] = ds["site_count"].astype(np.int64)
-    ds["n_layers"] = ("model", np.array([meta[m]["n_layers"] for m in models], np.int64))
-    ds["family"] = ("model", [meta[m]["family"] for m in models])
     for name, text in LONG_NAMES.items():
         ds[name].attrs["long_name"] = text
-    ds.attrs.update({"study": cfg.study, "k": cfg.k, "shots": cfg.shots, "rule": cfg.rule,
-                     "score": cfg.score, "seed": cfg.seed})
     return ds
 
 
@@ -309,7 +318,7 @@ def figures(result: xr.Dataset) -> dict:
 
 
 
-main = make_main(ANALYSIS, Config, run, tables, figures)
+main = make_main(ANALYSIS, Config, run, tables, figures, load=load)
 
 if __name__ == "__main__":
     main()

@@ -36,6 +36,7 @@ import xarray as xr
 from sn_interp.analyses import _data
 from sn_interp.analyses._common import StudyConfig, make_main
 from sn_interp.analyses._common import file_name as _name
+from sn_interp.analyses._result import Headline, cell_value, combine_cells
 
 log = logging.getLogger(__name__)
 ANALYSIS = "early_exit"
@@ -90,68 +91,69 @@ def best_exit(sweep: xr.Dataset, tolerance: float) -> int:
     return int(ok.min())
 
 
-def one(cfg: Config, vlm, task: str) -> xr.Dataset:
-    """The sweep of one (model, task) cell, with its best exit point."""
+def load_cell(cfg: Config, vlm, task: str) -> dict:
+    """The probe and test samples of one (model, task) (the sweep extracts in memory)."""
+    probe, test = _data.split(cfg, task)
+    return {"task": task, "probe": probe, "test": test}
+
+
+def load(cfg: Config) -> _data.Loaded:
+    """The IO stage: load the models and draw every split."""
+    return _data.load_cells(cfg, load_cell)
+
+
+def cell(cfg: Config, vlm, inputs: dict) -> xr.Dataset:
+    """The sweep of one (model, task) cell (dim ``exit_layer``), with its best exit point."""
     from sn_interp.early_exit import sweep
 
-    probe, test = _data.split(cfg, task)
-    ds = sweep(vlm, probe, test, layers=layers_of(cfg, vlm.dims.n_layers), k=cfg.k,
-               rule=cfg.rule, score=cfg.score, vision=cfg.vision, batch_size=cfg.batch_size,
-               zero_shot_mode=cfg.zero_shot_mode, max_new_tokens=cfg.max_new_tokens,
-               progress=cfg.progress)
+    ds = sweep(vlm, inputs["probe"], inputs["test"], layers=layers_of(cfg, vlm.dims.n_layers),
+               k=cfg.k, rule=cfg.rule, score=cfg.score, vision=cfg.vision,
+               batch_size=cfg.batch_size, zero_shot_mode=cfg.zero_shot_mode,
+               max_new_tokens=cfg.max_new_tokens, progress=cfg.progress)
     best = best_exit(ds, cfg.tolerance)
     at = ds.sel(exit_layer=best)
     log.info("%s / %s: best exit layer %d, accuracy %.3f (base %.3f), speed-up %.2fx",
-             vlm.model_id, task, best, float(at.accuracy), float(ds.base_accuracy),
-             float(at.speedup))
-    return ds.assign(best_exit_layer=best, best_accuracy=at.accuracy.drop_vars("exit_layer"),
-                     best_speedup=at.speedup.drop_vars("exit_layer"))
+             vlm.model_id, inputs["task"], best, float(at.accuracy),
+             float(ds.base_accuracy), float(at.speedup))
+    ds["best_neuron"].attrs["long_name"] = "best neuron at the exit"
+    return ds.assign(
+        best_exit_layer=((), np.int64(best), {"long_name": "best exit layer"}),
+        best_accuracy=((), float(at.accuracy)),
+        best_speedup=((), float(at.speedup), {"long_name": "speed-up at the best exit layer"}),
+        n_layers=((), np.int64(vlm.dims.n_layers)))
 
 
-def run(cfg: Config) -> xr.Dataset:
-    """All (model, task) sweeps as one Dataset (see the module docstring)."""
-    cells, n_layers = {}, {}
-    for m in cfg.models:
-        vlm = _data.vlm(cfg, m)
-        n_layers[m] = vlm.dims.n_layers
-        for t in cfg.tasks:
-            cells[m, t] = one(cfg, vlm, t)
-    return assemble(cfg, cells, n_layers)
+def one(cfg: Config, vlm, task: str) -> xr.Dataset:
+    """One (model, task) cell, loaded and computed (see :func:`cell`)."""
+    return cell(cfg, vlm, load_cell(cfg, vlm, task))
 
 
-def assemble(cfg: Config, cells: dict[tuple[str, str], xr.Dataset],
-             n_layers: dict[str, int]) -> xr.Dataset:
-    models, tasks = list(cfg.models), list(cfg.tasks)
+def run(cfg: Config, loaded: _data.Loaded | None = None) -> xr.Dataset:
+    """All (model, task) sweeps as one Dataset (see the module docstring).
+
+    Pure given ``loaded`` (the output of :func:`load`); without it, loads first.
+    """
+    loaded = load(cfg) if loaded is None else loaded
+    cells = {(m, t): cell(cfg, loaded.models[m], inp) for (m, t), inp in loaded.cells.items()}
     exits = sorted({int(e) for ds in cells.values() for e in ds.exit_layer.values})
-    grid = {v: np.full((len(models), len(tasks), len(exits)), np.nan) for v in SWEEP_VARS}
-    ids = np.full((len(models), len(tasks), len(exits)), "", dtype=object)
-    cell_vars = (*BASE_VARS, "best_exit_layer", "best_accuracy", "best_speedup")
-    per_cell = {v: np.full((len(models), len(tasks)), np.nan) for v in cell_vars}
-    for (m, t), ds in cells.items():
-        i, j = models.index(m), tasks.index(t)
-        cols = [exits.index(int(e)) for e in ds.exit_layer.values]
-        for v in SWEEP_VARS:
-            grid[v][i, j, cols] = ds[v].values
-        ids[i, j, cols] = ds["best_neuron"].values
-        for v in cell_vars:
-            per_cell[v][i, j] = float(ds[v])
-    mte = ("model", "task", "exit_layer")
-    attrs = {v: dict(cells[next(iter(cells))][v].attrs) for v in (*SWEEP_VARS, *BASE_VARS)}
-    attrs["best_exit_layer"] = {"long_name": "best exit layer"}
-    attrs["best_speedup"] = {"long_name": "speed-up at the best exit layer"}
-    data = {v: (mte, grid[v], attrs[v]) for v in SWEEP_VARS}
-    data["best_neuron"] = (mte, ids.astype(str), {"long_name": "best neuron at the exit"})
-    data.update({v: (("model", "task"), per_cell[v], attrs.get(v, {})) for v in cell_vars})
-    data["best_exit_layer"] = (("model", "task"), per_cell["best_exit_layer"].astype(np.int64),
-                               attrs["best_exit_layer"])
-    data["n_layers"] = ("model", np.array([n_layers[m] for m in models], np.int64))
-    return xr.Dataset(
-        data, coords={"model": models, "task": tasks,
-                      "exit_layer": ("exit_layer", np.array(exits, np.int64),
-                                     {"long_name": "exit layer (-1: vision tower only)"})},
+    return combine_cells(
+        cells, models=cfg.models, tasks=cfg.tasks, per_model=("n_layers",),
+        fill={"best_neuron": ""}, order={"exit_layer": exits},
         attrs={"study": cfg.study, "k": cfg.k, "shots": cfg.shots, "rule": cfg.rule,
                "score": cfg.score, "vision": int(cfg.vision), "tolerance": cfg.tolerance,
                "zero_shot_mode": cfg.zero_shot_mode})
+
+
+#: Headline columns: the early-exit operating point (and zero-shot as a fallback source).
+HEADLINE = (
+    Headline("zero-shot", cell_value("base_accuracy")),
+    Headline("exit layer", cell_value("best_exit_layer"), integer=True,
+             note="the SN early-exit classifier's chosen exit point (-1: vision tower only)"),
+    Headline("early-exit accuracy", cell_value("best_accuracy"),
+             note="its test accuracy"),
+    Headline("speed-up", cell_value("best_speedup"),
+             note="over the base model generating its answer"),
+)
 
 
 # ---- tables and figures -----------------------------------------------------------------------
@@ -268,7 +270,7 @@ def save_classifier(cfg: Config, model: str, task: str, exit_layer: int, path: P
 
 
 extras = save_classifiers
-main = make_main(ANALYSIS, Config, run, tables, figures, extras=extras)
+main = make_main(ANALYSIS, Config, run, tables, figures, extras=extras, load=load)
 
 if __name__ == "__main__":
     main()

@@ -24,6 +24,7 @@ import xarray as xr
 from sn_interp.analyses import _data
 from sn_interp.analyses._common import StudyConfig, make_main
 from sn_interp.analyses._common import file_name as _name
+from sn_interp.analyses._result import Headline, cell_value, combine_cells
 from sn_interp.names import ALL_SITES
 
 log = logging.getLogger(__name__)
@@ -83,87 +84,85 @@ def _counts(found) -> dict[tuple[str, int], int]:
     return out
 
 
-def one(cfg: Config, vlm, task: str) -> dict:
-    """Every number of one (model, task) cell."""
-    from sn_interp.probes import evaluate, find_sav_heads, find_super_neurons, zero_shot
-
+def load_cell(cfg: Config, vlm, task: str) -> dict:
+    """The probe and test samples of one (model, task) and their activations (stores)."""
     probe, test = _data.split(cfg, task)
-    a_probe = _data.acts(cfg, vlm, probe, "probe")
-    a_test = _data.acts(cfg, vlm, test, "test")
-    found = find_super_neurons(a_probe, k=cfg.k, rule=cfg.rule, score=cfg.score,
-                               seed=cfg.seed, progress=cfg.progress)
+    return {"test": test, "acts": _data.Acts(_data.acts(cfg, vlm, probe, "probe"),
+                                            _data.acts(cfg, vlm, test, "test"))}
+
+
+def load(cfg: Config) -> _data.Loaded:
+    """The IO stage: load the models, extract or open every store."""
+    return _data.load_cells(cfg, load_cell)
+
+
+def cell(cfg: Config, vlm, inputs: dict) -> xr.Dataset:
+    """One (model, task) cell: dims ``classifier`` and (``site``, ``layer``), and scalars."""
+    from sn_interp.probes import evaluate, find_sav_heads, zero_shot
+
+    a_probe, a_test = inputs["acts"]
+    found = _data.select(cfg, a_probe)
     heads = find_sav_heads(a_probe, k=min(cfg.k, vlm.dims.n_layers * vlm.dims.n_heads),
                            progress=cfg.progress)
-    base = zero_shot(vlm, test, mode=cfg.zero_shot_mode, max_new_tokens=cfg.max_new_tokens,
-                     batch_size=cfg.batch_size, progress=cfg.progress)
+    base = zero_shot(vlm, inputs["test"], mode=cfg.zero_shot_mode,
+                     max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                     progress=cfg.progress)
     preds = {"zero_shot": base.pred, "sav": heads.predict(a_test),
              "sn_top1": found.predict(a_test, k=1), "sn_topk": found.predict(a_test)}
-    evs = {m: _data.accuracy_fields(evaluate(p, seed=cfg.seed)) for m, p in preds.items()}
-    probe_best, test_best = best_per_cell(found, a_test)
+    evs = np.array([_data.accuracy_fields(evaluate(preds[m], seed=cfg.seed)) for m in METHODS])
+    n_layers = vlm.dims.n_layers
+    probe_best, test_best = (g.reindex(layer=range(n_layers)).values
+                             for g in best_per_cell(found, a_test))
+    counts = np.zeros((len(ALL_SITES), n_layers))
+    for (site, layer), count in _counts(found).items():
+        if site in ALL_SITES:
+            counts[ALL_SITES.index(site), layer] = count
     top = found.table.isel(neuron=0)
-    return {"evs": evs, "probe_best": probe_best, "test_best": test_best,
-            "counts": _counts(found), "best_id": str(top["id"].values),
-            "best_layer": int(top["layer"].values), "best_site": str(top["site"].values),
-            "n_layers": vlm.dims.n_layers, "chance": 1 / len(found.class_names),
-            "mapped": float(base.mapped.mean())}
-
-
-def run(cfg: Config) -> xr.Dataset:
-    """All (model, task) cells as one Dataset (see the module docstring)."""
-    cells = {(m, t): one(cfg, _data.vlm(cfg, m), t)
-             for m in cfg.models for t in cfg.tasks}
-    return assemble(cfg, cells)
-
-
-def assemble(cfg: Config, cells: dict[tuple[str, str], dict]) -> xr.Dataset:
-    models, tasks = list(cfg.models), list(cfg.tasks)
-    depth = max(c["n_layers"] for c in cells.values())
-    shape3 = (len(models), len(tasks), len(METHODS))
-    acc, low, high = (np.zeros(shape3) for _ in range(3))
-    grids = {name: np.full((len(models), len(tasks), len(ALL_SITES), depth), np.nan)
-             for name in ("probe_best", "test_best", "sn_count")}
-    per_cell = {name: np.empty((len(models), len(tasks)), dtype=object if name.endswith(
-        ("id", "site")) else float) for name in ("best_id", "best_site", "best_layer",
-                                                 "mapped", "relative_depth")}
-    for (m, t), c in cells.items():
-        i, j = models.index(m), tasks.index(t)
-        for q, method in enumerate(METHODS):
-            acc[i, j, q], low[i, j, q], high[i, j, q] = c["evs"][method]
-        for name in ("probe_best", "test_best"):
-            grids[name][i, j, :, :c["n_layers"]] = c[name].reindex(
-                layer=range(c["n_layers"])).values
-        grids["sn_count"][i, j, :, :c["n_layers"]] = 0
-        for (site, layer), count in c["counts"].items():
-            if site in ALL_SITES:
-                grids["sn_count"][i, j, ALL_SITES.index(site), layer] = count
-        per_cell["best_id"][i, j], per_cell["best_site"][i, j] = c["best_id"], c["best_site"]
-        per_cell["best_layer"][i, j], per_cell["mapped"][i, j] = c["best_layer"], c["mapped"]
-        per_cell["relative_depth"][i, j] = (c["best_layer"] + 1) / c["n_layers"]
-    n_layers = [next(c["n_layers"] for (m2, _), c in cells.items() if m2 == m) for m in models]
-    chance = [next(c["chance"] for (_, t2), c in cells.items() if t2 == t) for t in tasks]
-    mt = ("model", "task")
-    grid_dims = ("model", "task", "site", "layer")
+    best_layer = int(top["layer"].values)
+    grid = ("site", "layer")
     return xr.Dataset(
-        {"accuracy": (mt + ("classifier",), acc, {"long_name": "test accuracy"}),
-         "accuracy_low": (mt + ("classifier",), low), "accuracy_high": (mt + ("classifier",), high),
-         "probe_best": (grid_dims, grids["probe_best"],
-                        {"long_name": "probe accuracy of the best neuron"}),
-         "test_best": (grid_dims, grids["test_best"],
-                       {"long_name": "test accuracy of the best neuron"}),
-         "sn_count": (grid_dims, grids["sn_count"], {"long_name": "selected SNs"}),
-         "best_id": (mt, per_cell["best_id"].astype(str)),
-         "best_site": (mt, per_cell["best_site"].astype(str)),
-         "best_layer": (mt, per_cell["best_layer"].astype(np.int64)),
-         "relative_depth": (mt, per_cell["relative_depth"],
+        {"accuracy": ("classifier", evs[:, 0], {"long_name": "test accuracy"}),
+         "accuracy_low": ("classifier", evs[:, 1]), "accuracy_high": ("classifier", evs[:, 2]),
+         "probe_best": (grid, probe_best, {"long_name": "probe accuracy of the best neuron"}),
+         "test_best": (grid, test_best, {"long_name": "test accuracy of the best neuron"}),
+         "sn_count": (grid, counts, {"long_name": "selected SNs"}),
+         "best_id": ((), str(top["id"].values)), "best_site": ((), str(top["site"].values)),
+         "best_layer": ((), np.int64(best_layer)),
+         "relative_depth": ((), (best_layer + 1) / n_layers,
                             {"long_name": "(best layer + 1) / n_layers"}),
-         "zero_shot_mapped": (mt, per_cell["mapped"],
+         "zero_shot_mapped": ((), float(base.mapped.mean()),
                               {"long_name": "fraction of answers mapped to a class"}),
-         "n_layers": ("model", np.array(n_layers, np.int64)),
-         "chance": ("task", np.array(chance), {"long_name": "1 / number of classes"})},
-        coords={"model": models, "task": tasks, "classifier": list(METHODS),
-                "site": list(ALL_SITES), "layer": np.arange(depth)},
-        attrs={"study": cfg.study, "k": cfg.k, "shots": cfg.shots, "rule": cfg.rule,
-               "score": cfg.score})
+         "n_layers": ((), np.int64(n_layers)),
+         "chance": ((), 1 / len(found.class_names), {"long_name": "1 / number of classes"})},
+        coords={"classifier": list(METHODS), "site": list(ALL_SITES),
+                "layer": np.arange(n_layers)})
+
+
+def run(cfg: Config, loaded: _data.Loaded | None = None) -> xr.Dataset:
+    """All (model, task) cells as one Dataset (see the module docstring).
+
+    Pure given ``loaded`` (the output of :func:`load`); without it, loads first.
+    """
+    loaded = load(cfg) if loaded is None else loaded
+    cells = {(m, t): cell(cfg, loaded.models[m], inp) for (m, t), inp in loaded.cells.items()}
+    return combine_cells(cells, models=cfg.models, tasks=cfg.tasks, per_model=("n_layers",),
+                         per_task=("chance",),
+                         attrs={"study": cfg.study, "k": cfg.k, "shots": cfg.shots,
+                                "rule": cfg.rule, "score": cfg.score})
+
+
+#: The report's headline columns this analysis is the primary source of.
+HEADLINE = (
+    Headline("zero-shot", cell_value("accuracy", classifier="zero_shot"),
+             note="the model's own answer mapped to a class"),
+    Headline("SAV", cell_value("accuracy", classifier="sav"), note="top-k SAV heads"),
+    Headline("SN best", cell_value("accuracy", classifier="sn_top1"),
+             note="the single best Super Neuron"),
+    Headline("SN top-{k}", cell_value("accuracy", classifier="sn_topk"),
+             note="the top-k SN vote"),
+    Headline("best SN layer", cell_value("best_layer"), integer=True,
+             note="0-based layer of the best SN"),
+)
 
 
 def headline(result: xr.Dataset) -> pd.DataFrame:
@@ -225,7 +224,7 @@ def figures(result: xr.Dataset) -> dict:
 
 
 
-main = make_main(ANALYSIS, Config, run, tables, figures)
+main = make_main(ANALYSIS, Config, run, tables, figures, load=load)
 
 if __name__ == "__main__":
     main()

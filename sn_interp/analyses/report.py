@@ -8,9 +8,9 @@ top-level keys that Config knows, then its ``[<analysis>]`` table (every key of 
 know), then the flags given to the report that it knows. A top-level key no analysis knows is
 an error. Finished results and activation stores are reused as by every analysis.
 
-``<out>/REPORT.md`` holds a headline table per model and task (zero-shot, SAV, best-SN and
-top-k SN test accuracy, the layer of the best SN, the early-exit layer, accuracy and speed-up),
-then every table (Markdown) and figure (PNG link) of every analysis, and the study config that
+``<out>/REPORT.md`` holds a headline table per model and task (the columns each analysis
+declares in its ``HEADLINE``: zero-shot, SAV, best-SN and top-k SN test accuracy, the layer of
+the best SN, the early-exit layer, accuracy and speed-up, ...), then every table (Markdown) and figure (PNG link) of every analysis, and the study config that
 produced them. The headline is also written as ``headline.csv`` / ``headline.md``.
 
 Run: ``python -m sn_interp.analyses.report --config analyses/embedded.toml``
@@ -43,6 +43,7 @@ from sn_interp.analyses._common import (
     write_table,
     written_figures,
 )
+from sn_interp.analyses._result import Headline, format_int
 
 log = logging.getLogger(__name__)
 ANALYSIS = "report"
@@ -166,7 +167,8 @@ def run_one(name: str, module: Any, cfg: StudyConfig) -> Section:
 
     start = time.perf_counter()
     sec.folder = execute(name, cfg, module.run, tables, module.figures,
-                         extras=getattr(module, "extras", None))
+                         extras=getattr(module, "extras", None),
+                         load=getattr(module, "load", None))
     sec.seconds = time.perf_counter() - start
     sec.result, sec.tables = keep["result"], keep["tables"]
     sec.figures = written_figures(sec.folder) or []
@@ -202,68 +204,54 @@ def report_dir(cfg: Config) -> Path:
 
 # ---- the headline -----------------------------------------------------------------------------
 
-def _get(result: xr.Dataset | None, var: str, **where: Any) -> float:
-    """A scalar of ``result[var]`` at ``where``, NaN when absent."""
-    if result is None or var not in result:
-        return float("nan")
-    da = result[var]
-    try:
-        da = da.sel({k: v for k, v in where.items() if k in da.dims})
-    except KeyError:
-        return float("nan")
-    return float(da) if da.size == 1 else float("nan")
+def headline_sources(cfg: Config) -> list[tuple[str, Headline]]:
+    """Every declared headline column, as (analysis, column), in source-priority order.
+
+    The analyses of the default run list come first (in its order), then the others of
+    ``cfg.analyses``: a column shows the first source that has a value for a cell.
+    """
+    names = list(dict.fromkeys([*ANALYSES, *cfg.analyses]))
+    return [(n, h) for n in names for h in getattr(load_module(n), "HEADLINE", ())]
 
 
 def headline(cfg: Config, sections: Sequence[Section]) -> pd.DataFrame:
-    """Per (model, task): the numbers a reader wants first, from whichever analyses ran.
+    """Per (model, task): the columns the analyses declare (``HEADLINE``), first source first.
 
-    find_super_neurons is the source; without it sav_comparison gives SAV, best-SN and top-k
-    accuracy and the best SN's layer (same split when ``shots`` is the largest of its grid),
-    and early_exit the base model's zero-shot accuracy.
+    find_super_neurons is the primary source of the accuracies; sav_comparison and
+    early_exit declare the same columns as fallbacks (see their ``HEADLINE``).
     """
     res = {s.name: s.result for s in sections}
-    fsn, sav, ee = (res.get(n) for n in ("find_super_neurons", "sav_comparison", "early_exit"))
+    columns: dict[str, list[tuple[str, Headline]]] = {}
+    for name, h in headline_sources(cfg):
+        columns.setdefault(h.name(cfg), []).append((name, h))
     rows = []
     for m in cfg.models:
         for t in cfg.tasks:
             at = {"model": m, "task": t}
-            fsn_acc = {q: _get(fsn, "accuracy", classifier=q, **at)
-                       for q in ("zero_shot", "sav", "sn_top1", "sn_topk")}
-            sav_at = {"shots": cfg.shots, **at}
-            rows.append({
-                "model": m, "task": t,
-                "zero-shot": _first(fsn_acc["zero_shot"], _get(ee, "base_accuracy", **at)),
-                "SAV": _first(fsn_acc["sav"],
-                              _get(sav, "accuracy_by_shots", classifier="sav", **sav_at)),
-                "SN best": _first(fsn_acc["sn_top1"],
-                                  _get(sav, "accuracy_by_k", classifier="sn", k=1, **at)),
-                f"SN top-{cfg.k}": _first(fsn_acc["sn_topk"], _get(
-                    sav, "accuracy_by_shots", classifier="sn", **sav_at)),
-                "best SN layer": _int(_first(_get(fsn, "best_layer", **at), _get(
-                    sav, "best_layer", classifier="sn", **sav_at))),
-                "exit layer": _int(_get(ee, "best_exit_layer", **at)),
-                "early-exit accuracy": _get(ee, "best_accuracy", **at),
-                "speed-up": _get(ee, "best_speedup", **at)})
+            row: dict[str, Any] = {"model": m, "task": t}
+            for column, sources in columns.items():
+                value = _first(*(h.value(res[n], at, cfg) for n, h in sources
+                                 if res.get(n) is not None))
+                row[column] = format_int(value) if sources[0][1].integer else value
+            rows.append(row)
     return pd.DataFrame(rows)
+
+
+def headline_note(cfg: Config) -> str:
+    """The note under the headline table, from the columns' own notes."""
+    notes = {}
+    for _, h in headline_sources(cfg):
+        if h.note:
+            notes.setdefault(h.name(cfg), h.note)
+    parts = "; ".join(f"*{c}*: {n}" for c, n in notes.items())
+    return f"Test accuracy on the held-out split. {parts}. – : not computed."
 
 
 def _first(*values: float) -> float:
     return next((v for v in values if not np.isnan(v)), float("nan"))
 
 
-def _int(v: float) -> str:
-    return "–" if np.isnan(v) else str(int(v))
-
-
 # ---- REPORT.md --------------------------------------------------------------------------------
-
-HEADLINE_NOTE = (
-    "Test accuracy on the held-out split. *zero-shot*: the model's own answer mapped to a class; "
-    "*SAV*: top-k SAV heads; *SN best*: the single best Super Neuron; *SN top-k*: the top-k SN "
-    "vote; *best SN layer*: 0-based layer of the best SN; *exit layer* (-1: vision tower only), "
-    "*early-exit accuracy*, *speed-up*: the SN early-exit classifier at its chosen exit point, "
-    "speed-up over the base model generating its answer. – : not computed.")
-
 
 def _table_md(df: pd.DataFrame, max_rows: int, csv: str) -> str:
     if len(df) <= max_rows:
@@ -297,7 +285,7 @@ def render(cfg: Config, sections: Sequence[Section], head: pd.DataFrame, study_t
     out = report_dir(cfg)
     lines = [f"# Study `{cfg.study}`", "",
              f"Written by `{command}` (sn_interp {__version__}).", "",
-             "## Headline", "", markdown_table(head), "", HEADLINE_NOTE, ""]
+             "## Headline", "", markdown_table(head), "", headline_note(cfg), ""]
     for sec in sections:
         lines += section_md(sec, out, cfg.max_rows)
     lines += ["## Config", ""]

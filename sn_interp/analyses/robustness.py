@@ -30,9 +30,8 @@ Run: ``python -m sn_interp.analyses.robustness --model micro-llava --task digits
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -42,6 +41,9 @@ import xarray as xr
 from sn_interp.analyses import _data
 from sn_interp.analyses._common import StudyConfig, make_main
 from sn_interp.analyses._common import file_name as _name
+from sn_interp.analyses._data import check_names, resolve, task_meta
+from sn_interp.analyses._overlap import jaccard, overlap, rank_correlation, top_ids  # noqa: F401  (re-exported)
+from sn_interp.analyses._result import combine_cells, frame_to_dataset
 
 log = logging.getLogger(__name__)
 ANALYSIS = "robustness"
@@ -71,93 +73,56 @@ class Fit(NamedTuple):
     test: xr.Dataset
 
 
-# ---- overlap measures (also used by cross_model_overlap) ----------------------------------
+# ---- load stage: every store a cell needs ---------------------------------------------------
 
-def jaccard(a: Sequence[str], b: Sequence[str]) -> float:
-    """|A ∩ B| / |A ∪ B| of two id sets.
-
-    Example:
-        >>> jaccard(["x", "y"], ["y", "z"])
-        0.3333333333333333
-    """
-    sa, sb = set(a), set(b)
-    return len(sa & sb) / len(sa | sb) if sa | sb else float("nan")
-
-
-def top_ids(found: Any, k: int | None = None) -> list[str]:
-    """Neuron ids of the top ``k`` (default: the selection's own k) of a SuperNeurons."""
-    return [str(i) for i in found.table["id"].values[: k or found.k]]
-
-
-def rank_correlation(a: Any, b: Any) -> float:
-    """Spearman correlation of two selections' scores over the neuron ids both scored."""
-    from scipy.stats import spearmanr
-
-    sa = pd.Series(a.table["score"].values, index=a.table["id"].values)
-    sb = pd.Series(b.table["score"].values, index=b.table["id"].values)
-    common = sa.index.intersection(sb.index)
-    if len(common) < 3 or sa[common].nunique() < 2 or sb[common].nunique() < 2:
-        return float("nan")
-    return float(spearmanr(sa[common].to_numpy(), sb[common].to_numpy()).statistic)
+def other_domain_acts(cfg: Config, vlm: Any, task: str, prompt: str,
+                      class_names: tuple[str, ...]) -> _data.Acts | None:
+    """The other domain's probe and test activations, or None when the task has none."""
+    other = OTHER_DOMAIN.get(task)
+    if other is None or not cfg.other_domain:
+        return None
+    meta = task_meta(other, cfg.n, cfg.seed)
+    if tuple(meta.class_names) != tuple(class_names):
+        raise ValueError(f"other domain {other!r} of {task!r} has the classes "
+                         f"{list(meta.class_names)}, not {list(class_names)}")
+    if prompt not in meta.prompts:
+        log.warning("%s has no prompt %r; using its default %r", other, prompt, meta.prompt_id)
+        prompt = meta.prompt_id
+    return _data.split_acts(cfg, vlm, other, prompt=prompt)
 
 
-def overlap(a: Any, b: Any) -> dict[str, float]:
-    """``jaccard`` of the top-k ids and ``spearman`` of the score vectors of two selections."""
-    return {"jaccard": jaccard(top_ids(a), top_ids(b)), "spearman": rank_correlation(a, b)}
+def load_cell(cfg: Config, vlm: Any, task: str) -> dict[str, Any]:
+    """The activations of one (model, task) cell: per prompt, per shift, other domain."""
+    meta = task_meta(task, cfg.n, cfg.seed)
+    prompts = resolve(cfg.prompts, list(meta.prompts), "prompt", task)
+    if not prompts:
+        raise ValueError(f"task {task!r} has none of the prompts {list(cfg.prompts)}; "
+                         f"it has {list(meta.prompts)}")
+    shifts = resolve(cfg.shifts, list(meta.shifts), "shift", task)
+    by_prompt = {p: _data.split_acts(cfg, vlm, task, prompt=p) for p in prompts}
+    conditions = {s: _data.split_acts(cfg, vlm, task, prompt=prompts[0], shift=s)
+                  for s in shifts}
+    other = other_domain_acts(cfg, vlm, task, prompts[0], tuple(meta.class_names))
+    if other is not None:
+        conditions[OTHER] = other
+    return {"prompts": by_prompt, "conditions": conditions,
+            "chance": 1 / len(meta.class_names),
+            "other": OTHER_DOMAIN.get(task, "") if cfg.other_domain else ""}
+
+
+def load(cfg: Config) -> _data.Loaded:
+    """The IO stage: check the names, load the models, extract or open every store."""
+    check_names(cfg, prompts=cfg.prompts, shifts=cfg.shifts)
+    return _data.load_cells(cfg, load_cell)
 
 
 # ---- computation --------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=16)
-def task_meta(task: str, n: int | None, seed: int) -> Any:
-    """The loaded task (for its prompts, shifts and classes), cached per process."""
-    from sn_interp.tasks import load_task
-
-    return load_task(task, n=n, seed=seed)
-
-
-def check_names(cfg: StudyConfig, *, prompts: Sequence[str] = (),
-                shifts: Sequence[str] = ()) -> None:
-    """Refuse prompt ids / shift names that none of the study's tasks has (likely typos)."""
-    metas = [task_meta(t, cfg.n, cfg.seed) for t in cfg.tasks]
-    for what, names in (("prompts", prompts), ("shifts", shifts)):
-        known = {x for m in metas for x in getattr(m, what)}
-        unknown = [x for x in names if x not in known]
-        if unknown:
-            raise ValueError(f"no task of {list(cfg.tasks)} has the {what} {unknown}; "
-                             f"they have {sorted(known)}")
-
-
-def resolve(wanted: Sequence[str], available: Sequence[str], what: str, task: str) -> list[str]:
-    """The ids of ``wanted`` a task has (all of ``available`` when ``wanted`` is empty)."""
-    if not wanted:
-        return list(available)
-    missing = [w for w in wanted if w not in available]
-    if missing:
-        log.warning("task %s has no %s %s (it has %s); skipping them", task, what, missing,
-                    list(available))
-    return [w for w in wanted if w in available]
-
-
-def select(cfg: StudyConfig, vlm: Any, task: str, *, prompt: str | None,
-           shift: str | None = None, with_test: bool = False) -> Fit:
-    """Select SNs on one probe split (extracted through a shared store); with ``with_test``
-    extract the matching test split too (``Fit.test`` is an empty Dataset otherwise)."""
-    from sn_interp.probes import find_super_neurons
-
-    probe, test = _data.split(cfg, task, prompt=prompt, shift=shift)
-    suffix = f"-{shift}" if shift else ""
-    a_probe = _data.acts(cfg, vlm, probe, "probe" + suffix)
-    found = find_super_neurons(a_probe, k=cfg.k, rule=cfg.rule, score=cfg.score,
-                               seed=cfg.seed, progress=cfg.progress)
-    a_test = _data.acts(cfg, vlm, test, "test" + suffix) if with_test else xr.Dataset()
-    return Fit(found, a_test)
-
-
 def fit(cfg: StudyConfig, vlm: Any, task: str, *, prompt: str | None,
         shift: str | None = None) -> Fit:
-    """Select SNs on one probe split and extract the matching test split."""
-    return select(cfg, vlm, task, prompt=prompt, shift=shift, with_test=True)
+    """Select SNs on one probe split and extract the matching test split (load + compute)."""
+    a = _data.split_acts(cfg, vlm, task, prompt=prompt, shift=shift)
+    return Fit(_data.select(cfg, a.probe), a.test)
 
 
 def _accuracy(cfg: Config, found: Any, test: xr.Dataset) -> tuple[float, float, float]:
@@ -182,29 +147,8 @@ def prompt_records(cfg: Config, fits: Mapping[str, Fit]) -> tuple[list[dict], li
     return rows, pairs
 
 
-def other_domain_fit(cfg: Config, vlm: Any, task: str, prompt: str,
-                     class_names: tuple[str, ...]) -> Fit | None:
-    """The fit on the other domain's splits, or None when the task has no other domain."""
-    other = OTHER_DOMAIN.get(task)
-    if other is None or not cfg.other_domain:
-        return None
-    meta = task_meta(other, cfg.n, cfg.seed)
-    if tuple(meta.class_names) != tuple(class_names):
-        raise ValueError(f"other domain {other!r} of {task!r} has the classes "
-                         f"{list(meta.class_names)}, not {list(class_names)}")
-    if prompt not in meta.prompts:
-        log.warning("%s has no prompt %r; using its default %r", other, prompt, meta.prompt_id)
-        prompt = meta.prompt_id
-    return fit(cfg, vlm, other, prompt=prompt)
-
-
-def shift_records(cfg: Config, vlm: Any, task: str, clean: Fit, prompt: str,
-                  shifts: Sequence[str]) -> list[dict]:
+def shift_records(cfg: Config, clean: Fit, conditions: Mapping[str, Fit]) -> list[dict]:
     """One row per condition: clean, each shift, and the other domain where one exists."""
-    conditions = {s: fit(cfg, vlm, task, prompt=prompt, shift=s) for s in shifts}
-    other = other_domain_fit(cfg, vlm, task, prompt, clean.found.class_names)
-    if other is not None:
-        conditions[OTHER] = other
     base = _accuracy(cfg, clean.found, clean.test)
     rows = [{"condition": CLEAN, "shift_accuracy": base[0], "shift_accuracy_low": base[1],
              "shift_accuracy_high": base[2], "shift_drop": 0.0,
@@ -222,64 +166,50 @@ def _prefixed(ov: dict[str, float]) -> dict[str, float]:
     return {f"shift_{k}": v for k, v in ov.items()}
 
 
-def one(cfg: Config, vlm: Any, task: str) -> dict[str, Any]:
-    """Every record of one (model, task) cell."""
-    meta = task_meta(task, cfg.n, cfg.seed)
-    prompts = resolve(cfg.prompts, list(meta.prompts), "prompt", task)
-    if not prompts:
-        raise ValueError(f"task {task!r} has none of the prompts {list(cfg.prompts)}; "
-                         f"it has {list(meta.prompts)}")
-    shifts = resolve(cfg.shifts, list(meta.shifts), "shift", task)
-    fits = {p: fit(cfg, vlm, task, prompt=p) for p in prompts}
+def cell(cfg: Config, vlm: Any, inputs: dict[str, Any]) -> xr.Dataset:
+    """One (model, task) cell: dims prompt_fit, prompt_eval, prompt_a, prompt_b, condition."""
+    fits = {p: Fit(_data.select(cfg, a.probe), a.test) for p, a in inputs["prompts"].items()}
+    conds = {c: Fit(_data.select(cfg, a.probe), a.test)
+             for c, a in inputs["conditions"].items()}
     matrix, pairs = prompt_records(cfg, fits)
-    shift_rows = shift_records(cfg, vlm, task, fits[prompts[0]], prompts[0], shifts)
-    return {"matrix": matrix, "pairs": pairs, "shifts": shift_rows, "prompts": prompts,
-            "shift_names": shifts, "chance": 1 / len(meta.class_names),
-            "other": OTHER_DOMAIN.get(task, "") if cfg.other_domain else ""}
+    shift_rows = shift_records(cfg, next(iter(fits.values())), conds)
+    prompts = list(fits)
+    order = {"prompt_fit": prompts, "prompt_eval": prompts, "prompt_a": prompts,
+             "prompt_b": prompts, "condition": [CLEAN, *conds]}
+    ds = xr.merge([frame_to_dataset(matrix, ("prompt_fit", "prompt_eval"), order),
+                   frame_to_dataset(pairs, ("prompt_a", "prompt_b"), order),
+                   frame_to_dataset(shift_rows, ("condition",), order)])
+    return ds.assign(other_domain=inputs["other"],
+                     chance=((), inputs["chance"], {"long_name": "1 / number of classes"}))
 
 
-def run(cfg: Config) -> xr.Dataset:
-    """All (model, task) cells as one Dataset (see the module docstring)."""
-    check_names(cfg, prompts=cfg.prompts, shifts=cfg.shifts)
-    cells = {(m, t): one(cfg, _data.vlm(cfg, m), t)
-             for m in cfg.models for t in cfg.tasks}
+def one(cfg: Config, vlm: Any, task: str) -> xr.Dataset:
+    """One (model, task) cell, loaded and computed (see :func:`cell`)."""
+    return cell(cfg, vlm, load_cell(cfg, vlm, task))
+
+
+def run(cfg: Config, loaded: _data.Loaded | None = None) -> xr.Dataset:
+    """All (model, task) cells as one Dataset (see the module docstring).
+
+    Pure given ``loaded`` (the output of :func:`load`); without it, loads first.
+    """
+    loaded = load(cfg) if loaded is None else loaded
+    cells = {(m, t): cell(cfg, loaded.models[m], inp) for (m, t), inp in loaded.cells.items()}
     return assemble(cfg, cells)
 
 
-def frame_to_dataset(rows: list[dict], dims: Sequence[str],
-                     order: Mapping[str, Sequence[Any]]) -> xr.Dataset:
-    """Long-form records to a Dataset over ``dims`` (NaN where absent), coords in ``order``."""
-    ds = pd.DataFrame(rows).set_index(list(dims)).to_xarray()
-    return ds.reindex({d: list(order[d]) for d in dims})
-
-
-def _union(lists: Sequence[Sequence[str]]) -> list[str]:
-    return list(dict.fromkeys(x for seq in lists for x in seq))
-
-
-def assemble(cfg: Config, cells: Mapping[tuple[str, str], dict]) -> xr.Dataset:
-    models, tasks = list(cfg.models), list(cfg.tasks)
-    prompts = _union([c["prompts"] for c in cells.values()])
-    has_other = any(c["other"] for c in cells.values())
-    conditions = [CLEAN, *_union([c["shift_names"] for c in cells.values()])] + (
-        [OTHER] if has_other else [])
-    order = {"model": models, "task": tasks, "prompt_fit": prompts, "prompt_eval": prompts,
-             "prompt_a": prompts, "prompt_b": prompts, "condition": conditions}
-
-    def rows(key: str) -> list[dict]:
-        return [{"model": m, "task": t, **r} for (m, t), c in cells.items() for r in c[key]]
-
-    ds = xr.merge([
-        frame_to_dataset(rows("matrix"), ("model", "task", "prompt_fit", "prompt_eval"), order),
-        frame_to_dataset(rows("pairs"), ("model", "task", "prompt_a", "prompt_b"), order),
-        frame_to_dataset(rows("shifts"), ("model", "task", "condition"), order)])
-    ds["other_domain"] = ("task", [cells[models[0], t]["other"] for t in tasks])
-    ds["chance"] = ("task", [cells[models[0], t]["chance"] for t in tasks],
-                    {"long_name": "1 / number of classes"})
+def assemble(cfg: Config, cells: Mapping[tuple[str, str], xr.Dataset]) -> xr.Dataset:
+    """The cells over (model, task); prompts in first-seen order, other-domain last."""
+    conds = [c for ds in cells.values() for c in ds["condition"].values.tolist()]
+    conditions = list(dict.fromkeys(c for c in conds if c != OTHER)) + (
+        [OTHER] if OTHER in conds else [])
+    ds = combine_cells(cells, models=cfg.models, tasks=cfg.tasks,
+                       per_task=("other_domain", "chance"), order={"condition": conditions},
+                       attrs={"study": cfg.study, "k": cfg.k, "shots": cfg.shots,
+                              "rule": cfg.rule, "score": cfg.score,
+                              "shift_prompt": "first prompt of each task"})
     for name, text in LONG_NAMES.items():
         ds[name].attrs["long_name"] = text
-    ds.attrs.update({"study": cfg.study, "k": cfg.k, "shots": cfg.shots, "rule": cfg.rule,
-                     "score": cfg.score, "shift_prompt": "first prompt of each task"})
     return ds
 
 
@@ -397,7 +327,7 @@ def figures(result: xr.Dataset) -> dict:
 
 
 
-main = make_main(ANALYSIS, Config, run, tables, figures)
+main = make_main(ANALYSIS, Config, run, tables, figures, load=load)
 
 if __name__ == "__main__":
     main()

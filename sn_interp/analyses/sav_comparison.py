@@ -38,6 +38,7 @@ import xarray as xr
 from sn_interp.analyses import _data
 from sn_interp.analyses._common import StudyConfig, make_main
 from sn_interp.analyses._common import file_name as _name
+from sn_interp.analyses._result import Headline, cell_value, combine_cells
 
 log = logging.getLogger(__name__)
 ANALYSIS = "sav_comparison"
@@ -137,105 +138,112 @@ def best_feature(sel, n_layers: int) -> tuple[float, float, str, float]:
     return float(layer), (layer + 1) / n_layers, str(top["id"].values), float(top["score"])
 
 
-def one(cfg: Config, vlm, task_name: str) -> dict:
-    """Every number of one (model, task) cell."""
+def load_cell(cfg: Config, vlm, task_name: str) -> dict:
+    """The largest probe split's and the test split's activations (stores) of one cell."""
     from sn_interp.tasks import load_task
 
     task = load_task(task_name, n=cfg.n, seed=cfg.seed)
     shots = feasible_shots(task, cfg.shots_all, cfg.shots)
     big = dataclasses.replace(cfg, shots=max(shots))
     probe_big, test = task.split(shots=big.shots, seed=cfg.seed, test_size=cfg.test_size)
-    a_big = _data.acts(big, vlm, probe_big, "probe")
-    a_test = _data.acts(big, vlm, test, "test")
+    return {"task": task, "shots": shots, "acts": _data.Acts(_data.acts(big, vlm, probe_big, "probe"),
+                                                             _data.acts(big, vlm, test, "test"))}
+
+
+def load(cfg: Config) -> _data.Loaded:
+    """The IO stage: load the models, extract or open every store."""
+    return _data.load_cells(cfg, load_cell)
+
+
+def _fits_by_shots(cfg: Config, vlm, inputs: dict) -> tuple[dict, dict]:
+    """Per probe size: each classifier's top-k accuracy and best feature; by k at --shots."""
+    task, (a_big, a_test) = inputs["task"], inputs["acts"]
     test_ids = set(a_test["sample_id"].values.tolist())
     n_heads = vlm.dims.n_layers * vlm.dims.n_heads
-    cell: dict = {"by_shots": {}, "best": {}, "n_test": len(test_ids),
-                  "n_layers": vlm.dims.n_layers, "chance": 1 / len(task.class_names)}
-    for s in shots:
+    by_shots: dict = {}
+    by_k: dict = {}
+    for s in inputs["shots"]:
         a_probe = probe_subset(a_big, task.split(shots=s, seed=cfg.seed,
                                                  test_size=cfg.test_size)[0])
         if test_ids & set(a_probe["sample_id"].values.tolist()):
-            raise RuntimeError(f"{task_name}: probe split of {s} shots overlaps the test split")
+            raise RuntimeError(f"{task.name}: probe split of {s} shots overlaps the test split")
         fitted = fit(cfg, a_probe, n_heads)
         for name, sel in fitted.items():
             k = min(cfg.k, sel.table.sizes[sel.dim])
-            cell["by_shots"][name, s] = vote_accuracy(sel, a_test, [k], cfg.seed)[0]
-            cell["best"][name, s] = best_feature(sel, vlm.dims.n_layers)
-            cell["n_candidates", name] = sel.table.sizes[sel.dim]
+            by_shots[name, s] = (vote_accuracy(sel, a_test, [k], cfg.seed)[0],
+                                 best_feature(sel, vlm.dims.n_layers),
+                                 sel.table.sizes[sel.dim])
         if s == cfg.shots:
-            cell["by_k"] = {name: vote_accuracy(sel, a_test, cfg.ks, cfg.seed)
-                            for name, sel in fitted.items()}
-    return cell
+            by_k = {name: vote_accuracy(sel, a_test, cfg.ks, cfg.seed)
+                    for name, sel in fitted.items()}
+    return by_shots, by_k
 
 
-# ---- all cells -> Dataset ---------------------------------------------------------------------
-
-def run(cfg: Config) -> xr.Dataset:
-    """All (model, task) cells as one Dataset (see the module docstring)."""
-    cells = {(m, t): one(cfg, _data.vlm(cfg, m), t)
-             for m in cfg.models for t in cfg.tasks}
-    return assemble(cfg, cells)
-
-
-def _by_k(cfg: Config, cells: dict) -> dict[str, np.ndarray]:
-    models, tasks, ks = list(cfg.models), list(cfg.tasks), cfg.ks
-    arr = np.full((len(models), len(tasks), len(CLASSIFIERS), len(ks), 3), np.nan)
-    for (m, t), c in cells.items():
-        for q, name in enumerate(CLASSIFIERS):
-            arr[models.index(m), tasks.index(t), q] = c["by_k"][name]
-    return {"accuracy_by_k" + sfx: arr[..., i] for i, sfx in enumerate(("", "_low", "_high"))}
-
-
-def _by_shots(cfg: Config, cells: dict) -> dict[str, np.ndarray]:
-    models, tasks, shots = list(cfg.models), list(cfg.tasks), cfg.shots_all
-    shape = (len(models), len(tasks), len(CLASSIFIERS), len(shots))
-    acc = np.full((*shape, 3), np.nan)
-    best = np.full((*shape, 3), np.nan)
-    ids = np.full(shape, "", dtype=object)
-    for (m, t), c in cells.items():
-        i, j = models.index(m), tasks.index(t)
-        for (name, s), value in c["by_shots"].items():
-            q, p = CLASSIFIERS.index(name), shots.index(s)
-            acc[i, j, q, p] = value
-            layer, depth, ids[i, j, q, p], score = c["best"][name, s]
-            best[i, j, q, p] = (layer, depth, score)
-    out = {"accuracy_by_shots" + sfx: acc[..., i]
-           for i, sfx in enumerate(("", "_low", "_high"))}
-    out.update({"best_layer": best[..., 0], "best_relative_depth": best[..., 1],
-                "best_score": best[..., 2], "best_id": ids.astype(str)})
-    return out
-
-
-def assemble(cfg: Config, cells: dict[tuple[str, str], dict]) -> xr.Dataset:
-    models, tasks = list(cfg.models), list(cfg.tasks)
-    k_dims, s_dims = ("model", "task", "classifier", "k"), ("model", "task", "classifier", "shots")
-    by_k, by_shots = _by_k(cfg, cells), _by_shots(cfg, cells)
-    cand = np.array([[next(c["n_candidates", q] for (m2, _), c in cells.items() if m2 == m)
-                      for q in CLASSIFIERS] for m in models], np.int64)
-    n_test = np.array([[cells[m, t]["n_test"] for t in tasks] for m in models], np.int64)
-    n_layers = [next(c["n_layers"] for (m2, _), c in cells.items() if m2 == m) for m in models]
-    chance = [cells[models[0], t]["chance"] for t in tasks]
+def cell(cfg: Config, vlm, inputs: dict) -> xr.Dataset:
+    """One (model, task) cell: dims (``classifier``, ``k``), (``classifier``, ``shots``)."""
+    by_shots, by_k = _fits_by_shots(cfg, vlm, inputs)
+    shots, n_cls = cfg.shots_all, len(CLASSIFIERS)
+    acc = np.full((n_cls, len(shots), 3), np.nan)
+    best = np.full((n_cls, len(shots), 3), np.nan)
+    ids = np.full((n_cls, len(shots)), "", dtype=object)
+    cand = np.zeros(n_cls, np.int64)
+    for (name, s), (value, feature, n_candidates) in by_shots.items():
+        q, p = CLASSIFIERS.index(name), shots.index(s)
+        acc[q, p] = value
+        layer, depth, ids[q, p], score = feature
+        best[q, p] = (layer, depth, score)
+        cand[q] = n_candidates
+    ks = np.stack([by_k[name] for name in CLASSIFIERS])  # (classifier, k, 3)
     long = {"accuracy_by_k": "test accuracy of the top-k vote",
-            "accuracy_by_shots": f"test accuracy of the top-{cfg.k} vote",
-            "best_layer": "layer of the best feature", "best_score": "probe accuracy of the "
-            "best feature", "best_relative_depth": "(best layer + 1) / n_layers",
-            "best_id": "best neuron / head"}
-    data = {name: (k_dims, v) for name, v in by_k.items()}
-    data.update({name: (s_dims, v) for name, v in by_shots.items()})
-    data = {name: (*spec, {"long_name": long[name]} if name in long else {})
-            for name, spec in data.items()}
+            "accuracy_by_shots": f"test accuracy of the top-{cfg.k} vote"}
+    data = {f"accuracy_by_k{sfx}": (("classifier", "k"), ks[..., i],
+                                    {"long_name": long["accuracy_by_k"]} if not sfx else {})
+            for i, sfx in enumerate(("", "_low", "_high"))}
+    data.update({f"accuracy_by_shots{sfx}": (("classifier", "shots"), acc[..., i],
+                                             {"long_name": long["accuracy_by_shots"]}
+                                             if not sfx else {})
+                 for i, sfx in enumerate(("", "_low", "_high"))})
+    cs = ("classifier", "shots")
     data.update({
-        "n_candidates": (("model", "classifier"), cand, {"long_name": "candidate voters"}),
-        "n_test": (("model", "task"), n_test, {"long_name": "test samples"}),
-        "n_layers": ("model", np.array(n_layers, np.int64)),
-        "chance": ("task", np.array(chance), {"long_name": "1 / number of classes"})})
-    return xr.Dataset(
-        data, coords={"model": models, "task": tasks, "classifier": list(CLASSIFIERS),
-                      "k": ("k", np.array(cfg.ks, np.int64), {"long_name": "voters (k)"}),
-                      "shots": ("shots", np.array(cfg.shots_all, np.int64),
-                                {"long_name": "probe examples per class"})},
-        attrs={"study": cfg.study, "k": cfg.k, "shots": cfg.shots, "rule": cfg.rule,
-               "score": cfg.score})
+        "best_layer": (cs, best[..., 0], {"long_name": "layer of the best feature"}),
+        "best_relative_depth": (cs, best[..., 1], {"long_name": "(best layer + 1) / n_layers"}),
+        "best_score": (cs, best[..., 2], {"long_name": "probe accuracy of the best feature"}),
+        "best_id": (cs, ids.astype(str), {"long_name": "best neuron / head"}),
+        "n_candidates": ("classifier", cand, {"long_name": "candidate voters"}),
+        "n_test": ((), np.int64(len(set(inputs["acts"].test["sample_id"].values.tolist()))),
+                   {"long_name": "test samples"}),
+        "n_layers": ((), np.int64(vlm.dims.n_layers)),
+        "chance": ((), 1 / len(inputs["task"].class_names),
+                   {"long_name": "1 / number of classes"})})
+    return xr.Dataset(data, coords={
+        "classifier": list(CLASSIFIERS),
+        "k": ("k", np.array(cfg.ks, np.int64), {"long_name": "voters (k)"}),
+        "shots": ("shots", np.array(shots, np.int64), {"long_name": "probe examples per class"})})
+
+
+def run(cfg: Config, loaded: _data.Loaded | None = None) -> xr.Dataset:
+    """All (model, task) cells as one Dataset (see the module docstring).
+
+    Pure given ``loaded`` (the output of :func:`load`); without it, loads first.
+    """
+    loaded = load(cfg) if loaded is None else loaded
+    cells = {(m, t): cell(cfg, loaded.models[m], inp) for (m, t), inp in loaded.cells.items()}
+    return combine_cells(cells, models=cfg.models, tasks=cfg.tasks,
+                         per_model=("n_candidates", "n_layers"), per_task=("chance",),
+                         fill={"best_id": ""},
+                         attrs={"study": cfg.study, "k": cfg.k, "shots": cfg.shots,
+                                "rule": cfg.rule, "score": cfg.score})
+
+
+#: Headline columns (fallbacks when find_super_neurons did not run: same split when --shots
+#: is the largest of the shots grid).
+HEADLINE = (
+    Headline("SAV", cell_value("accuracy_by_shots", classifier="sav", shots="{shots}")),
+    Headline("SN best", cell_value("accuracy_by_k", classifier="sn", k=1)),
+    Headline("SN top-{k}", cell_value("accuracy_by_shots", classifier="sn", shots="{shots}")),
+    Headline("best SN layer", cell_value("best_layer", classifier="sn", shots="{shots}"),
+             integer=True),
+)
 
 
 # ---- tables and figures -----------------------------------------------------------------------
@@ -342,7 +350,7 @@ def figures(result: xr.Dataset) -> dict:
 
 
 
-main = make_main(ANALYSIS, Config, run, tables, figures)
+main = make_main(ANALYSIS, Config, run, tables, figures, load=load)
 
 if __name__ == "__main__":
     main()
