@@ -83,6 +83,22 @@ def acts(cfg: StudyConfig, vlm, samples, tag: str, *, sites=None, layers=None) -
                    progress=cfg.progress)
 
 
+def head_acts(cfg: StudyConfig, vlm, samples, tag: str, acts_all: xr.Dataset) -> xr.Dataset:
+    """Activations with the per-head site ``z``, for SAV heads.
+
+    ``acts_all`` itself when it has ``z``; for models with ``z`` on some layers only (hybrid
+    attention), ``z`` on those layers, through its own store.
+    """
+    if "z" in acts_all:
+        return acts_all
+    return acts(cfg, vlm, samples, tag, sites=("z",), layers=vlm.site_layers("z"))
+
+
+def n_heads(vlm) -> int:
+    """Attention heads of the language model (layers with ``z`` x heads per layer)."""
+    return len(vlm.site_layers("z")) * vlm.dims.n_heads
+
+
 def accuracy_fields(ev: xr.Dataset) -> tuple[float, float, float]:
     """(accuracy, low, high) of an :func:`sn_interp.evaluate` result."""
     return float(ev.accuracy), float(ev.accuracy_low), float(ev.accuracy_high)

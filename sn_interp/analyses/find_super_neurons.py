@@ -87,8 +87,10 @@ def _counts(found) -> dict[tuple[str, int], int]:
 def load_cell(cfg: Config, vlm, task: str) -> dict:
     """The probe and test samples of one (model, task) and their activations (stores)."""
     probe, test = _data.split(cfg, task)
-    return {"test": test, "acts": _data.Acts(_data.acts(cfg, vlm, probe, "probe"),
-                                            _data.acts(cfg, vlm, test, "test"))}
+    acts = _data.Acts(_data.acts(cfg, vlm, probe, "probe"), _data.acts(cfg, vlm, test, "test"))
+    heads = _data.Acts(_data.head_acts(cfg, vlm, probe, "probe", acts.probe),
+                       _data.head_acts(cfg, vlm, test, "test", acts.test))
+    return {"test": test, "acts": acts, "heads": heads}
 
 
 def load(cfg: Config) -> _data.Loaded:
@@ -102,12 +104,12 @@ def cell(cfg: Config, vlm, inputs: dict) -> xr.Dataset:
 
     a_probe, a_test = inputs["acts"]
     found = _data.select(cfg, a_probe)
-    heads = find_sav_heads(a_probe, k=min(cfg.k, vlm.dims.n_layers * vlm.dims.n_heads),
-                           progress=cfg.progress)
+    h_probe, h_test = inputs["heads"]  # z on its own layers for hybrid-attention models
+    heads = find_sav_heads(h_probe, k=min(cfg.k, _data.n_heads(vlm)), progress=cfg.progress)
     base = zero_shot(vlm, inputs["test"], mode=cfg.zero_shot_mode,
                      max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
                      progress=cfg.progress)
-    preds = {"zero_shot": base.pred, "sav": heads.predict(a_test),
+    preds = {"zero_shot": base.pred, "sav": heads.predict(h_test),
              "sn_top1": found.predict(a_test, k=1), "sn_topk": found.predict(a_test)}
     evs = np.array([_data.accuracy_fields(evaluate(preds[m], seed=cfg.seed)) for m in METHODS])
     n_layers = vlm.dims.n_layers

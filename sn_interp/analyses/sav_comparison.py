@@ -121,13 +121,18 @@ def vote_accuracy(sel, acts_test: xr.Dataset, ks: list[int], seed: int) -> np.nd
     return out
 
 
-def fit(cfg: Config, acts_probe: xr.Dataset, n_heads: int) -> dict:
-    """SNs and SAV heads fitted on one probe split, keyed by classifier."""
+def fit(cfg: Config, acts_probe: xr.Dataset, n_heads: int,
+        heads_probe: xr.Dataset | None = None) -> dict:
+    """SNs and SAV heads fitted on one probe split, keyed by classifier.
+
+    ``heads_probe`` holds ``z`` when ``acts_probe`` lacks it (hybrid-attention models).
+    """
     from sn_interp.probes import find_sav_heads, find_super_neurons
 
     found = find_super_neurons(acts_probe, k=cfg.k, rule=cfg.rule, score=cfg.score,
                                seed=cfg.seed, progress=False)
-    heads = find_sav_heads(acts_probe, k=min(cfg.k, n_heads), progress=False)
+    heads = find_sav_heads(acts_probe if heads_probe is None else heads_probe,
+                           k=min(cfg.k, n_heads), progress=False)
     return {"sn": found, "sav": heads}
 
 
@@ -146,8 +151,10 @@ def load_cell(cfg: Config, vlm, task_name: str) -> dict:
     shots = feasible_shots(task, cfg.shots_all, cfg.shots)
     big = dataclasses.replace(cfg, shots=max(shots))
     probe_big, test = task.split(shots=big.shots, seed=cfg.seed, test_size=cfg.test_size)
-    return {"task": task, "shots": shots, "acts": _data.Acts(_data.acts(big, vlm, probe_big, "probe"),
-                                                             _data.acts(big, vlm, test, "test"))}
+    acts = _data.Acts(_data.acts(big, vlm, probe_big, "probe"), _data.acts(big, vlm, test, "test"))
+    heads = _data.Acts(_data.head_acts(big, vlm, probe_big, "probe", acts.probe),
+                       _data.head_acts(big, vlm, test, "test", acts.test))
+    return {"task": task, "shots": shots, "acts": acts, "heads": heads}
 
 
 def load(cfg: Config) -> _data.Loaded:
@@ -157,24 +164,26 @@ def load(cfg: Config) -> _data.Loaded:
 
 def _fits_by_shots(cfg: Config, vlm, inputs: dict) -> tuple[dict, dict]:
     """Per probe size: each classifier's top-k accuracy and best feature; by k at --shots."""
-    task, (a_big, a_test) = inputs["task"], inputs["acts"]
+    task, (a_big, a_test), (z_big, z_test) = inputs["task"], inputs["acts"], inputs["heads"]
+    tests = {"sn": a_test, "sav": z_test}  # z on its own layers for hybrid-attention models
     test_ids = set(a_test["sample_id"].values.tolist())
-    n_heads = vlm.dims.n_layers * vlm.dims.n_heads
+    n_heads = _data.n_heads(vlm)
     by_shots: dict = {}
     by_k: dict = {}
     for s in inputs["shots"]:
-        a_probe = probe_subset(a_big, task.split(shots=s, seed=cfg.seed,
-                                                 test_size=cfg.test_size)[0])
+        probe_s = task.split(shots=s, seed=cfg.seed, test_size=cfg.test_size)[0]
+        a_probe = probe_subset(a_big, probe_s)
         if test_ids & set(a_probe["sample_id"].values.tolist()):
             raise RuntimeError(f"{task.name}: probe split of {s} shots overlaps the test split")
-        fitted = fit(cfg, a_probe, n_heads)
+        fitted = fit(cfg, a_probe, n_heads,
+                     None if z_big is a_big else probe_subset(z_big, probe_s))
         for name, sel in fitted.items():
             k = min(cfg.k, sel.table.sizes[sel.dim])
-            by_shots[name, s] = (vote_accuracy(sel, a_test, [k], cfg.seed)[0],
+            by_shots[name, s] = (vote_accuracy(sel, tests[name], [k], cfg.seed)[0],
                                  best_feature(sel, vlm.dims.n_layers),
                                  sel.table.sizes[sel.dim])
         if s == cfg.shots:
-            by_k = {name: vote_accuracy(sel, a_test, cfg.ks, cfg.seed)
+            by_k = {name: vote_accuracy(sel, tests[name], cfg.ks, cfg.seed)
                     for name, sel in fitted.items()}
     return by_shots, by_k
 

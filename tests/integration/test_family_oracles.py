@@ -9,6 +9,8 @@ through ``o_proj``, early stop, batch-size invariance, the vision site, early ex
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -245,3 +247,17 @@ def test_hybrid_layers_have_no_z_and_say_so():
         sn.extract(vlm, samples, sites=["z"], progress=False)
     z = sn.extract(vlm, samples, sites=["z"], layers=list(full), progress=False).z
     assert z.shape == (2, len(full), vlm.dims.n_heads, vlm.dims.d_head)
+
+
+def test_cross_model_overlap_across_three_new_families(tmp_path):
+    from sn_interp.analyses import cross_model_overlap
+
+    models = ["tiny-gemma3", "tiny-qwen3.5", "tiny-internvl"]
+    study = Path(__file__).resolve().parents[2] / "analyses" / "families-tiny.toml"
+    cross_model_overlap.main(["--config", str(study), "--model", *models,
+                              "--task", "shapes-color", "--out", str(tmp_path / "cmo"),
+                              "--stores", str(tmp_path / "stores"), "--no-progress"])
+    ds = xr.open_dataset(tmp_path / "cmo" / "result.nc")
+    assert list(ds.model.values) == models
+    assert list(ds.family.values) == ["gemma3", "qwen3_5", "internvl"]
+    assert ds.relative_depth.notnull().any() and ds.depth_ks.sizes["model_a"] == 3

@@ -63,3 +63,16 @@ def test_family_modules_do_not_import_the_registry() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=False)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_family_study_configs_cover_the_families() -> None:
+    import tomllib
+
+    studies = PACKAGE.parent / "analyses"
+    tiny = tomllib.loads((studies / "families-tiny.toml").read_text())["models"]
+    specs = registry.tiny_specs()
+    assert set(tiny) <= set(specs) and len({specs[m].family for m in tiny}) >= 3
+    paper = tomllib.loads((studies / "families-paper.toml").read_text())["models"]
+    family_of = {hub: fam.name for fam in registry.FAMILIES for hub in fam.hub_ids}
+    assert set(paper) <= set(family_of), set(paper) - set(family_of)
+    assert {family_of[m] for m in paper} == {fam.name for fam in registry.FAMILIES}
