@@ -261,3 +261,15 @@ def test_cross_model_overlap_across_three_new_families(tmp_path):
     assert list(ds.model.values) == models
     assert list(ds.family.values) == ["gemma3", "qwen3_5", "internvl"]
     assert ds.relative_depth.notnull().any() and ds.depth_ks.sizes["model_a"] == 3
+
+
+def test_sav_heads_of_a_hybrid_model_come_from_its_attention_layers(tmp_path):
+    from sn_interp.analyses import find_super_neurons
+
+    study = Path(__file__).resolve().parents[2] / "analyses" / "families-tiny.toml"
+    find_super_neurons.main(["--config", str(study), "--model", "tiny-qwen3.5", "--task",
+                             "shapes-color", "--out", str(tmp_path / "fsn"),
+                             "--stores", str(tmp_path / "stores"), "--no-progress"])
+    ds = xr.open_dataset(tmp_path / "fsn" / "result.nc")
+    assert np.isfinite(ds.accuracy.sel(classifier="sav")).all()
+    assert list((tmp_path / "stores").rglob("*-probe-z-*.zarr"))  # z read on its own layers
