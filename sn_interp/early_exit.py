@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from sn_interp import __version__
 from sn_interp.capture import capture
-from sn_interp.extraction import _check_samples, sample_coords
+from sn_interp.extraction import _check_samples
 from sn_interp.models.vlm import VLM
 from sn_interp.probes import SAVHeads, SuperNeurons
 from sn_interp.probes._checks import (
@@ -35,7 +35,7 @@ from sn_interp.probes._checks import (
     verify_checksum,
 )
 from sn_interp.probes._selection import Selection, _meta_digest
-from sn_interp.sample import Sample
+from sn_interp.sample import Sample, sample_coords
 
 log = logging.getLogger(__name__)
 

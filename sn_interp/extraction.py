@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from sn_interp import __version__, parallel
 from sn_interp import store as stores
 from sn_interp.capture import capture
-from sn_interp.fingerprint import content_digests, module_sha256, sample_id_from_content
+from sn_interp.fingerprint import content_digests, module_sha256
 from sn_interp.models.vlm import VLM
 from sn_interp.names import (
     HEAD,
@@ -41,7 +41,7 @@ from sn_interp.names import (
     VISION_SITE,
     check_sites,
 )
-from sn_interp.sample import Sample
+from sn_interp.sample import Sample, sample_coords, sample_ids
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
@@ -205,24 +205,6 @@ def _check_samples(samples: Iterable[Sample]) -> list[Sample]:
     return samples
 
 
-def sample_ids(samples: Sequence[Sample]) -> list[str]:
-    """Each sample's id: ``sample_id``, else ``image_id``, else a hash of its content.
-
-    Content ids (``sha256-<16 hex>`` of image, question and label; identical samples get
-    ``-2``, ``-3``, ... in order) never depend on a sample's position, so two different
-    id-less lists never share ids (or a store).
-    """
-    out, seen = [], {}
-    for s in samples:
-        sid = s.sample_id or s.image_id
-        if not sid:
-            sid = sample_id_from_content(s)
-            seen[sid] = seen.get(sid, 0) + 1
-            sid = sid if seen[sid] == 1 else f"{sid}-{seen[sid]}"
-        out.append(sid)
-    return out
-
-
 def _template(vlm: VLM, samples: list[Sample], spec: _Spec, *, lazy: bool) -> xr.Dataset:
     """An all-NaN Dataset of the final shape with coords and attrs (data filled later).
 
@@ -247,18 +229,6 @@ def _template(vlm: VLM, samples: list[Sample], spec: _Spec, *, lazy: bool) -> xr
     if lazy and vlm.revision == "in-memory":  # wrap()ped weights: no files to name them by
         attrs["weights_sha256"] = module_sha256(vlm.model)
     return xr.Dataset(data, coords=coords, attrs=attrs)
-
-
-def sample_coords(samples: list[Sample]) -> dict[str, tuple]:
-    col = {
-        "sample_id": sample_ids(samples),
-        "label": np.array([-1 if s.label is None else s.label for s in samples], np.int64),
-        "label_name": [s.label_name or "" for s in samples],
-        "split": [s.split for s in samples], "task": [s.task for s in samples],
-        "prompt_id": [s.prompt_id for s in samples], "image_id": [s.image_id for s in samples],
-    }
-    return {k: (SAMPLE, np.asarray(v, dtype=np.int64 if k == "label" else str))
-            for k, v in col.items()}
 
 
 def _joined(values: Iterable[str]) -> str:

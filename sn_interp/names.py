@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 SCHEMA_VERSION = "1"
@@ -103,13 +104,39 @@ def check_sites(sites: str | tuple[str, ...] | list[str] | None, *,
 
 
 def neuron_id(site: str, layer: int, unit: int, *, d_head: int | None = None) -> str:
-    """TransformerLens-style id of one scalar; ``z`` units are flattened ``head * d_head + i``."""
+    """TransformerLens-style id of one scalar; ``z`` units are flattened ``head * d_head + i``.
+
+    Example:
+        >>> neuron_id("mlp_post", 3, 1234), neuron_id("z", 0, 9, d_head=4)
+        ('blocks.3.mlp.hook_post[1234]', 'blocks.0.attn.hook_z[2,1]')
+    """
+    return neuron_ids(site, layer, [unit], d_head=d_head)[0]
+
+
+def neuron_ids(site: str, layer: int, units: Iterable[int], *,
+               d_head: int | None = None) -> list[str]:
+    """The ids of several units of one site and layer: the one builder of neuron ids.
+
+    Example:
+        >>> neuron_ids("z", 1, range(3), d_head=2)
+        ['blocks.1.attn.hook_z[0,0]', 'blocks.1.attn.hook_z[0,1]', 'blocks.1.attn.hook_z[1,0]']
+    """
     hook = SITES_WITH_VISION[site].hook_name(layer)
     if site == "z":
         if not d_head:
-            raise ValueError("neuron_id for site 'z' needs d_head to split the flat unit index")
-        return f"{hook}[{unit // d_head},{unit % d_head}]"
-    return f"{hook}[{unit}]"
+            raise ValueError("neuron ids of site 'z' need d_head to split the flat unit index")
+        return [f"{hook}[{u // d_head},{u % d_head}]" for u in units]
+    return [f"{hook}[{u}]" for u in units]
+
+
+def head_id(layer: int, head: int) -> str:
+    """Id of one attention head (a SAV voter): ``blocks.L.attn.hook_z[H]``.
+
+    Example:
+        >>> head_id(2, 5)
+        'blocks.2.attn.hook_z[5]'
+    """
+    return f"{SITES_WITH_VISION['z'].hook_name(layer)}[{head}]"
 
 
 _ID_RE = re.compile(r"^(?P<hook>.+)\[(?P<idx>\d+(?:,\d+)?)\]$")

@@ -11,10 +11,14 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+import numpy as np
 from PIL import Image
+
+from sn_interp.names import SAMPLE_COORDS
 
 AnswerFormat = Literal["open", "multiple_choice", "yes_no"]
 ANSWER_FORMATS = ("open", "multiple_choice", "yes_no")
@@ -73,3 +77,50 @@ class Sample:
     def replace(self, **changes: object) -> Sample:
         """A copy with some fields changed (``dataclasses.replace``)."""
         return replace(self, **changes)
+
+
+def sample_ids(samples: Sequence[Sample]) -> list[str]:
+    """Each sample's id: ``sample_id``, else ``image_id``, else a hash of its content.
+
+    Content ids (``sha256-<16 hex>`` of image, question and label; identical samples get
+    ``-2``, ``-3``, ... in order) never depend on a sample's position, so two different
+    id-less lists never share ids (or a store).
+
+    Example:
+        >>> from PIL import Image
+        >>> img = Image.new("RGB", (8, 8))
+        >>> sample_ids([Sample(img, "q?", sample_id="a"), Sample(img, "q?", image_id="b")])
+        ['a', 'b']
+    """
+    from sn_interp.fingerprint import sample_id_from_content
+
+    out, seen = [], {}
+    for s in samples:
+        sid = s.sample_id or s.image_id
+        if not sid:
+            sid = sample_id_from_content(s)
+            seen[sid] = seen.get(sid, 0) + 1
+            sid = sid if seen[sid] == 1 else f"{sid}-{seen[sid]}"
+        out.append(sid)
+    return out
+
+
+def sample_coords(samples: Sequence[Sample]) -> dict[str, tuple[str, np.ndarray]]:
+    """The ``sample`` coordinates of a list of samples: the one builder of them.
+
+    ``label`` is int64 (-1 when unknown), the others strings ("" when unset); activations
+    (:func:`sn_interp.extract`), zero-shot answers and early-exit predictions all carry them.
+
+    Example:
+        >>> from PIL import Image
+        >>> c = sample_coords([Sample(Image.new("RGB", (8, 8)), "q?", label=1, sample_id="x",
+        ...                           class_names=("a", "b"))])
+        >>> c["sample_id"][1].tolist(), c["label"][1].tolist(), c["label_name"][1].tolist()
+        (['x'], [1], ['b'])
+    """
+    col: dict[str, list] = {
+        "sample_id": sample_ids(samples),
+        "label": [-1 if s.label is None else s.label for s in samples],
+        **{f: [getattr(s, f) or "" for s in samples] for f in SAMPLE_COORDS[2:]}}
+    return {k: ("sample", np.asarray(v, dtype=np.int64 if k == "label" else str))
+            for k, v in col.items()}

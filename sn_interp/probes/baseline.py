@@ -41,6 +41,8 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
+from sn_interp.sample import sample_coords
+
 log = logging.getLogger(__name__)
 MODES = ("generate", "first_token")
 _BARE = re.compile(r"^\W*\(?([a-z])\)?\W*$")
@@ -110,15 +112,6 @@ def first_token_ids(tokenizer: Any, answer: str) -> list[int]:
             if toks and toks[0] not in ids:
                 ids.append(toks[0])
     return ids
-
-
-def _label_coords(samples: Sequence[Any]) -> dict[str, tuple[str, np.ndarray]]:
-    ids = [s.sample_id or s.image_id or str(i) for i, s in enumerate(samples)]
-    return {"sample_id": ("sample", np.array(ids, str)),
-            "label": ("sample", np.array([-1 if s.label is None else s.label for s in samples],
-                                         np.int64)),
-            **{c: ("sample", np.array([getattr(s, c) or "" for s in samples], str))
-               for c in ("label_name", "split", "task", "prompt_id", "image_id")}}
 
 
 def _batch_generate(vlm: Any, batch: Sequence[Any], max_new_tokens: int) -> tuple[list, list]:
@@ -191,7 +184,7 @@ def zero_shot(vlm: Any, samples: Sequence[Any], *, mode: str = "generate",
     return xr.Dataset({"pred": ("sample", pred, {"long_name": "predicted class"}),
                        "answer": ("sample", np.array(texts, str), {"long_name": "model answer"}),
                        "mapped": ("sample", pred >= 0, {"long_name": "answer mapped"})},
-                      coords=_label_coords(samples),
+                      coords=sample_coords(samples),
                       attrs={"model_id": str(getattr(vlm, "model_id", "")), "mode": mode,
                              **_shared_class_names(samples)})
 

@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
+from sn_interp.names import head_id
 from sn_interp.probes._data import KEPT_ATTRS, probe_labels
 from sn_interp.probes._selection import Selection
 
@@ -115,7 +116,7 @@ def find_sav_heads(acts: xr.Dataset, *, k: int = 20, progress: bool = True) -> S
                        np.stack([rows[i][3] for i in order]).astype(np.float32),
                        {"long_name": "class mean of z"})},
         coords={"layer": ("head_rank", layer_c), "head": ("head_rank", head_c),
-                "id": ("head_rank", [f"blocks.{la}.attn.hook_z[{h}]"
+                "id": ("head_rank", [head_id(int(la), int(h))
                                      for la, h in zip(layer_c, head_c, strict=True)]),
                 "class": np.arange(n_cls), "class_name": ("class", list(class_names))})
     attrs = {a: acts.attrs[a] for a in KEPT_ATTRS if a in acts.attrs}

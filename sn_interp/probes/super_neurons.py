@@ -17,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 import xarray as xr
 
-from sn_interp.names import ALL_SITES, SITE_ORDER, SITES_WITH_VISION, VISION_SITE, check_sites
+from sn_interp.names import ALL_SITES, SITE_ORDER, VISION_SITE, check_sites, neuron_ids
 from sn_interp.probes import neurons
 from sn_interp.probes._data import KEPT_ATTRS, layer_dim, probe_labels
 from sn_interp.probes._selection import Selection
@@ -82,13 +82,6 @@ def _candidate_blocks(acts: xr.Dataset, sites: tuple[str, ...] | str | None,
     return blocks
 
 
-def _neuron_ids(site: str, layer: int, n: int, d_head: int | None) -> np.ndarray:
-    prefix = SITES_WITH_VISION[site].hook_name(layer)
-    if site == "z":
-        return np.array([f"{prefix}[{u // d_head},{u % d_head}]" for u in range(n)], object)
-    return np.array([f"{prefix}[{u}]" for u in range(n)], object)
-
-
 def _build_table(stats: dict[tuple[str, int], np.ndarray], rule: str, n_classes: int,
                  d_head: int | None) -> xr.Dataset:
     """Concatenate per-block stats into one table, ranked best first, ties by position."""
@@ -98,7 +91,7 @@ def _build_table(stats: dict[tuple[str, int], np.ndarray], rule: str, n_classes:
         parts["site"].append(np.full(n, site, object))
         parts["layer"].append(np.full(n, layer, np.int64))
         parts["unit"].append(np.arange(n, dtype=np.int64))
-        parts["id"].append(_neuron_ids(site, layer, n, d_head))
+        parts["id"].append(np.array(neuron_ids(site, layer, range(n), d_head=d_head), object))
         parts["score"].append(st[0])
         parts["bad"].append(st[1] > 0)
         parts["params"].append(st[2:])
