@@ -266,6 +266,7 @@ class Task:
         """The same images and labels, questions rendered with another template.
 
         Example:
+            >>> import sn_interp as sn
             >>> task = sn.load_task("digits", n=20)
             >>> task.with_prompt(task.heldout_prompt).prompt_id == task.heldout_prompt
             True
@@ -276,6 +277,7 @@ class Task:
         """The same images under a named shift (``None``: no shift); labels and ids unchanged.
 
         Example:
+            >>> import sn_interp as sn
             >>> noisy = sn.load_task("digits", n=20).shifted("noisy")
             >>> noisy[0].sample_id.endswith("/noisy")
             True
@@ -291,6 +293,7 @@ class Task:
         """At most ``n`` rows, stratified by class and deterministic for ``seed``.
 
         Example:
+            >>> import sn_interp as sn
             >>> len(sn.load_task("digits").subsample(50))
             50
         """
@@ -317,6 +320,7 @@ class Task:
             ValueError: A class has fewer than ``shots`` rows, or nothing is left to test.
 
         Example:
+            >>> import sn_interp as sn
             >>> probe, test = sn.load_task("digits", n=200).split(shots=5, seed=0)
             >>> len(probe), len(test)
             (50, 150)

@@ -13,7 +13,7 @@ under several ids).
 
 Example:
     >>> import sn_interp as sn
-    >>> task = sn.load_task("pope", path="/data/pope_test.parquet", category="adversarial")
+    >>> task = sn.load_task("pope", path="/data/pope_test.parquet", category="adversarial")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ class HubAdapter:
         """The benchmark as a Task (see the module docstring for the arguments).
 
         Example:
-            >>> ADAPTERS["eurosat"].load(path="eurosat_test.parquet")
+            >>> ADAPTERS["eurosat"].load(path="eurosat_test.parquet")  # doctest: +SKIP
         """
         unknown = sorted(set(options) - set(self.options))
         if unknown:

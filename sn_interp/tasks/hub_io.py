@@ -6,7 +6,7 @@ layout (read with ``load_dataset(dir)``). Image columns may hold images or file 
 relative paths resolve against the file's directory.
 
 Example:
-    >>> rows = read_rows("lmms-lab/POPE", None, "test", path="pope.jsonl", image_columns=("image",))
+    >>> rows = read_rows("lmms-lab/POPE", None, "test", path="pope.jsonl", image_columns=("image",))  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -11,10 +11,23 @@ Templates: ``raw`` (the question as given; default), ``open`` (adds "Answer with
 name.") and, up to 26 classes, ``mc`` (lettered options). User data has no partitions: the
 ``partition`` argument is accepted and ignored.
 
-Example:
+Example (in a temporary folder, two images per class):
+    >>> import json, tempfile
+    >>> from pathlib import Path
+    >>> from PIL import Image
     >>> import sn_interp as sn
-    >>> task = sn.load_task("my_data/train.jsonl", classes=["cat", "dog"])
-    >>> task = sn.load_task("my_images/", question="Which animal is this?")
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for cls, colour in (("cat", "red"), ("dog", "blue")):
+    ...     (root / "imgs" / cls).mkdir(parents=True)
+    ...     for i in range(2):
+    ...         Image.new("RGB", (16, 16), colour).save(root / "imgs" / cls / f"{i}.png")
+    >>> lines = [json.dumps({"image": f"imgs/{c}/{i}.png", "question": "Cat or dog?",
+    ...                      "label": c}) for c in ("cat", "dog") for i in range(2)]
+    >>> _ = (root / "train.jsonl").write_text("\\n".join(lines))
+    >>> sn.load_task(str(root / "train.jsonl"), classes=["cat", "dog"]).class_names
+    ('cat', 'dog')
+    >>> len(sn.load_task(str(root / "imgs"), question="Which animal is this?"))
+    4
 """
 
 from __future__ import annotations
@@ -140,7 +153,9 @@ def load_jsonl(path: str | Path, *, classes: Sequence[str] | None = None,
         partition: Ignored (user data has no partitions).
 
     Example:
-        >>> task = load_jsonl("data.jsonl", classes=["no", "yes"])
+        >>> task = load_jsonl("data.jsonl", classes=["no", "yes"])  # doctest: +SKIP
+
+    (A runnable example is in the module docstring.)
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -174,7 +189,9 @@ def load_folder(path: str | Path, *, question: str | None = None,
         partition: Ignored (user data has no partitions).
 
     Example:
-        >>> task = load_folder("pets/", question="Which animal is this?")
+        >>> task = load_folder("pets/", question="Which animal is this?")  # doctest: +SKIP
+
+    (A runnable example is in the module docstring.)
     """
     root = Path(path).expanduser()
     if not question:
