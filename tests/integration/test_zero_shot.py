@@ -52,3 +52,12 @@ def test_first_token_is_argmax_of_class_logits(vlm):
 def test_bad_mode(vlm):
     with pytest.raises(ValueError, match="unknown mode"):
         sn.zero_shot(vlm, _samples("open", ("a", "b")), mode="beam")
+
+
+def test_id_less_samples_carry_the_ids_of_their_activations(vlm):
+    """Zero-shot answers and activations of samples without ids share one set of sample ids."""
+    samples = [s.replace(sample_id=None) for s in _samples("open", ("cat", "dog"))]
+    res = sn.zero_shot(vlm, samples, mode="first_token", batch_size=5, progress=False)
+    acts = sn.extract(vlm, samples, sites=("resid_post",), layers=[0], progress=False)
+    assert list(res.sample_id.values) == list(acts.sample_id.values)
+    assert all(str(i).startswith("sha256-") for i in res.sample_id.values)
