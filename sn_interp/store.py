@@ -164,7 +164,10 @@ def remove(path: str | Path) -> None:
     path = Path(path)
     trash = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
     path.rename(trash)
-    shutil.rmtree(trash, ignore_errors=True)
+    if trash.is_dir():
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        trash.unlink()
 
 
 def lost_chunks(path: str | Path) -> dict[str, list[int]]:

@@ -156,6 +156,16 @@ def test_unreadable_store_is_refused_then_rebuilt_with_overwrite(vlm, tmp_path):
     assert ds.sizes["sample"] == 4 and np.isfinite(ds.resid_post.values).all()
 
 
+def test_a_file_where_the_store_should_be_is_refused_then_replaced(vlm, tmp_path):
+    path = tmp_path / "acts.zarr"
+    path.write_text("my notes")
+    with pytest.raises(StoreMismatchError, match="cannot be opened"):
+        extract(vlm, samples(4), path)
+    assert path.read_text() == "my notes"
+    extract(vlm, samples(4), path, overwrite=True)
+    assert path.is_dir() and sorted(p.name for p in tmp_path.iterdir()) == ["acts.zarr"]
+
+
 def test_overwrite_with_shard_is_refused(vlm, tmp_path):
     with pytest.raises(ValueError, match="delete each other"):
         extract(vlm, samples(4), tmp_path / "a.zarr", shard=(0, 2), overwrite=True)
