@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from sn_interp.probes.stats import holm, paired_tests
@@ -44,7 +45,7 @@ def _pairwise(preds: dict[str, xr.DataArray], labels: np.ndarray) -> tuple[np.nd
 
 def cell_evidence(found, a_probe: xr.Dataset, a_test: xr.Dataset,
                   preds: dict[str, xr.DataArray], *, n_perm: int, n_boot: int, seed: int,
-                  progress: bool = False) -> xr.Dataset:
+                  null_of: dict[str, str] | None = None, progress: bool = False) -> xr.Dataset:
     """Paired tests, selection null and stability of one cell (see the module docstring).
 
     Args:
@@ -53,10 +54,12 @@ def cell_evidence(found, a_probe: xr.Dataset, a_test: xr.Dataset,
         preds: classifier -> predictions over the test samples (same order as ``a_test``).
         n_perm: Permutations of the selection null (0: none, NaN columns).
         n_boot: Bootstrap draws of the stability (< 2: none).
+        null_of: classifier -> the null statistic its accuracy is compared with (``top1``:
+            the best neuron, ``topk``: the top-k vote); default :data:`NULL_OF`.
     """
     from sn_interp.probes import selection_null, selection_stability
 
-    names = list(preds)
+    names, null_of = list(preds), NULL_OF if null_of is None else null_of
     labels = np.asarray(a_test["label"].values, np.int64)
     mat, vs = _pairwise(preds, labels)
     kw = dict(k=found.k, rule=found.rule, score=str(found.params.get("score", "probe")),
@@ -66,9 +69,9 @@ def cell_evidence(found, a_probe: xr.Dataset, a_test: xr.Dataset,
     if n_perm > 0:
         null = selection_null(a_probe, a_test, n_perm=n_perm, **kw)
         for i, name in enumerate(names):
-            if name in NULL_OF:
-                ceiling[i] = null.attrs[f"null_ceiling_{NULL_OF[name]}"]
-                p_null[i] = null.attrs[f"p_test_{NULL_OF[name]}"]
+            if name in null_of:
+                ceiling[i] = null.attrs[f"null_ceiling_{null_of[name]}"]
+                p_null[i] = null.attrs[f"p_test_{null_of[name]}"]
         p_best = null.attrs["p_best_score"]
     stable, jac = "–", np.nan
     if n_boot >= 2:
@@ -105,3 +108,31 @@ def add_holm(result: xr.Dataset) -> xr.Dataset:
         out[f"{var}_holm"].attrs = {"long_name": f"{result[var].attrs.get('long_name', var)}, "
                                                  "Holm across tasks"}
     return out
+
+
+def evidence_tables(result: xr.Dataset) -> dict[str, pd.DataFrame]:
+    """The evidence of a result holding :func:`cell_evidence` variables, as report tables.
+
+    ``evidence``: per (model, task, classifier) the accuracy (when ``result`` has one over
+    ``classifier``), the McNemar p against zero-shot (raw and Holm across tasks), the null
+    ceiling and the null p. ``mcnemar``: every pair of classifiers. ``stability``: the stable
+    set, the expected Jaccard and the null p of the best probe score, per cell.
+    """
+    cols = [v for v in ("accuracy", "p_vs_zero_shot", "p_vs_zero_shot_holm", "null_ceiling",
+                        "p_null") if v in result and "classifier" in result[v].dims]
+    ev = result[cols].to_dataframe().reset_index()[["model", "task", "classifier", *cols]]
+    ev = ev.rename(columns={"p_vs_zero_shot": "p vs zero-shot",
+                            "p_vs_zero_shot_holm": "p vs zero-shot (Holm)",
+                            "null_ceiling": "null ceiling", "p_null": "p (null)"})
+    pairs = result[[v for v in ("mcnemar_p", "mcnemar_p_holm") if v in result]] \
+        .to_dataframe().reset_index()
+    order = {c: i for i, c in enumerate(result["classifier"].values.tolist())}
+    pairs = pairs[pairs["classifier"].map(order) < pairs["versus"].map(order)]
+    pairs = pairs.rename(columns={"classifier": "a", "versus": "b", "mcnemar_p": "p",
+                                  "mcnemar_p_holm": "p (Holm)"})
+    stab = result[["stable_set", "expected_jaccard", "p_null_best_score"]].to_dataframe() \
+        .reset_index()[["model", "task", "stable_set", "expected_jaccard", "p_null_best_score"]]
+    stab = stab.rename(columns={"stable_set": "stable SNs (frequency >= 0.5)",
+                                "expected_jaccard": "expected Jaccard",
+                                "p_null_best_score": "p (null, best probe score)"})
+    return {"evidence": ev, "mcnemar": pairs.reset_index(drop=True), "stability": stab}

@@ -44,3 +44,25 @@ def test_add_holm_corrects_across_tasks_per_model_and_classifier():
         for c in range(2):
             want = multipletests(p[m, :, c], method="holm")[1]
             np.testing.assert_allclose(out.p_vs_zero_shot_holm.values[m, :, c], want)
+
+
+def test_evidence_tables_of_combined_cells():
+    acts = make_acts(planted=PLANTED, n_per_class=8)
+    test = make_acts(planted=PLANTED, n_per_class=6, seed=1, split="test")
+    found = sn.find_super_neurons(acts, k=2, progress=False)
+    y = test.label.values
+    preds = {"zero_shot": xr.DataArray(1 - y, dims="sample"), "sn_top1": found.predict(test, k=1),
+             "sn_topk": found.predict(test)}
+    cells = [cell_evidence(found, acts, test, preds, n_perm=10, n_boot=4, seed=s)
+             for s in (0, 1)]
+    res = add_holm(xr.concat(cells, dim="task").assign_coords(task=["x", "y"])
+                   .expand_dims(model=["m"]))
+    from sn_interp.analyses._evidence import evidence_tables
+
+    t = evidence_tables(res)
+    assert len(t["evidence"]) == 6 and len(t["mcnemar"]) == 6 and len(t["stability"]) == 2
+    row = t["mcnemar"].query("task == 'x' and a == 'zero_shot' and b == 'sn_topk'").iloc[0]
+    assert row["p"] == mcnemar_exact(preds["zero_shot"].values == y,
+                                     preds["sn_topk"].values == y)["p_value"]
+    assert (t["evidence"]["p vs zero-shot (Holm)"].dropna()
+            >= t["evidence"]["p vs zero-shot"].dropna()).all()
