@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -212,3 +213,49 @@ def test_remote_code_is_not_run(tmp_path):
     with pytest.raises(ValueError, match="custom modelling code.*trust_remote_code=True") as err:
         sn.load_model(ckpt)
     assert "\n" not in str(err.value) and not marker.exists()
+
+
+_KILLED_RUN = """
+import sys, time
+sys.path.insert(0, sys.argv[2])
+import sn_interp.extraction as m
+from _store_helpers import extract, samples
+import sn_interp as sn
+real, calls = m.capture, [0]
+def slow(*a, **k):
+    calls[0] += 1
+    if calls[0] == 3:
+        time.sleep(120)  # killed here, two batches written
+    return real(*a, **k)
+m.capture = slow
+extract(sn.load_model("tiny-llava"), samples(7), sys.argv[1])
+"""
+
+
+def test_sigkill_mid_extraction_then_rerun_gives_an_identical_store(vlm, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    whole, part = tmp_path / "whole.zarr", tmp_path / "part.zarr"
+    extract(vlm, samples(7), whole)
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, str(part),
+                             str(Path(__file__).parent)], env={**os.environ})
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if part.exists() and xr.open_zarr(part)["done"].values.sum() == 4:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the extraction did not write two batches in time")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    extract(vlm, samples(7), part)  # resumes: the fingerprint matches, two batches remain
+    assert tree(part) == tree(whole)
