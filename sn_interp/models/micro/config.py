@@ -15,18 +15,16 @@ from typing import Any
 import transformers
 from transformers import PretrainedConfig, PreTrainedTokenizerFast, ProcessorMixin
 
-from sn_interp.models._tokenizer import build_tokenizer
-from sn_interp.models.tiny import (
-    _CLIP_MEAN,
-    _CLIP_STD,
-    _SIGLIP_MEAN,
-    _SIGLIP_STD,
-    _clip_image_kwargs,
-    _ids,
-    _qwen_rope,
-    _qwen_token_ids,
-    _text_kwargs,
-)
+from sn_interp.checkpoints.tokenizer import build_tokenizer
+from sn_interp.models.families._hf import CLIP_MEAN as _CLIP_MEAN
+from sn_interp.models.families._hf import CLIP_STD as _CLIP_STD
+from sn_interp.models.families._hf import SIGLIP_MEAN as _SIGLIP_MEAN
+from sn_interp.models.families._hf import SIGLIP_STD as _SIGLIP_STD
+from sn_interp.models.families._hf import clip_image_kwargs as _clip_image_kwargs
+from sn_interp.models.families._hf import ids as _ids
+from sn_interp.models.families._hf import text_kwargs as _text_kwargs
+from sn_interp.models.families.qwen_vl import qwen_rope as _qwen_rope
+from sn_interp.models.families.qwen_vl import qwen_token_ids as _qwen_token_ids
 
 __all__ = ["DEFAULT_TASKS", "MICRO_CONFIGS", "MICRO_NAMES", "MicroConfig", "build_config",
            "build_processor", "build_tokenizer_for", "tokenizer_corpus"]
@@ -48,9 +46,9 @@ class MicroConfig:
     model_class: str
     """``transformers`` model class."""
     tokenizer_family: str
-    """Key of ``sn_interp.models._tokenizer.TOKENIZER_FAMILIES``."""
+    """Key of ``sn_interp.checkpoints.tokenizer.TOKENIZER_FAMILIES``."""
     chat_template: str
-    """Key of ``sn_interp.models._tokenizer.CHAT_TEMPLATES``."""
+    """Key of ``sn_interp.checkpoints.tokenizer.CHAT_TEMPLATES``."""
     image_size: int = 64
     """Side of the (square) model input image in pixels."""
     patch_size: int = 16
@@ -174,7 +172,7 @@ def _renamed_token_tokenizer(cfg: MicroConfig) -> PreTrainedTokenizerFast:
 
     from tokenizers import Tokenizer
 
-    from sn_interp.models._tokenizer import CHAT_TEMPLATES
+    from sn_interp.checkpoints.tokenizer import CHAT_TEMPLATES
     from sn_interp.models.pretrained_lm import load_lm_tokenizer
 
     base = load_lm_tokenizer(cfg.language_model)

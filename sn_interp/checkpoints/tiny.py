@@ -5,7 +5,7 @@ Each tiny model is a real HuggingFace checkpoint directory (``config.json``,
 template) built entirely in code, so ``AutoProcessor.from_pretrained(path)`` and
 ``<ModelClass>.from_pretrained(path)`` work without network access::
 
-    from sn_interp.models.tiny import tiny_path
+    from sn_interp.checkpoints.tiny import tiny_path
     path = tiny_path("tiny-qwen3-vl")          # built into the cache on first use
 
 The same name always yields bit-identical weights: each spec has a fixed seed and the model is
@@ -29,8 +29,7 @@ import transformers
 from transformers import PretrainedConfig
 
 from sn_interp.cache import build_atomically, cache_dir
-from sn_interp.models._tokenizer import build_tokenizer
-from sn_interp.models.families import _hf, qwen_vl
+from sn_interp.checkpoints.tokenizer import build_tokenizer
 from sn_interp.models.registry import TinySpec, tiny_specs
 
 __all__ = [
@@ -53,12 +52,6 @@ MARKER = "sn_interp_tiny.json"
 TINY_MODELS: dict[str, TinySpec] = tiny_specs()
 #: Names of all tiny checkpoints, in registry order.
 TINY_NAMES: tuple[str, ...] = tuple(TINY_MODELS)
-
-# Config helpers the micro recipes import from here (they live with the families).
-_CLIP_MEAN, _CLIP_STD = _hf.CLIP_MEAN, _hf.CLIP_STD
-_SIGLIP_MEAN, _SIGLIP_STD = _hf.SIGLIP_MEAN, _hf.SIGLIP_STD
-_clip_image_kwargs, _ids, _text_kwargs = _hf.clip_image_kwargs, _hf.ids, _hf.text_kwargs
-_qwen_rope, _qwen_token_ids = qwen_vl.qwen_rope, qwen_vl.qwen_token_ids
 
 
 # --------------------------------------------------------------------------- building
