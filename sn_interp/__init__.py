@@ -42,7 +42,8 @@ _API: dict[str, str] = {
     "selection_stability": "sn_interp.probes",
     "EarlyExitClassifier": "sn_interp.early_exit",
 }
-_SUBMODULES = ("names", "models", "tasks", "probes", "early_exit", "plotting", "analyses", "store")
+_SUBMODULES = ("names", "models", "tasks", "probes", "early_exit", "plotting", "analyses", "store",
+               "sizing")
 
 __all__ = sorted([*_API, *_SUBMODULES, "__version__"])
 

@@ -1,0 +1,221 @@
+"""Sizes of real checkpoints and of their activation stores, derived from config widths.
+
+Nothing here loads weights: a model is instantiated on PyTorch's ``meta`` device from its
+config (no memory, no download), its family adapter is validated against it exactly as at load
+time (so the widths are the ones :func:`sn_interp.extract` would write), and
+
+- weight memory = parameter count x bytes per parameter of the dtype (weights only: add
+  activations, the KV cache of generation and the CUDA context on top);
+- store size per image = sum over sites of (layers x units per layer) x bytes per value, the
+  layout of :mod:`sn_interp.store` (sample-chunked zarr, no compression; coords are a few
+  hundred bytes per sample and left out).
+
+:data:`CHECKPOINTS` holds the widths of the real checkpoints that the documentation quotes,
+copied from each hub repository's ``config.json``; a unit test checks each against the
+parameter count the hub reports for it. Any other checkpoint works from its own config:
+``python -m sn_interp.sizing llava-hf/llava-1.5-7b-hf`` (fetches only ``config.json``) or a
+local checkpoint directory.
+
+Example:
+    >>> from sn_interp import sizing
+    >>> dims = sizing.checkpoint_dims("llava-hf/llava-1.5-7b-hf")
+    >>> dims.n_layers, dims.d_model, dims.d_mlp
+    (32, 4096, 11008)
+    >>> round(sizing.store_bytes(dims, 1000, "float32") / 1e9, 2)  # GB per 1,000 images
+    4.55
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from sn_interp.names import ALL_SITES, SITES_WITH_VISION
+
+BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A real checkpoint the guide quotes: its hub id, family class and published size."""
+
+    hub_id: str
+    architecture: str
+    params_reported: float
+    """Parameter count (billions) shown by the hub for its safetensors weights."""
+    config: Callable[[], object]
+    """Builds the transformers config with the checkpoint's widths (from its config.json)."""
+
+
+def _llava(text: dict, vision: dict | None = None, cls: str = "LlavaConfig", **extra):
+    import transformers
+
+    vision_cfg = transformers.CLIPVisionConfig(**(vision or dict(
+        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+        image_size=336, patch_size=14, projection_dim=768)))
+    text_cfg = (transformers.MistralConfig if text.pop("mistral", False)
+                else transformers.LlamaConfig)(**text)
+    return getattr(transformers, cls)(vision_config=vision_cfg, text_config=text_cfg, **extra)
+
+
+def _llava_ov():
+    import transformers
+
+    vision = transformers.SiglipVisionConfig(
+        hidden_size=1152, intermediate_size=4304, num_hidden_layers=26, num_attention_heads=16,
+        image_size=384, patch_size=14)
+    text = transformers.Qwen2Config(vocab_size=152128, hidden_size=3584, intermediate_size=18944,
+                                    num_hidden_layers=28, num_attention_heads=28,
+                                    num_key_value_heads=4, tie_word_embeddings=False)
+    return transformers.LlavaOnevisionConfig(vision_config=vision, text_config=text)
+
+
+_QWEN2_7B = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944,
+                 num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+                 tie_word_embeddings=False)
+
+
+def _qwen2_vl():
+    import transformers
+
+    return transformers.Qwen2VLConfig(
+        text_config=dict(_QWEN2_7B), tie_word_embeddings=False,
+        vision_config=dict(depth=32, embed_dim=1280, mlp_ratio=4, num_heads=16, hidden_size=3584,
+                           patch_size=14, spatial_merge_size=2))
+
+
+def _qwen25_vl():
+    import transformers
+
+    return transformers.Qwen2_5_VLConfig(
+        text_config=dict(_QWEN2_7B), tie_word_embeddings=False,
+        vision_config=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
+                           out_hidden_size=3584, patch_size=14,
+                           fullatt_block_indexes=[7, 15, 23, 31]))
+
+
+def _qwen3_vl():
+    import transformers
+
+    text = dict(vocab_size=151936, hidden_size=4096, intermediate_size=12288,
+                num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                tie_word_embeddings=False)
+    vision = dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, patch_size=16,
+                  spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=4096,
+                  deepstack_visual_indexes=[8, 16, 24], num_position_embeddings=2304)
+    return transformers.Qwen3VLConfig(text_config=text, vision_config=vision,
+                                      tie_word_embeddings=False)
+
+
+_LLAMA_7B = dict(vocab_size=32064, hidden_size=4096, intermediate_size=11008,
+                 num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32)
+
+#: The real checkpoints of the guide (docs/real-checkpoints.md), by hub id.
+CHECKPOINTS: dict[str, Checkpoint] = {c.hub_id: c for c in (
+    Checkpoint("llava-hf/llava-1.5-7b-hf", "LlavaForConditionalGeneration", 7.06,
+               lambda: _llava(dict(_LLAMA_7B))),
+    Checkpoint("llava-hf/llava-1.5-13b-hf", "LlavaForConditionalGeneration", 13.4,
+               lambda: _llava(dict(_LLAMA_7B, hidden_size=5120, intermediate_size=13824,
+                                   num_hidden_layers=40, num_attention_heads=40,
+                                   num_key_value_heads=40))),
+    Checkpoint("llava-hf/llava-v1.6-mistral-7b-hf", "LlavaNextForConditionalGeneration", 7.57,
+               lambda: _llava(dict(vocab_size=32064, hidden_size=4096, intermediate_size=14336,
+                                   num_hidden_layers=32, num_attention_heads=32,
+                                   num_key_value_heads=8, mistral=True),
+                              cls="LlavaNextConfig")),
+    Checkpoint("llava-hf/llava-onevision-qwen2-7b-ov-hf",
+               "LlavaOnevisionForConditionalGeneration", 8.03, _llava_ov),
+    Checkpoint("Qwen/Qwen2-VL-7B-Instruct", "Qwen2VLForConditionalGeneration", 8.29, _qwen2_vl),
+    Checkpoint("Qwen/Qwen2.5-VL-7B-Instruct", "Qwen2_5_VLForConditionalGeneration", 8.29,
+               _qwen25_vl),
+    Checkpoint("Qwen/Qwen3-VL-8B-Instruct", "Qwen3VLForConditionalGeneration", 8.77, _qwen3_vl),
+)}
+
+
+def meta_model(config: object, architecture: str):
+    """The HF model of ``architecture`` built from ``config`` on the meta device (no memory)."""
+    import torch
+    import transformers
+
+    with torch.device("meta"):
+        return getattr(transformers, architecture)(config)
+
+
+def _model_of(source: str):
+    """``(meta model, architecture)`` of a quoted checkpoint, a hub id or a local directory."""
+    if source in CHECKPOINTS:
+        ckpt = CHECKPOINTS[source]
+        return meta_model(ckpt.config(), ckpt.architecture), ckpt.architecture
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(source)
+    arch = (getattr(config, "architectures", None) or [""])[0]
+    if not arch:
+        raise ValueError(f"{source!r}: config.json names no architectures")
+    return meta_model(config, arch), arch
+
+
+def n_params(model) -> int:
+    """Parameter count of a (meta) model; tied weights count once."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def checkpoint_dims(source: str):
+    """:class:`sn_interp.models.Dims` of a checkpoint, from its family adapter on a meta model."""
+    from sn_interp.models.adapter import adapter_for
+
+    model, arch = _model_of(source)
+    return adapter_for(arch).validate(model)
+
+
+def site_bytes(dims, site: str, dtype: str = "float32") -> int:
+    """Bytes one image adds to a store for one site, all its layers."""
+    layers = dims.n_vision_layers if site == "vision_resid_post" else dims.n_layers
+    return layers * int(np.prod(dims.width(site))) * BYTES[dtype]
+
+
+def store_bytes(dims, n_images: int = 1000, dtype: str = "float32",
+                sites: Sequence[str] = ALL_SITES) -> int:
+    """Bytes of a store holding ``sites`` at every layer for ``n_images`` images."""
+    unknown = [s for s in sites if s not in SITES_WITH_VISION]
+    if unknown:
+        raise ValueError(f"unknown site(s) {unknown}; the sites are {list(SITES_WITH_VISION)}")
+    return n_images * sum(site_bytes(dims, s, dtype) for s in sites)
+
+
+def summary(source: str) -> dict[str, object]:
+    """Dims, parameters, weight memory per dtype and store size per 1,000 images of a checkpoint."""
+    model, arch = _model_of(source)
+    from sn_interp.models.adapter import adapter_for
+
+    dims = adapter_for(arch).validate(model)
+    params = n_params(model)
+    out: dict[str, object] = {"checkpoint": source, "architecture": arch, "params": params,
+                              **dims.__dict__}
+    for dtype in ("float32", "bfloat16"):
+        out[f"weights_gb_{dtype}"] = params * BYTES[dtype] / 1e9
+    for dtype in ("float32", "float16"):
+        out[f"store_gb_per_1000_{dtype}"] = store_bytes(dims, 1000, dtype) / 1e9
+        out[f"store_gb_per_1000_{dtype}_with_vision"] = store_bytes(
+            dims, 1000, dtype, (*ALL_SITES, "vision_resid_post")) / 1e9
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m sn_interp.sizing [CHECKPOINT ...]``: print each checkpoint's sizes."""
+    parser = argparse.ArgumentParser(prog="python -m sn_interp.sizing", description=__doc__
+                                     .split("\n\n")[0])
+    parser.add_argument("checkpoints", nargs="*", default=list(CHECKPOINTS),
+                        help="hub ids or checkpoint directories (default: the quoted ones)")
+    args = parser.parse_args(argv)
+    for source in args.checkpoints:
+        row = summary(source)
+        print("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in row.items()))
+
+
+if __name__ == "__main__":
+    main()
