@@ -153,7 +153,8 @@ def zero_shot(vlm: Any, samples: Sequence[Any], *, mode: str = "generate",
         mode: ``"generate"`` (greedy generation, then :func:`map_answer`) or
             ``"first_token"`` (the class whose first answer token has the highest logit at
             the first generated position; always mapped).
-        max_new_tokens, batch_size: Generation length and batch size.
+        max_new_tokens: Generation length (tokens) of the answer.
+        batch_size: Samples per forward pass.
 
     Returns:
         Dataset over ``sample`` with ``pred`` (int64, -1 when unmappable), ``answer`` (str),

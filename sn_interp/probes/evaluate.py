@@ -60,7 +60,8 @@ def evaluate(pred: xr.DataArray, labels: xr.DataArray | np.ndarray | None = None
     Args:
         pred: Class indices over ``sample`` (-1 = unmappable, always counted wrong).
         labels: True classes; default ``pred.label``. Unknown labels (-1) are refused.
-        n_boot, seed: Bootstrap resamples and their seed.
+        n_boot: Bootstrap resamples of the interval.
+        seed: Seed of the bootstrap resampling.
         class_names: Names for the ``class`` coord (default: ``pred.attrs['class_names']``).
 
     Returns:

@@ -131,7 +131,8 @@ def find_super_neurons(acts: xr.Dataset, *, k: int = 20, rule: str = "centroid",
         sites: Sites to consider (default: every language-model site in ``acts``; the
             vision tower only when named).
         max_layer: Only layers ``<= max_layer`` are candidates (early exit).
-        folds, seed: CV folds and their shuffling seed.
+        folds: Number of CV folds (``score="cv"``).
+        seed: Seed of the CV fold shuffling.
         progress: Show a tqdm bar over (site, layer) blocks.
 
     Returns:
