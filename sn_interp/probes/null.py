@@ -254,7 +254,12 @@ def selection_null(acts: xr.Dataset, test_acts: xr.Dataset | None = None, *,
         test_acts: Optional labelled test-split activations of the same task (same sites).
         n_perm: Number of permutations; each permutes the probe labels (class counts kept).
         seed: Seeds the permutations (and, as in ``find_super_neurons``, the CV folds).
-        k, rule, score, sites, max_layer, folds: The selection, as ``find_super_neurons``.
+        k: Neurons in the vote, as in ``find_super_neurons``.
+        rule: Per-neuron rule, as in ``find_super_neurons``.
+        score: ``"probe"`` or ``"cv"``, as in ``find_super_neurons``.
+        sites: Candidate sites, as in ``find_super_neurons``.
+        max_layer: Deepest candidate layer, as in ``find_super_neurons``.
+        folds: CV folds of ``score="cv"``, as in ``find_super_neurons``.
         progress: Show a tqdm bar over blocks.
 
     Returns:

@@ -62,7 +62,12 @@ def selection_stability(acts: xr.Dataset, *, n_boot: int = 100, seed: int = 0, k
         acts: Labelled probe-split activations.
         n_boot: Bootstrap draws (>= 2).
         seed: Seeds the resamples (and the CV folds of ``score="cv"``).
-        k, rule, score, sites, max_layer, folds: The selection, as ``find_super_neurons``.
+        k: Neurons in the vote, as in ``find_super_neurons``.
+        rule: Per-neuron rule, as in ``find_super_neurons``.
+        score: ``"probe"`` or ``"cv"``, as in ``find_super_neurons``.
+        sites: Candidate sites, as in ``find_super_neurons``.
+        max_layer: Deepest candidate layer, as in ``find_super_neurons``.
+        folds: CV folds of ``score="cv"``, as in ``find_super_neurons``.
         progress: Show a tqdm bar over draws.
 
     Returns:
