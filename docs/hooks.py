@@ -12,6 +12,8 @@ A page holds a marker, replaced by the output of a function here:
 - ``<!-- sizing:table -->``: parameters, weight memory and store sizes of the real checkpoints,
   computed by :mod:`sn_interp.sizing` from their widths.
 - ``<!-- families:table -->``: the registered families and the classes they accept.
+- ``<!-- rules -->``: every registered per-neuron rule with its module's definition.
+- ``<!-- store:fingerprint -->``: the attributes that identify an activation store.
 - ``<!-- hub:table -->``: each hub benchmark adapter: hub id, split read, columns expected.
 - ``<!-- study:PATH -->``: a study TOML shown whole, then every key it sets, line by line,
   with the documentation of that field from the analyses' ``Config`` classes.
@@ -87,7 +89,7 @@ def sites_markdown() -> str:
 
 def families_markdown() -> str:
     """Registered family -> the HF classes its adapter accepts."""
-    from sn_interp.models.adapter import supported_architectures
+    from sn_interp.models.registry import supported_architectures
 
     return _table(["family", "classes"], [[f"`{fam}`", ", ".join(f"`{a}`" for a in archs)]
                                           for fam, archs in supported_architectures().items()])
@@ -95,41 +97,58 @@ def families_markdown() -> str:
 
 def adapters_markdown() -> str:
     """Per family: the module each site of decoder layer ``l`` is read at."""
-    from sn_interp.models.adapter import _REGISTRY, supported_architectures
+    from sn_interp.models.registry import FAMILIES
     from sn_interp.names import SITES
 
-    supported_architectures()  # imports the family modules, which register their adapters
     out = []
-    for family, ad in _REGISTRY.items():
-        rows = []
+    for fam in FAMILIES:
+        ad, rows = fam.adapter, []
         for site in SITES:
-            sub, end = ad.layout[site]
-            path = f"{ad.layers}[l]" + (f".{sub}" if sub else "")
-            rows.append([f"`{site}`", f"{end} of `{path}`"])
+            cells = []
+            for kind, layout in ad.layouts.items():
+                where = "" if len(ad.layouts) == 1 else f"{kind} layers: "
+                if site not in layout:
+                    cells.append(f"{where}absent")
+                    continue
+                sub, end = layout[site]
+                cells.append(f"{where}{end} of `{ad.layers}[l]" + (f".{sub}`" if sub else "`"))
+            rows.append([f"`{site}`", "; ".join(cells)])
         rows.append(["`vision_resid_post`", "output of `" + "` or `".join(
             f"{p}[l]" for p in ad.vision_blocks) + f"`, pooled `{ad.vision_tokens}`"
             + (", CLS token left out" if ad.vision_cls else "")])
-        out += [f"**`{family}`** ({', '.join(ad.architectures)}); final norm "
+        out += [f"**`{fam.name}`** ({', '.join(ad.architectures)}); final norm "
                 f"`{ad.final_norm}`, LM head `{ad.lm_head}`:", "",
                 _table(["site", "module read"], rows), ""]
     return "\n".join(out)
 
 
 def sizing_markdown() -> str:
-    """The real checkpoints: widths, parameters, weight memory and store size per 1,000 images."""
-    from sn_interp import sizing
+    """Every family's real checkpoints: widths, parameters, weight memory, store per 1k images.
 
+    The checkpoints are the registry's ``hub_ids`` (plus any others :mod:`sn_interp.sizing`
+    records); one whose widths sizing does not record gets a row saying how to compute it.
+    """
+    from sn_interp import sizing
+    from sn_interp.models.registry import FAMILIES
+
+    ids = [(fam.name, h) for fam in FAMILIES for h in fam.hub_ids]
+    known = {h for _, h in ids}
+    ids += [(sizing.CHECKPOINTS[h].family, h) for h in sizing.CHECKPOINTS if h not in known]
     rows = []
-    for hub_id in sizing.CHECKPOINTS:
+    for family, hub_id in ids:
+        if hub_id not in sizing.CHECKPOINTS:
+            rows.append([f"`{family}`", f"`{hub_id}`", *["-"] * 5,
+                         f"not recorded: `python -m sn_interp.sizing {hub_id}`", *["-"] * 4])
+            continue
         r = sizing.summary(hub_id)
-        rows.append([f"`{hub_id}`", r["n_layers"], r["d_model"], r["d_mlp"],
+        rows.append([f"`{family}`", f"`{hub_id}`", r["n_layers"], r["d_model"], r["d_mlp"],
                      f"{r['n_heads']} x {r['d_head']} ({r['n_kv_heads']} KV)",
                      f"{r['n_vision_layers']} x {r['d_vision']}", f"{r['params'] / 1e9:.2f}B",
                      f"{r['weights_gb_float32']:.1f}", f"{r['weights_gb_bfloat16']:.1f}",
                      f"{r['store_gb_per_1000_float32']:.2f}",
                      f"{r['store_gb_per_1000_float16']:.2f}",
                      f"{r['store_gb_per_1000_float32_with_vision']:.2f}"])
-    return _table(["checkpoint", "layers", "d_model", "d_mlp", "heads x d_head",
+    return _table(["family", "checkpoint", "layers", "d_model", "d_mlp", "heads x d_head",
                    "vision layers x width", "params", "weights fp32 GB", "weights bf16 GB",
                    "store fp32 GB / 1k images", "store fp16 GB / 1k images",
                    "fp32 + vision GB / 1k"], rows)
@@ -192,8 +211,30 @@ def study_markdown(path: str) -> str:
                      rows))
 
 
+def rules_markdown() -> str:
+    """One section per registered rule: its module docstring (the exact decision rule)."""
+    from sn_interp.probes.rules import get_rule, rule_names
+
+    out = []
+    for name in rule_names():
+        module = type(get_rule(name)).__module__
+        out += [f"### `rule=\"{name}\"`", "", f"::: {module}", "    options:",
+                "      show_root_heading: false", "      show_root_toc_entry: false",
+                "      members: false", ""]
+    return "\n".join(out)
+
+
+def fingerprint_markdown() -> str:
+    """The store fingerprint: attribute -> what a difference in it means."""
+    from sn_interp.store import FINGERPRINT
+
+    return _table(["attribute", "a difference means"],
+                  [[f"`{k}`", v] for k, v in FINGERPRINT.items()])
+
+
 GENERATORS = {MARKER: api_markdown, "<!-- sites:table -->": sites_markdown,
-              "<!-- hub:table -->": hub_markdown, "<!-- adapters:table -->": adapters_markdown,
+              "<!-- hub:table -->": hub_markdown, "<!-- rules -->": rules_markdown,
+              "<!-- store:fingerprint -->": fingerprint_markdown, "<!-- adapters:table -->": adapters_markdown,
               "<!-- families:table -->": families_markdown,
               "<!-- sizing:table -->": sizing_markdown}
 

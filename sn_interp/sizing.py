@@ -44,6 +44,7 @@ class Checkpoint:
 
     hub_id: str
     architecture: str
+    family: str
     params_reported: float
     """Parameter count (billions) shown by the hub for its safetensors weights."""
     config: Callable[[], object]
@@ -115,23 +116,23 @@ _LLAMA_7B = dict(vocab_size=32064, hidden_size=4096, intermediate_size=11008,
 
 #: The real checkpoints of the guide (docs/real-checkpoints.md), by hub id.
 CHECKPOINTS: dict[str, Checkpoint] = {c.hub_id: c for c in (
-    Checkpoint("llava-hf/llava-1.5-7b-hf", "LlavaForConditionalGeneration", 7.06,
+    Checkpoint("llava-hf/llava-1.5-7b-hf", "LlavaForConditionalGeneration", "llava", 7.06,
                lambda: _llava(dict(_LLAMA_7B))),
-    Checkpoint("llava-hf/llava-1.5-13b-hf", "LlavaForConditionalGeneration", 13.4,
+    Checkpoint("llava-hf/llava-1.5-13b-hf", "LlavaForConditionalGeneration", "llava", 13.4,
                lambda: _llava(dict(_LLAMA_7B, hidden_size=5120, intermediate_size=13824,
                                    num_hidden_layers=40, num_attention_heads=40,
                                    num_key_value_heads=40))),
-    Checkpoint("llava-hf/llava-v1.6-mistral-7b-hf", "LlavaNextForConditionalGeneration", 7.57,
+    Checkpoint("llava-hf/llava-v1.6-mistral-7b-hf", "LlavaNextForConditionalGeneration", "llava", 7.57,
                lambda: _llava(dict(vocab_size=32064, hidden_size=4096, intermediate_size=14336,
                                    num_hidden_layers=32, num_attention_heads=32,
                                    num_key_value_heads=8, mistral=True),
                               cls="LlavaNextConfig")),
     Checkpoint("llava-hf/llava-onevision-qwen2-7b-ov-hf",
-               "LlavaOnevisionForConditionalGeneration", 8.03, _llava_ov),
-    Checkpoint("Qwen/Qwen2-VL-7B-Instruct", "Qwen2VLForConditionalGeneration", 8.29, _qwen2_vl),
-    Checkpoint("Qwen/Qwen2.5-VL-7B-Instruct", "Qwen2_5_VLForConditionalGeneration", 8.29,
+               "LlavaOnevisionForConditionalGeneration", "llava", 8.03, _llava_ov),
+    Checkpoint("Qwen/Qwen2-VL-7B-Instruct", "Qwen2VLForConditionalGeneration", "qwen_vl", 8.29, _qwen2_vl),
+    Checkpoint("Qwen/Qwen2.5-VL-7B-Instruct", "Qwen2_5_VLForConditionalGeneration", "qwen_vl", 8.29,
                _qwen25_vl),
-    Checkpoint("Qwen/Qwen3-VL-8B-Instruct", "Qwen3VLForConditionalGeneration", 8.77, _qwen3_vl),
+    Checkpoint("Qwen/Qwen3-VL-8B-Instruct", "Qwen3VLForConditionalGeneration", "qwen_vl", 8.77, _qwen3_vl),
 )}
 
 
@@ -165,7 +166,7 @@ def n_params(model) -> int:
 
 def checkpoint_dims(source: str):
     """:class:`sn_interp.models.Dims` of a checkpoint, from its family adapter on a meta model."""
-    from sn_interp.models.adapter import adapter_for
+    from sn_interp.models.registry import adapter_for
 
     model, arch = _model_of(source)
     return adapter_for(arch).validate(model)
@@ -189,7 +190,7 @@ def store_bytes(dims, n_images: int = 1000, dtype: str = "float32",
 def summary(source: str) -> dict[str, object]:
     """Dims, parameters, weight memory per dtype and store size per 1,000 images of a checkpoint."""
     model, arch = _model_of(source)
-    from sn_interp.models.adapter import adapter_for
+    from sn_interp.models.registry import adapter_for
 
     dims = adapter_for(arch).validate(model)
     params = n_params(model)
