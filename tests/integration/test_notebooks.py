@@ -5,7 +5,7 @@ Each notebook's first code cell is tagged ``parameters`` and defaults to an embe
 inserted right after it overrides those parameters with the tiny random-weight models (the
 papermill convention), so the run takes seconds.
 
-The four notebooks run with nbclient in one ``python3`` kernel (the venv's ipykernel), so the
+The notebooks run with nbclient in one ``python3`` kernel (the venv's ipykernel), so the
 heavy imports are paid once; ``%reset -f`` before each notebook gives it an empty namespace,
 so a notebook that relies on another's variables or imports fails here. The kernel works in a
 temporary directory and inherits this process's environment (offline, with the repo-local
@@ -25,7 +25,8 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
 RESET = "%reset -f\nimport matplotlib.pyplot as _plt\n_plt.close('all')\ndel _plt"
 #: What the tests run instead of each notebook's defaults (only names the cell defines).
-TINY = {"MODEL": "tiny-llava", "N": 60, "SHOTS": 3, "TEST_SIZE": 30, "K": 5}
+TINY = {"MODEL": "tiny-llava", "N": 60, "SHOTS": 3, "TEST_SIZE": 30, "K": 5, "N_PERM": 20,
+        "N_BOOT": 5}
 
 
 def parameter_cell(nb) -> int:
@@ -44,9 +45,10 @@ def tiny_override(source: str) -> str:
     return "\n".join(f"{k} = {v!r}" for k, v in TINY.items() if k in names)
 
 
-def test_the_four_notebooks_exist():
+def test_the_notebooks_exist():
     assert [p.name for p in NOTEBOOKS] == ["01-quickstart.ipynb", "02-sav-vs-sn.ipynb",
-                                           "03-robustness.ipynb", "04-early-exit.ipynb"]
+                                           "03-robustness.ipynb", "04-early-exit.ipynb",
+                                           "05-evidence.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
