@@ -21,6 +21,7 @@ import pandas as pd
 import seaborn as sns
 import xarray as xr
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 COLUMN_WIDTH = 3.4  # inches
 METHOD_LABELS = {"zero_shot": "zero-shot (model's answer)", "sav": "SAV heads",
@@ -344,11 +345,11 @@ def _card_images(fig, grid, samples: Sequence, ids: np.ndarray, values: np.ndarr
 
 
 def neuron_card(found, acts: xr.Dataset, rank: int = 0, samples: Sequence | None = None,
-                test_acts: xr.Dataset | None = None, *, n_images: int = 4):
+                test_acts: xr.Dataset | None = None, *, n_images: int = 4) -> Figure:
     """One selected neuron at a glance: what it is, how it separates classes, what drives it.
 
     Args:
-        found: A :class:`~sn_interp.probes.SuperNeurons`.
+        found (SuperNeurons): The selection (:class:`~sn_interp.probes.SuperNeurons`).
         acts: The probe-split activations it was fitted on.
         rank: Which neuron of the ranked table (0: the best).
         samples: Optional samples whose images to show: those of ``test_acts`` when given,
@@ -357,9 +358,10 @@ def neuron_card(found, acts: xr.Dataset, rank: int = 0, samples: Sequence | None
         n_images: Images shown that activate the neuron most, and as many least.
 
     Returns:
-        A matplotlib Figure: title with id, site, layer and probe score; one strip per class
-        of the neuron's values (probe, and test when given) with the fitted centroids and
-        decision boundaries; the top and bottom images, labelled with value and class.
+        The card, a matplotlib Figure. Its title holds the id, site, layer and probe score;
+        one strip per class shows the neuron's values (probe, and test when given) with the
+        fitted centroids and decision boundaries; then the top and bottom images, labelled
+        with value and class.
 
     Example:
         >>> fig = sn.plotting.neuron_card(found, acts, 0, test, test_acts)   # doctest: +SKIP

@@ -26,6 +26,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.i
 RESET = "%reset -f\nimport matplotlib.pyplot as _plt\n_plt.close('all')\ndel _plt"
 #: What the tests run instead of each notebook's defaults (only names the cell defines).
 TINY = {"MODEL": "tiny-llava", "N": 60, "SHOTS": 3, "TEST_SIZE": 30, "K": 5, "N_PERM": 20,
+        "MAX_TEST": 8,
         "N_BOOT": 5}
 
 
