@@ -32,6 +32,7 @@ from typing import Any
 import xarray as xr
 
 from sn_interp.analyses import _outputs, _validate
+from sn_interp.store import StoreDamagedError, StoreMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +266,7 @@ def make_main(analysis: str, cls: type, run: Callable[..., xr.Dataset],
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         try:
             return execute(analysis, cfg, run, tables, figures, extras=extras, load=load)
-        except _outputs.OutputConflictError as err:
+        except (_outputs.OutputConflictError, StoreMismatchError, StoreDamagedError) as err:
             raise SystemExit(f"error: {err}") from None
 
     main.__doc__ = f"Command line of sn_interp.analyses.{analysis} (see --help)."
@@ -294,12 +295,14 @@ def execute(analysis: str, cfg: StudyConfig, run: Callable[..., xr.Dataset],
     record = {"analysis": analysis, "digest": cfg.digest(), **dataclasses.asdict(cfg)}
     _outputs.write_text(folder / "config.json", json.dumps(record, indent=2, default=str) + "\n")
     result_path = folder / "result.nc"
-    result = None if cfg.overwrite else _outputs.read_result(result_path, cfg.digest())
+    inputs = _outputs.inputs_digest(cfg.models, cfg.tasks)
+    result = None if cfg.overwrite else _outputs.read_result(result_path, cfg.digest(), inputs)
     fresh = result is None
     if fresh:
         with _scheduler(cfg.scheduler, cfg.workers):
             result = run(cfg) if load is None else run(cfg, load(cfg))
         result.attrs.update({"analysis": analysis, "config_digest": cfg.digest(),
+                             "inputs_digest": inputs,
                              "config": json.dumps(dataclasses.asdict(cfg), default=str)})
         _outputs.atomic_write(result_path, result.to_netcdf)
         log.info("wrote %s", result_path)

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -121,8 +122,54 @@ def listed_outputs(folder: Path) -> dict[str, list[str]]:
             for key in ("tables", "figures")}
 
 
-def read_result(path: Path, digest: str) -> xr.Dataset | None:
-    """A finished ``result.nc`` of this config, or None when there is none to reuse.
+def inputs_digest(models: tuple[str, ...], tasks: tuple[str, ...]) -> str:
+    """A hash of the content of a config's inputs: model files and the user's data files.
+
+    Models by their revision (content hash of a local checkpoint's files, commit of a hub
+    snapshot); tasks given as a ``.jsonl`` file (with the images it names) or an image folder
+    by the bytes of those files; registry tasks, built by code, by their name. File hashes are cached, so a reuse check reads no unchanged file.
+    """
+    from sn_interp.fingerprint import file_sha256
+    from sn_interp.models import _hub_revision, _local_revision, resolve
+
+    record: dict[str, Any] = {"models": {}, "tasks": {}}
+    for name in models:
+        source, local = resolve(name)
+        record["models"][name] = _local_revision(Path(source)) if local else \
+            _hub_revision(str(source), None)
+    for name in tasks:
+        path = Path(name).expanduser()
+        files = _task_files(path)
+        record["tasks"][name] = "registry" if files is None else \
+            {str(f): file_sha256(f) for f in files if f.is_file()}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def _task_files(path: Path) -> list[Path] | None:
+    """The files a user task reads: a jsonl and the images its records name, or every file
+    of an image folder; None for a registry task."""
+    if path.is_dir():
+        return sorted(f for f in path.rglob("*")
+                      if not any(p.startswith(".") for p in f.relative_to(path).parts))
+    if not path.is_file():
+        return None
+    files = [path]
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            image = json.loads(line).get("image")
+        except (json.JSONDecodeError, AttributeError):
+            continue  # the loader names bad lines
+        if isinstance(image, str):
+            files.append(path.parent / image)
+    return files
+
+
+def read_result(path: Path, digest: str, inputs: str | None = None) -> xr.Dataset | None:
+    """A finished ``result.nc`` of this config and inputs, or None when there is none to reuse.
+
+    A result whose recorded ``inputs_digest`` differs from ``inputs`` (edited data, re-saved
+    weights) is not reused: the run recomputes it, and the stores it reads refuse the old
+    activations naming what changed.
 
     Raises:
         OutputConflictError: the file is unreadable (truncated, edited) or was computed with
@@ -141,4 +188,8 @@ def read_result(path: Path, digest: str) -> xr.Dataset | None:
     if result is None:
         raise OutputConflictError(f"{path} was computed with another config (digest "
                                   f"{str(found)[:12]}): pass --overwrite to recompute it")
+    if inputs is not None and result.attrs.get("inputs_digest") != inputs:
+        log.warning("%s was computed from other input data or model files; recomputing it",
+                    path)
+        return None
     return result

@@ -259,3 +259,36 @@ def test_sigkill_mid_extraction_then_rerun_gives_an_identical_store(vlm, tmp_pat
     assert proc.returncode == -signal.SIGKILL
     extract(vlm, samples(7), part)  # resumes: the fingerprint matches, two batches remain
     assert tree(part) == tree(whole)
+
+
+def test_analysis_on_edited_data_refuses_then_rebuilds_with_overwrite_stores(tmp_path):
+    import json
+
+    from sn_interp.analyses import find_super_neurons
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), np.uint8)).save(tmp_path / f"{i}.png")
+        lines.append(json.dumps({"image": f"{i}.png", "question": "Which?",
+                                 "label": ["a", "b"][i % 2]}))
+    (tmp_path / "data.jsonl").write_text("\n".join(lines) + "\n")
+    argv = ["--model", "tiny-llava", "--task", str(tmp_path / "data.jsonl"), "--shots", "2",
+            "--k", "2", "--zero-shot-mode", "first_token", "--stores", str(tmp_path / "s"),
+            "--out", str(tmp_path / "o"), "--no-progress"]
+    find_super_neurons.main(argv)
+    for i in range(8):  # edit every image by one bit: probe and test stores are stale
+        pixels = np.asarray(Image.open(tmp_path / f"{i}.png")).copy()
+        pixels[0, 0, 0] ^= 1
+        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
+    with pytest.raises(SystemExit) as exit_:
+        find_super_neurons.main(argv)
+    text = str(exit_.value)
+    assert text.startswith("error: the store ") and "image bytes changed" in text
+    assert "--overwrite-stores" in text and "\n" not in text
+    find_super_neurons.main(argv + ["--overwrite-stores"])
+    fresh = sn.extract(sn.load_model("tiny-llava"),
+                       sn.load_task(tmp_path / "data.jsonl").split(shots=2, seed=0)[0],
+                       sites=["resid_post"], progress=False)
+    stored = sn.open_store(next((tmp_path / "s").rglob("*probe*.zarr")))
+    np.testing.assert_allclose(stored.resid_post.values, fresh.resid_post.values, atol=1e-6)

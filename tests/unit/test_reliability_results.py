@@ -196,3 +196,32 @@ def test_report_of_another_config_into_its_out_is_refused_before_running(tmp_pat
     assert runs == [3] and (out / "REPORT.md").read_text() == before
     report.main(["--analyses", "fine_demo", "--k", "4", "--out", str(out), "--overwrite"])
     assert runs == [3, 4] and "| 4.000 |" in (out / "REPORT.md").read_text()
+
+
+def test_result_of_edited_input_data_is_not_reused(tmp_path):
+    from PIL import Image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        Image.new("RGB", (4, 4), (i * 50, 0, 0)).save(data / f"{i}.png")
+    task = data / "t.jsonl"
+    task.write_text('{"image": "0.png", "label": "a"}\n{"image": "1.png", "label": "b"}\n')
+    calls = []
+
+    def run(cfg):
+        calls.append(1)
+        return _run(cfg)
+
+    def go():
+        execute("demo", DemoConfig(out=str(tmp_path / "o"), tasks=(str(task),)), run, _tables,
+                _figures)
+
+    go()
+    go()
+    assert len(calls) == 1  # same config, same data: reused
+    Image.new("RGB", (4, 4), (1, 0, 0)).save(data / "0.png")  # one image edited
+    go()
+    assert len(calls) == 2  # recomputed (the stores it reads then refuse the old activations)
+    go()
+    assert len(calls) == 2
