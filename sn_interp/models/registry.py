@@ -1,7 +1,7 @@
 """The family registry: an explicit list of family modules, each one :class:`Family`.
 
 Adding a family is one module in :mod:`sn_interp.models.families` plus one line in
-:data:`FAMILIES`. Family modules import :mod:`sn_interp.models.adapter` and
+:data:`FAMILY_MODULES`. Family modules import :mod:`sn_interp.models.adapter` and
 :mod:`sn_interp.models.families._spec` only, never this module.
 
 Example:
@@ -12,33 +12,29 @@ Example:
 
 from __future__ import annotations
 
+import importlib
+
 from sn_interp.models.adapter import Adapter
-from sn_interp.models.families import (
-    gemma3,
-    idefics3,
-    internvl,
-    llava,
-    mistral3,
-    paligemma,
-    qwen3_5,
-    qwen_vl,
-)
 from sn_interp.models.families._spec import Family, TinySpec, TokenizerFamily
 
 __all__ = ["FAMILIES", "Family", "TinySpec", "TokenizerFamily", "adapter_for", "chat_templates",
            "supported_architectures", "tiny_specs", "tokenizer_families"]
 
-#: Every supported family, in registry order.
-FAMILIES: tuple[Family, ...] = (
-    llava.FAMILY,
-    qwen_vl.FAMILY,
-    gemma3.FAMILY,
-    paligemma.FAMILY,
-    idefics3.FAMILY,
-    internvl.FAMILY,
-    mistral3.FAMILY,
-    qwen3_5.FAMILY,
+#: The family modules of :mod:`sn_interp.models.families`, in registry order (one line each).
+FAMILY_MODULES: tuple[str, ...] = (
+    "llava",
+    "qwen_vl",
+    "gemma3",
+    "paligemma",
+    "idefics3",
+    "internvl",
+    "mistral3",
+    "qwen3_5",
 )
+
+#: Every supported family, in registry order.
+FAMILIES: tuple[Family, ...] = tuple(
+    importlib.import_module(f"sn_interp.models.families.{name}").FAMILY for name in FAMILY_MODULES)
 
 
 def adapter_for(architecture: str) -> Adapter:
