@@ -30,6 +30,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "internvl",
     "mistral3",
     "qwen3_5",
+    "glm4v",
 )
 
 #: Every supported family, in registry order.
