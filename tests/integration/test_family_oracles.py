@@ -27,6 +27,9 @@ LLAMA = {"resid_pre": ("", "input"), "z": ("self_attn.o_proj", "input"),
 GEMMA = {**LLAMA, "attn_out": ("post_attention_layernorm", "output"),
          "resid_mid": ("pre_feedforward_layernorm", "input"),
          "mlp_out": ("post_feedforward_layernorm", "output")}
+GLM = {**LLAMA, "attn_out": ("post_self_attn_layernorm", "output"),
+       "resid_mid": ("post_attention_layernorm", "input"),
+       "mlp_out": ("post_mlp_layernorm", "output")}
 LINEAR = {k: v for k, v in LLAMA.items() if k != "z"} | {"attn_out": ("linear_attn", "output")}
 
 
@@ -81,6 +84,7 @@ ORACLES = {
                       "model.vision_tower.transformer.layers", _packed_merged),
     "tiny-qwen3.5": ("model.language_model.layers", {"*": LLAMA, "linear_attention": LINEAR},
                      "model.visual.blocks", _grid),
+    "tiny-glm4v": ("model.language_model.layers", {"*": GLM}, "model.visual.blocks", _grid),
 }
 NAMES = list(ORACLES)
 
@@ -173,6 +177,8 @@ def test_z_through_o_proj(loaded):
             out = block.self_attn.o_proj(z)
             if _layout(name, vlm, layer) is GEMMA:
                 out = block.post_attention_layernorm(out)
+            elif _layout(name, vlm, layer) is GLM:
+                out = block.post_self_attn_layernorm(out)
         np.testing.assert_allclose(out.numpy(), acts.attn_out.sel(layer=layer), atol=1e-5)
 
 

@@ -29,6 +29,7 @@ SNAPSHOT = {
     "tiny-internvl": (2, 64, 128, 4, 2, 16, 2, 32),
     "tiny-mistral3": (2, 64, 128, 4, 2, 16, 2, 32),
     "tiny-qwen3.5": (4, 64, 128, 4, 2, 16, 2, 32),
+    "tiny-glm4v": (2, 64, 128, 4, 2, 16, 2, 32),
 }
 SITE_MODULES = {  # site -> (module class read, input/output) in the Llama layout
     "resid_pre": ("DecoderLayer", "input"), "z": ("Linear", "input"),
@@ -37,8 +38,8 @@ SITE_MODULES = {  # site -> (module class read, input/output) in the Llama layou
     "resid_post": ("DecoderLayer", "output"),
 }
 #: Gemma's sandwich norms: attention / MLP outputs are read after their post-norms.
-SITE_MODULES_BY_FAMILY = {"gemma3": {**SITE_MODULES, "attn_out": ("RMSNorm", "output"),
-                                     "mlp_out": ("RMSNorm", "output")}}
+_SANDWICH = {**SITE_MODULES, "attn_out": ("RMSNorm", "output"), "mlp_out": ("RMSNorm", "output")}
+SITE_MODULES_BY_FAMILY = {"gemma3": _SANDWICH, "glm4v": _SANDWICH}
 
 
 @pytest.mark.parametrize("name", TINY_NAMES)
@@ -98,8 +99,8 @@ def test_unsupported_architecture_lists_supported(tmp_path):
         sn.load_model(tmp_path)
     archs = supported_architectures()
     assert set(archs) == {"llava", "qwen_vl", "gemma3", "paligemma", "idefics3", "internvl",
-                          "mistral3", "qwen3_5"}
-    assert len(sum(archs.values(), ())) == 13
+                          "mistral3", "qwen3_5", "glm4v"}
+    assert len(sum(archs.values(), ())) == 14
 
 
 def test_bad_names_are_clear(tmp_path):

@@ -33,7 +33,8 @@ SUPPORTED = [n for n, spec in TINY_MODELS.items()
 def test_the_classes_transformer_lens_supports_are_all_compared():
     assert set(SUPPORTED) == {
         "tiny-llava", "tiny-llava-next", "tiny-llava-onevision", "tiny-qwen2.5-vl",
-        "tiny-qwen3-vl", "tiny-gemma3", "tiny-idefics3", "tiny-mistral3", "tiny-qwen3.5"}
+        "tiny-qwen3-vl", "tiny-gemma3", "tiny-idefics3", "tiny-mistral3", "tiny-qwen3.5",
+        "tiny-glm4v"}
 
 
 def _samples() -> list[sn.Sample]:

@@ -26,10 +26,11 @@ QUESTION = [
 _QWEN = "<|vision_start|><|image_pad|><|vision_end|>"
 PLACEHOLDER = {"llava": "<image>", "qwen_vl": _QWEN, "qwen3_5": _QWEN,
                "gemma3": "<start_of_image>", "paligemma": "<image>", "idefics3": "<image>",
-               "internvl": "<IMG_CONTEXT>", "mistral3": "[IMG]"}
+               "internvl": "<IMG_CONTEXT>", "mistral3": "[IMG]",
+               "glm4v": "<|begin_of_image|><|image|><|end_of_image|>"}
 IMAGE_TOKEN = {"llava": "<image>", "qwen_vl": "<|image_pad|>", "qwen3_5": "<|image_pad|>",
                "gemma3": "<image_soft_token>", "paligemma": "<image>", "idefics3": "<image>",
-               "internvl": "<IMG_CONTEXT>", "mistral3": "[IMG]"}
+               "internvl": "<IMG_CONTEXT>", "mistral3": "[IMG]", "glm4v": "<|image|>"}
 
 
 def digit_image(digit: int, size: tuple[int, int] = (48, 40)) -> Image.Image:
@@ -90,7 +91,7 @@ def test_forward_and_generate(name: str, loaded) -> None:
     assert model.config.image_token_id == image_id
     n_image = (inputs["input_ids"] == image_id).sum(1)
     assert (n_image > 0).all() and (n_image <= 32).all()
-    if spec.family == "qwen_vl":
+    if spec.family in ("qwen_vl", "qwen3_5", "glm4v"):
         assert "mm_token_type_ids" in inputs
     with torch.no_grad():
         logits = model(**inputs).logits
