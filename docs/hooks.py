@@ -10,7 +10,7 @@ A page holds a marker, replaced by the output of a function here:
 - ``<!-- sites:table -->``: the site table, from :mod:`sn_interp.names` and each family
   adapter's layout.
 - ``<!-- sizing:table -->``: parameters, weight memory and store sizes of the real checkpoints,
-  computed by :mod:`sn_interp.sizing` from their widths.
+  computed by :mod:`sn_interp.models.sizing` from their widths.
 - ``<!-- families:table -->``: the registered families and the classes they accept.
 - ``<!-- rules -->``: every registered per-neuron rule with its module's definition.
 - ``<!-- store:fingerprint -->``: the attributes that identify an activation store.
@@ -125,10 +125,10 @@ def adapters_markdown() -> str:
 def sizing_markdown() -> str:
     """Every family's real checkpoints: widths, parameters, weight memory, store per 1k images.
 
-    The checkpoints are the registry's ``hub_ids`` (plus any others :mod:`sn_interp.sizing`
+    The checkpoints are the registry's ``hub_ids`` (plus any others :mod:`sn_interp.models.sizing`
     records); one whose widths sizing does not record gets a row saying how to compute it.
     """
-    from sn_interp import sizing
+    from sn_interp.models import sizing
     from sn_interp.models.registry import FAMILIES
 
     ids = [(fam.name, h) for fam in FAMILIES for h in fam.hub_ids]
@@ -138,7 +138,7 @@ def sizing_markdown() -> str:
     for family, hub_id in ids:
         if hub_id not in sizing.CHECKPOINTS:
             rows.append([f"`{family}`", f"`{hub_id}`", *["-"] * 5,
-                         f"not recorded: `python -m sn_interp.sizing {hub_id}`", *["-"] * 4])
+                         f"not recorded: `python -m sn_interp.models.sizing {hub_id}`", *["-"] * 4])
             continue
         r = sizing.summary(hub_id)
         rows.append([f"`{family}`", f"`{hub_id}`", r["n_layers"], r["d_model"], r["d_mlp"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sn_interp import sizing
+from sn_interp.models import sizing
 from sn_interp.names import ALL_SITES
 
 

@@ -13,11 +13,11 @@ time (so the widths are the ones :func:`sn_interp.extract` would write), and
 :data:`CHECKPOINTS` holds the widths of the real checkpoints that the documentation quotes,
 copied from each hub repository's ``config.json``; a unit test checks each against the
 parameter count the hub reports for it. Any other checkpoint works from its own config:
-``python -m sn_interp.sizing llava-hf/llava-1.5-7b-hf`` (fetches only ``config.json``) or a
+``python -m sn_interp.models.sizing llava-hf/llava-1.5-7b-hf`` (fetches only ``config.json``) or a
 local checkpoint directory.
 
 Example:
-    >>> from sn_interp import sizing
+    >>> from sn_interp.models import sizing
     >>> dims = sizing.checkpoint_dims("llava-hf/llava-1.5-7b-hf")
     >>> dims.n_layers, dims.d_model, dims.d_mlp
     (32, 4096, 11008)
@@ -206,8 +206,8 @@ def summary(source: str) -> dict[str, object]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m sn_interp.sizing [CHECKPOINT ...]``: print each checkpoint's sizes."""
-    parser = argparse.ArgumentParser(prog="python -m sn_interp.sizing", description=__doc__
+    """``python -m sn_interp.models.sizing [CHECKPOINT ...]``: print each checkpoint's sizes."""
+    parser = argparse.ArgumentParser(prog="python -m sn_interp.models.sizing", description=__doc__
                                      .split("\n\n")[0])
     parser.add_argument("checkpoints", nargs="*", default=list(CHECKPOINTS),
                         help="hub ids or checkpoint directories (default: the quoted ones)")
