@@ -22,6 +22,7 @@ CHOSEN = {
     "robustness": "shift_drop_mini-llava-smollm2.png",
     "cross_model_overlap": "relative_depth.png",
     "early_exit": "early_exit_mini-llava-smollm2_shapes-color.png",
+    "causal": "effect_micro-llava_digits.png",
 }
 WIDTH = 900
 
