@@ -8,7 +8,9 @@ time (so the widths are the ones :func:`sn_interp.extract` would write), and
   activations, the KV cache of generation and the CUDA context on top);
 - store size per image = sum over sites of (layers x units per layer) x bytes per value, the
   layout of :mod:`sn_interp.store` (sample-chunked zarr, no compression; coords are a few
-  hundred bytes per sample and left out).
+  hundred bytes per sample and left out). Every site is counted at every layer, so for a
+  family whose layers lack a site (Qwen3.5's linear-attention layers have no ``z``) the
+  number is an upper bound.
 
 :data:`CHECKPOINTS` holds the widths of the real checkpoints that the documentation quotes,
 copied from each hub repository's ``config.json``; a unit test checks each against the
@@ -111,6 +113,61 @@ def _qwen3_vl():
                                       tie_word_embeddings=False)
 
 
+def _vlm(cls: str, text_cls: str, text: dict, vision_cls: str, vision: dict, **extra):
+    """A composite config ``cls(text_config=text_cls(**text), vision_config=vision_cls(...))``."""
+    import transformers
+
+    return getattr(transformers, cls)(
+        text_config=getattr(transformers, text_cls)(**text),
+        vision_config=getattr(transformers, vision_cls)(**vision), **extra)
+
+
+_SIGLIP = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
+               num_attention_heads=16, patch_size=14)
+
+
+def _gemma3(hidden: int, inter: int, layers: int, heads: int, kv: int, head_dim: int):
+    return _vlm("Gemma3Config", "Gemma3TextConfig",
+                dict(vocab_size=262208, hidden_size=hidden, intermediate_size=inter,
+                     num_hidden_layers=layers, num_attention_heads=heads,
+                     num_key_value_heads=kv, head_dim=head_dim),
+                "SiglipVisionConfig", dict(_SIGLIP, image_size=896), mm_tokens_per_image=256)
+
+
+def _paligemma(text_cls: str, hidden: int, inter: int, layers: int, heads: int, kv: int,
+               image: int):
+    return _vlm("PaliGemmaConfig", text_cls,
+                dict(vocab_size=257216, hidden_size=hidden, intermediate_size=inter,
+                     num_hidden_layers=layers, num_attention_heads=heads,
+                     num_key_value_heads=kv, head_dim=256),
+                "SiglipVisionConfig", dict(_SIGLIP, image_size=image, projection_dim=hidden))
+
+
+def _mistral_small():
+    return _vlm("Mistral3Config", "MistralConfig",
+                dict(vocab_size=131072, hidden_size=5120, intermediate_size=32768,
+                     num_hidden_layers=40, num_attention_heads=32, num_key_value_heads=8,
+                     head_dim=128),
+                "PixtralVisionConfig", dict(hidden_size=1024, intermediate_size=4096,
+                                            num_hidden_layers=24, num_attention_heads=16,
+                                            image_size=1540, patch_size=14),
+                tie_word_embeddings=False)
+
+
+def _internvl3_8b():
+    return _vlm("InternVLConfig", "Qwen2Config",
+                dict(_QWEN2_7B, vocab_size=151674),
+                "InternVLVisionConfig", dict(hidden_size=1024, intermediate_size=4096,
+                                             num_hidden_layers=24, num_attention_heads=16,
+                                             image_size=[448, 448], patch_size=[14, 14]),
+                tie_word_embeddings=False)
+
+
+def _idefics3(text: dict, image: int, scale: int):
+    return _vlm("Idefics3Config", "LlamaConfig", text, "Idefics3VisionConfig",
+                dict(_SIGLIP, image_size=image), scale_factor=scale)
+
+
 _LLAMA_7B = dict(vocab_size=32064, hidden_size=4096, intermediate_size=11008,
                  num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32)
 
@@ -133,6 +190,34 @@ CHECKPOINTS: dict[str, Checkpoint] = {c.hub_id: c for c in (
     Checkpoint("Qwen/Qwen2.5-VL-7B-Instruct", "Qwen2_5_VLForConditionalGeneration", "qwen_vl", 8.29,
                _qwen25_vl),
     Checkpoint("Qwen/Qwen3-VL-8B-Instruct", "Qwen3VLForConditionalGeneration", "qwen_vl", 8.77, _qwen3_vl),
+    Checkpoint("google/gemma-3-4b-it", "Gemma3ForConditionalGeneration", "gemma3", 4.30,
+               lambda: _gemma3(2560, 10240, 34, 8, 4, 256)),
+    Checkpoint("google/gemma-3-12b-it", "Gemma3ForConditionalGeneration", "gemma3", 12.2,
+               lambda: _gemma3(3840, 15360, 48, 16, 8, 256)),
+    Checkpoint("google/gemma-3-27b-it", "Gemma3ForConditionalGeneration", "gemma3", 27.4,
+               lambda: _gemma3(5376, 21504, 62, 32, 16, 128)),
+    Checkpoint("google/paligemma-3b-mix-224", "PaliGemmaForConditionalGeneration", "paligemma",
+               2.92, lambda: _paligemma("GemmaConfig", 2048, 16384, 18, 8, 1, 224)),
+    Checkpoint("google/paligemma2-3b-mix-224", "PaliGemmaForConditionalGeneration", "paligemma",
+               3.03, lambda: _paligemma("Gemma2Config", 2304, 9216, 26, 8, 4, 224)),
+    Checkpoint("google/paligemma2-10b-mix-448", "PaliGemmaForConditionalGeneration", "paligemma",
+               9.66, lambda: _paligemma("Gemma2Config", 3584, 14336, 42, 16, 8, 448)),
+    Checkpoint("HuggingFaceTB/SmolVLM-Instruct", "Idefics3ForConditionalGeneration", "idefics3",
+               2.25, lambda: _idefics3(dict(vocab_size=49155, hidden_size=2048,
+                                            intermediate_size=8192, num_hidden_layers=24,
+                                            num_attention_heads=32, num_key_value_heads=32),
+                                       384, 3)),
+    Checkpoint("HuggingFaceM4/Idefics3-8B-Llama3", "Idefics3ForConditionalGeneration",
+               "idefics3", 8.46,
+               lambda: _idefics3(dict(vocab_size=128259, hidden_size=4096, intermediate_size=14336,
+                                      num_hidden_layers=32, num_attention_heads=32,
+                                      num_key_value_heads=8), 364, 2)),
+    Checkpoint("OpenGVLab/InternVL3-8B-hf", "InternVLForConditionalGeneration", "internvl", 7.94,
+               _internvl3_8b),
+    Checkpoint("mistralai/Mistral-Small-3.1-24B-Instruct-2503", "Mistral3ForConditionalGeneration",
+               "mistral3", 24.0, _mistral_small),
+    Checkpoint("mistralai/Mistral-Small-3.2-24B-Instruct-2506", "Mistral3ForConditionalGeneration",
+               "mistral3", 24.0, _mistral_small),
 )}
 
 
