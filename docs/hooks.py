@@ -25,6 +25,8 @@ import importlib
 import re
 
 MARKER = "<!-- api:names -->"
+#: Public modules below a submodule that the reference documents whole.
+EXTRA_MODULES = ("sn_interp.models.sizing",)
 
 
 def _members(module: str, skip: set[str]) -> list[str] | None:
@@ -59,6 +61,8 @@ def api_markdown() -> str:
         if members is not None:
             out += ["      members:", *[f"        - {m}" for m in members]]
         out.append("")
+    for module in EXTRA_MODULES:
+        out += [f"::: {module}", "    options:", "      heading_level: 3", ""]
     return "\n".join(out)
 
 
@@ -138,7 +142,7 @@ def sizing_markdown() -> str:
     for family, hub_id in ids:
         if hub_id not in sizing.CHECKPOINTS:
             rows.append([f"`{family}`", f"`{hub_id}`", *["-"] * 5,
-                         f"not recorded: `python -m sn_interp.models.sizing {hub_id}`", *["-"] * 4])
+                         f"not recorded: `python -m sn_interp.models.sizing {hub_id}`", *["-"] * 5])
             continue
         r = sizing.summary(hub_id)
         rows.append([f"`{family}`", f"`{hub_id}`", r["n_layers"], r["d_model"], r["d_mlp"],

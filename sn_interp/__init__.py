@@ -42,8 +42,7 @@ _API: dict[str, str] = {
     "selection_stability": "sn_interp.probes",
     "EarlyExitClassifier": "sn_interp.early_exit",
 }
-_SUBMODULES = ("names", "models", "tasks", "probes", "early_exit", "plotting", "analyses", "store",
-               "sizing")
+_SUBMODULES = ("names", "models", "tasks", "probes", "early_exit", "plotting", "analyses", "store")
 
 __all__ = sorted([*_API, *_SUBMODULES, "__version__"])
 
