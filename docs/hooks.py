@@ -127,10 +127,11 @@ def adapters_markdown() -> str:
 
 
 def sizing_markdown() -> str:
-    """Every family's real checkpoints: widths, parameters, weight memory, store per 1k images.
+    """Every family's real checkpoints: widths, then parameters, weight memory, store per 1k.
 
-    The checkpoints are the registry's ``hub_ids`` (plus any others :mod:`sn_interp.models.sizing`
-    records); one whose widths sizing does not record gets a row saying how to compute it.
+    The checkpoints are the registry's ``hub_ids`` (plus any others
+    :mod:`sn_interp.models.sizing` records); one whose widths sizing does not record gets a row
+    saying how to compute it.
     """
     from sn_interp.models import sizing
     from sn_interp.models.registry import FAMILIES
@@ -138,24 +139,28 @@ def sizing_markdown() -> str:
     ids = [(fam.name, h) for fam in FAMILIES for h in fam.hub_ids]
     known = {h for _, h in ids}
     ids += [(sizing.CHECKPOINTS[h].family, h) for h in sizing.CHECKPOINTS if h not in known]
-    rows = []
+    widths, sizes = [], []
     for family, hub_id in ids:
         if hub_id not in sizing.CHECKPOINTS:
-            rows.append([f"`{family}`", f"`{hub_id}`", *["-"] * 5,
-                         f"not recorded: `python -m sn_interp.models.sizing {hub_id}`", *["-"] * 5])
+            note = "not recorded"
+            widths.append([f"`{family}`", f"`{hub_id}`", note, *["-"] * 4])
+            sizes.append([f"`{hub_id}`", note, *["-"] * 5])
             continue
         r = sizing.summary(hub_id)
-        rows.append([f"`{family}`", f"`{hub_id}`", r["n_layers"], r["d_model"], r["d_mlp"],
-                     f"{r['n_heads']} x {r['d_head']} ({r['n_kv_heads']} KV)",
-                     f"{r['n_vision_layers']} x {r['d_vision']}", f"{r['params'] / 1e9:.2f}B",
-                     f"{r['weights_gb_float32']:.1f}", f"{r['weights_gb_bfloat16']:.1f}",
-                     f"{r['store_gb_per_1000_float32']:.2f}",
-                     f"{r['store_gb_per_1000_float16']:.2f}",
-                     f"{r['store_gb_per_1000_float32_with_vision']:.2f}"])
-    return _table(["family", "checkpoint", "layers", "d_model", "d_mlp", "heads x d_head",
-                   "vision layers x width", "params", "weights fp32 GB", "weights bf16 GB",
-                   "store fp32 GB / 1k images", "store fp16 GB / 1k images",
-                   "fp32 + vision GB / 1k"], rows)
+        widths.append([f"`{family}`", f"`{hub_id}`", r["n_layers"], r["d_model"], r["d_mlp"],
+                       f"{r['n_heads']} x {r['d_head']} ({r['n_kv_heads']} KV)",
+                       f"{r['n_vision_layers']} x {r['d_vision']}"])
+        sizes.append([f"`{hub_id}`", f"{r['params'] / 1e9:.2f}B",
+                      f"{r['weights_gb_float32']:.1f}", f"{r['weights_gb_bfloat16']:.1f}",
+                      f"{r['store_gb_per_1000_float32']:.2f}",
+                      f"{r['store_gb_per_1000_float16']:.2f}",
+                      f"{r['store_gb_per_1000_float32_with_vision']:.2f}"])
+    return (_table(["family", "checkpoint", "layers", "d_model", "d_mlp", "heads x d_head",
+                    "vision layers x width"], widths)
+            + "\n\nMemory of the weights and size of an activation store of 1,000 images "
+              "(all seven sites, every layer):\n\n"
+            + _table(["checkpoint", "params", "weights fp32 (GB)", "weights bf16 (GB)",
+                      "store fp32 (GB)", "store fp16 (GB)", "store fp32 + vision (GB)"], sizes))
 
 
 def hub_markdown() -> str:
