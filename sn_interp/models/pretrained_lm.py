@@ -39,7 +39,8 @@ from sn_interp.cache import build_atomically, cache_dir
 log = logging.getLogger(__name__)
 
 __all__ = ["ASSEMBLE_FILE", "PRETRAINED_LMS", "TRAINED_FILE", "WheelGGUF", "assemble",
-           "assembled_path", "gguf_path", "insert_lm", "load_lm", "load_lm_tokenizer", "trained_state"]
+           "assembled_path", "gguf_path", "insert_lm", "load_lm", "load_lm_tokenizer",
+           "merge_low_rank", "trained_state"]
 
 ASSEMBLE_FILE = "assemble.json"
 """Marks a ``data/models/<name>`` directory whose language model is assembled at first load."""
@@ -48,6 +49,8 @@ TRAINED_FILE = "trained.safetensors"
 CONFIG_FILE = "llava_config.json"
 """The full model config of an assembled model (not ``config.json``: the directory alone is not
 a loadable checkpoint)."""
+LORA_PREFIX = "lora."
+"""Keys of the committed LoRA factors in :data:`TRAINED_FILE`: ``lora.<module>.A``/``.B``."""
 _FORMAT = 1
 _MARKER = ".assembled"
 
@@ -196,6 +199,9 @@ def assemble(source: Path, out: Path) -> Path:
         model = getattr(transformers, config.architectures[0])(config)
     insert_lm(model, load_lm(lm_spec.name), assign=True)
     trained = load_file(source / TRAINED_FILE)
+    factors = {k: trained.pop(k) for k in [k for k in trained if k.startswith(LORA_PREFIX)]}
+    if factors:
+        merge_low_rank(model, factors, spec.get("lora", {}))
     lm_ids = _lm_ids(model)
     lm_keys = {k for k, p in model.named_parameters(remove_duplicate=False) if id(p) in lm_ids}
     if lm_keys & set(trained):
@@ -218,6 +224,23 @@ def assemble(source: Path, out: Path) -> Path:
             shutil.copy(source / extra, out / extra)
     (out / _MARKER).write_text(json.dumps({"format": _FORMAT, "key": _key(source)}))
     return out
+
+
+def merge_low_rank(model: torch.nn.Module, factors: dict[str, torch.Tensor],
+                   lora: dict[str, Any]) -> None:
+    """Add the committed LoRA updates to the language model's weights in place:
+    ``W += alpha / rank * B @ A`` for every ``lora.<module>.A`` / ``.B`` pair (the update
+    ``peft`` applies when it merges an adapter)."""
+    if not lora.get("rank"):
+        raise ValueError(f"{ASSEMBLE_FILE} lacks lora.rank/alpha for the {len(factors)} LoRA "
+                         "factors in the trained weights: retrain the model")
+    scale = float(lora["alpha"]) / int(lora["rank"])
+    names = sorted({k[len(LORA_PREFIX):].rsplit(".", 1)[0] for k in factors})
+    for name in names:
+        a, b = factors[f"{LORA_PREFIX}{name}.A"], factors[f"{LORA_PREFIX}{name}.B"]
+        weight = model.get_submodule(name).weight
+        with torch.no_grad():
+            weight.copy_(weight + scale * (b.to(weight.dtype) @ a.to(weight.dtype)))
 
 
 def _key(source: Path) -> str:

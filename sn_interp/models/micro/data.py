@@ -28,8 +28,8 @@ from sn_interp.sample import Sample
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Example", "answer_text", "collate", "instruction_examples", "training_prompts", "chat_prompt", "length_bucketed_batches",
-           "sample_batch"]
+__all__ = ["Example", "answer_text", "chat_prompt", "collate", "instruction_examples",
+           "length_bucketed_batches", "sample_batch", "training_prompts"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ class Example:
     task: str
     prompt_id: str
     image_id: str
+    label: int = -1
+    """Class index of the answer (for label-balanced batches)."""
 
 
 def answer_text(sample: Sample) -> str:
@@ -68,8 +70,8 @@ def instruction_examples(tasks: Sequence[str], *, max_images: int | None = None,
             raise ValueError(f"task {name!r} is shifted; micro training never uses shifts")
         examples = []
         for pid in training_prompts(task):
-            examples += [Example(s.image, s.question, answer_text(s), name, pid, s.image_id)
-                         for s in task.with_prompt(pid)]
+            examples += [Example(s.image, s.question, answer_text(s), name, pid, s.image_id,
+                                 s.label) for s in task.with_prompt(pid)]
         out[name] = examples
         log.info("%s: %d train images x %d prompts (held out: %s)", name, len(task),
                  len(training_prompts(task)), task.heldout_prompt)
@@ -77,22 +79,42 @@ def instruction_examples(tasks: Sequence[str], *, max_images: int | None = None,
 
 
 def sample_batch(examples: dict[str, list[Example]], batch_size: int,
-                 rng: np.random.Generator) -> list[Example]:
-    """A batch with tasks drawn uniformly, then one example uniformly within the task."""
+                 rng: np.random.Generator, *, balanced: bool = False) -> list[Example]:
+    """A batch with tasks drawn uniformly, then one example uniformly within the task.
+
+    With ``balanced``, a class is drawn uniformly within the task before the example, so every
+    answer (every multiple-choice letter) has the same share of the training targets.
+    """
     names = sorted(examples)
     picks = rng.integers(len(names), size=batch_size)
-    return [examples[names[t]][rng.integers(len(examples[names[t]]))] for t in picks]
+    if not balanced:
+        return [examples[names[t]][rng.integers(len(examples[names[t]]))] for t in picks]
+    by_class = {n: _by_label(examples[n]) for n in names}
+    out = []
+    for t in picks:
+        groups = by_class[names[t]]
+        group = groups[rng.integers(len(groups))]
+        out.append(group[rng.integers(len(group))])
+    return out
+
+
+def _by_label(examples: list[Example]) -> list[list[Example]]:
+    groups: dict[int, list[Example]] = {}
+    for ex in examples:
+        groups.setdefault(ex.label, []).append(ex)
+    return [groups[k] for k in sorted(groups)]
 
 
 def length_bucketed_batches(examples: dict[str, list[Example]], batch_size: int,
-                            rng: np.random.Generator, pool: int = 8) -> Iterator[list[Example]]:
+                            rng: np.random.Generator, pool: int = 8, *,
+                            balanced: bool = False) -> Iterator[list[Example]]:
     """Endless batches: draw ``pool`` batches' worth, sort by question length, cut, shuffle.
 
     Rows of similar length share a batch, so left padding wastes little compute, while each
-    batch still mixes tasks and prompts.
+    batch still mixes tasks and prompts (``balanced``: see :func:`sample_batch`).
     """
     while True:
-        drawn = sample_batch(examples, batch_size * pool, rng)
+        drawn = sample_batch(examples, batch_size * pool, rng, balanced=balanced)
         drawn.sort(key=lambda ex: len(ex.question))
         chunks = [drawn[i:i + batch_size] for i in range(0, len(drawn), batch_size)]
         for i in rng.permutation(len(chunks)):

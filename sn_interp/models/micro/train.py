@@ -50,7 +50,8 @@ from sn_interp.models.micro.data import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainResult", "answer_loss", "build_model", "lr_factor", "main", "save", "train"]
+__all__ = ["TrainResult", "add_lora", "answer_loss", "build_model", "lr_factor", "main",
+           "merge_lora", "run_recipe", "save", "train"]
 
 DATA_MODELS = Path(__file__).resolve().parents[3] / "data" / "models"
 SUMMARY = "micro_train.json"
@@ -63,7 +64,11 @@ class TrainResult:
     losses: list[float]
     """Loss of every step."""
     seconds: float
-    """Wall-clock training time (data building excluded)."""
+    """Wall-clock training time (data building excluded; stage 0 included)."""
+    stage0: dict[str, Any] | None = None
+    """Stage 0 (vision pretraining) report: losses, kept-aside accuracy per task, seconds."""
+    lora: dict[str, torch.Tensor] | None = None
+    """Merged LoRA factors (``lora.<module>.A``/``.B``), saved as trained parts."""
 
     def mean_loss(self, first: int | None = None, last: int | None = None) -> float:
         """Mean loss over the first or last ``n`` steps."""
@@ -115,6 +120,41 @@ def build_model(cfg: MicroConfig) -> tuple[torch.nn.Module, Any]:
     return model, build_processor(cfg, tok)
 
 
+def add_lora(model: torch.nn.Module, cfg: MicroConfig) -> int:
+    """Put ``peft`` LoRA adapters (rank ``cfg.lora_rank``) on ``cfg.lora_targets`` of every LM
+    layer; only they train in the LM. Returns the number of adapter parameters."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    torch.manual_seed(cfg.seed + 2)
+    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                      target_modules=list(cfg.lora_targets), bias="none")
+    inject_adapter_in_model(lora, model.model.language_model)
+    adapters = [p for n, p in model.named_parameters() if "lora_" in n]
+    for p in adapters:
+        p.requires_grad_(True)
+    return sum(p.numel() for p in adapters)
+
+
+def merge_lora(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Merge every LoRA adapter into its base weight (peft's ``merge``), put the plain
+    ``Linear`` back, and return the factors as ``lora.<module>.A`` / ``.B`` tensors (what
+    :func:`sn_interp.models.pretrained_lm.assemble` merges again at load)."""
+    from peft.tuners.lora import LoraLayer
+
+    factors = {}
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, LoraLayer):
+            continue
+        factors[f"lora.{name}.A"] = module.lora_A["default"].weight.detach().clone()
+        factors[f"lora.{name}.B"] = module.lora_B["default"].weight.detach().clone()
+        module.merge()
+        parent, child = name.rsplit(".", 1)
+        base = module.get_base_layer()
+        base.weight.requires_grad_(False)
+        setattr(model.get_submodule(parent), child, base)
+    return factors
+
+
 def lr_factor(step: int, cfg: MicroConfig) -> float:
     """Learning-rate multiplier: linear warm-up, then cosine decay from 1 to 0.1."""
     if step < cfg.warmup:
@@ -141,11 +181,16 @@ def answer_loss(model: torch.nn.Module, enc: Any) -> torch.Tensor:
 
 
 def _optimizer(model: torch.nn.Module, cfg: MicroConfig) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters; LoRA adapters at ``lora_lr_scale`` times the rate."""
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    decay = [p for n, p in trainable if p.ndim >= 2 and "embed" not in n]
-    rest = [p for n, p in trainable if not (p.ndim >= 2 and "embed" not in n)]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": rest, "weight_decay": 0.0}]
+    groups = []
+    for lora in (False, True):
+        part = [(n, p) for n, p in trainable if ("lora_" in n) == lora]
+        decay = [p for n, p in part if p.ndim >= 2 and "embed" not in n]
+        rest = [p for n, p in part if not (p.ndim >= 2 and "embed" not in n)]
+        lr = cfg.lr * (cfg.lora_lr_scale if lora else 1.0)
+        groups += [{"params": ps, "weight_decay": wd, "lr": lr}
+                   for ps, wd in ((decay, cfg.weight_decay), (rest, 0.0)) if ps]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
 
 
@@ -162,16 +207,19 @@ def train(model: torch.nn.Module, processor: Any, cfg: MicroConfig,
     sink = loss_log.open("w") if loss_log else None
     start = time.perf_counter()
     first = {t: examples[t] for t in cfg.first_tasks if t in examples}
-    batches = length_bucketed_batches(first or examples, cfg.batch_size, rng)
+    batches = length_bucketed_batches(first or examples, cfg.batch_size, rng,
+                                      balanced=cfg.balance_labels)
     bar = tqdm(range(cfg.steps), desc=f"train {cfg.name}", unit="step", disable=not progress)
     for step in bar:
         if step == cfg.first_steps and first:
             log.info("step %d: curriculum stage 2, all tasks %s", step, sorted(examples))
-            batches = length_bucketed_batches(examples, cfg.batch_size, rng)
-        loss = answer_loss(model, collate(processor, next(batches)))
+            batches = length_bucketed_batches(examples, cfg.batch_size, rng,
+                                              balanced=cfg.balance_labels)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss = answer_loss(model, collate(processor, next(batches)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
         opt.step()
         sched.step()
         losses.append(loss.item())
@@ -193,38 +241,80 @@ def save(model: torch.nn.Module, processor: Any, cfg: MicroConfig, out: Path,
     """Write weights (safetensors), processor and :data:`SUMMARY` (recipe + losses) to ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     if cfg.pretrained:
-        _save_trained_parts(model, cfg, out)
+        _save_trained_parts(model, cfg, out, result.lora or {})
     else:
         model.save_pretrained(out)
     processor.save_pretrained(out)
     n_params = sum(p.numel() for p in model.parameters())
-    n_trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_trained = n_params
+    if cfg.pretrained:
+        from sn_interp.models.pretrained_lm import trained_state
+
+        parts = [*trained_state(model).values(), *(result.lora or {}).values()]
+        n_trained = sum(t.numel() for t in parts)
     summary = {"config": cfg.to_dict(), "command": command, "parameters": n_params,
                "trained_parameters": n_trained,
+               "lora_parameters": sum(t.numel() for t in (result.lora or {}).values()),
                "train_seconds": round(result.seconds, 1), "torch": torch.__version__,
                "transformers": transformers.__version__,
                "loss_first_25": round(result.mean_loss(first=25), 4),
                "loss_last_100": round(result.mean_loss(last=100), 4),
                "loss_every_100": [round(float(np.mean(result.losses[i:i + 100])), 4)
                                   for i in range(0, len(result.losses), 100)]}
+    if result.stage0:
+        losses = result.stage0["losses"]
+        summary["stage0"] = {
+            "seconds": result.stage0["seconds"], "val_accuracy": result.stage0["val_accuracy"],
+            "val_images": result.stage0["val_images"],
+            "loss_every_100": [round(float(np.mean(losses[i:i + 100])), 4)
+                               for i in range(0, len(losses), 100)]}
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     return out
 
 
-def _save_trained_parts(model: torch.nn.Module, cfg: MicroConfig, out: Path) -> None:
+def _save_trained_parts(model: torch.nn.Module, cfg: MicroConfig, out: Path,
+                        lora: dict[str, torch.Tensor]) -> None:
     """Write only what training changed, plus what :mod:`~sn_interp.models.pretrained_lm`
     needs to assemble the full model at first load (the LM comes from its wheel)."""
     from safetensors.torch import save_file
 
     from sn_interp.models import pretrained_lm as plm
 
-    save_file(plm.trained_state(model), out / plm.TRAINED_FILE, metadata={"format": "pt"})
+    save_file({**plm.trained_state(model), **lora}, out / plm.TRAINED_FILE,
+              metadata={"format": "pt"})
     (out / plm.CONFIG_FILE).write_text(model.config.to_json_string())
     model.generation_config.save_pretrained(out)
     lm = plm.PRETRAINED_LMS[cfg.language_model]
     spec = {"language_model": lm.name, "requirement": lm.requirement, "file": lm.file,
             "sha256": lm.sha256, "trained": plm.TRAINED_FILE, "config": plm.CONFIG_FILE}
+    if lora:
+        spec["lora"] = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha}
     (out / plm.ASSEMBLE_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+
+
+def run_recipe(model: torch.nn.Module, processor: Any, cfg: MicroConfig,
+               examples: dict[str, list[Example]], *, progress: bool = True,
+               loss_log: Path | None = None) -> TrainResult:
+    """Every stage of ``cfg``'s recipe on ``model`` in place: stage 0 (vision pretraining) if
+    configured, then the instruction stage (vision tower frozen unless ``train_vision``, LoRA
+    adapters on the LM if ``lora_rank``), then the adapters merged into the LM."""
+    from sn_interp.models.micro.vision import pretrain_vision
+
+    start = time.perf_counter()
+    stage0 = None
+    if cfg.vision_pretrain_steps:
+        stage0 = pretrain_vision(model, processor, cfg)
+        stage0["seconds"] = round(time.perf_counter() - start, 1)
+    if not cfg.train_vision:
+        model.model.vision_tower.requires_grad_(False)
+    if cfg.lora_rank:
+        log.info("LoRA rank %d on %s: %d adapter parameters", cfg.lora_rank,
+                 ",".join(cfg.lora_targets), add_lora(model, cfg))
+    result = train(model, processor, cfg, examples, progress=progress, loss_log=loss_log)
+    result.stage0 = stage0
+    result.lora = merge_lora(model) if cfg.lora_rank else None
+    result.seconds = time.perf_counter() - start
+    return result
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -234,7 +324,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output directory (default: data/models/<name>)")
     p.add_argument("--loss-log", type=Path, help="per-step loss TSV (default: none)")
     overridable = {"steps", "batch_size", "lr", "warmup", "seed", "max_images", "threads",
-                   "first_steps"}
+                   "first_steps", "vision_pretrain_steps", "lora_rank"}
     for f in fields(MicroConfig):
         if f.name in overridable:
             p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default),
@@ -257,8 +347,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     examples = instruction_examples(cfg.tasks, max_images=cfg.max_images, seed=cfg.seed)
     model, processor = build_model(cfg)
     log.info("%s: %d parameters", cfg.name, sum(p.numel() for p in model.parameters()))
-    result = train(model, processor, cfg, examples, progress=not args.no_progress,
-                   loss_log=args.loss_log)
+    result = run_recipe(model, processor, cfg, examples, progress=not args.no_progress,
+                        loss_log=args.loss_log)
     command = "python -m sn_interp.models.micro.train " + " ".join(
         argv if argv is not None else sys.argv[1:])
     out = save(model, processor, cfg, args.out or DATA_MODELS / cfg.name, result, command)
