@@ -92,9 +92,16 @@ def test_recipe_keeps_the_lm_pretrained_and_assembles_exactly(tmp_path: Path) ->
     targeted = {k for k in frozen if k.split(".")[-2] in cfg.lora_targets}
     assert len(targeted) == 7 * reference.config.num_hidden_layers
     assert all(torch.equal(frozen[k], after[k]) for k in frozen if k not in targeted)
+    scale = cfg.lora_alpha / cfg.lora_rank
     for k in sorted(targeted)[:14]:
         delta = (after[k] - frozen[k]).double()
-        assert delta.abs().max() > 0 and torch.linalg.matrix_rank(delta) <= cfg.lora_rank
+        name = "model.language_model." + k.rsplit(".", 1)[0]
+        a, b = result.lora[f"lora.{name}.A"].double(), result.lora[f"lora.{name}.B"].double()
+        assert a.shape[0] == cfg.lora_rank and b.shape[1] == cfg.lora_rank
+        assert delta.abs().max() > 0
+        torch.testing.assert_close(delta, scale * b @ a, rtol=0, atol=1e-6)  # float32 rounding
+        sv = torch.linalg.svdvals(delta)
+        assert sv[cfg.lora_rank] < 1e-2 * sv[0]  # rank r up to the rounding of W + dW
     n_lora = sum(t.numel() for t in result.lora.values())
     assert n_lora < 0.05 * sum(p.numel() for p in reference.parameters())
 
