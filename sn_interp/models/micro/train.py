@@ -4,12 +4,15 @@ Usage::
 
     python -m sn_interp.models.micro.train micro-llava            # -> data/models/micro-llava
     python -m sn_interp.models.micro.train micro-qwen3-vl --steps 200 --out /tmp/q
-    python -m sn_interp.models.micro.train mini-llava-smollm2     # frozen pretrained LM
+    python -m sn_interp.models.micro.train mini-llava-smollm2     # pretrained LM + LoRA
 
-Micro models train every weight from scratch. ``mini-llava-smollm2`` loads the pretrained
-SmolLM2-135M-Instruct, freezes it (gradients still flow through it to the image tokens) and
-trains only the vision tower (started from micro-llava's) and the projector; only those are
-saved, with what :mod:`sn_interp.models.pretrained_lm` needs to assemble the rest at load.
+Micro models train every weight from scratch. ``mini-llava-smollm2`` follows LLaVA: stage 0
+pretrains the vision tower (started from micro-llava's) as a supervised multi-task classifier
+(:mod:`sn_interp.models.micro.vision`); stage 1 loads the pretrained SmolLM2-135M-Instruct,
+freezes it and the tower, and trains the projector and low-rank (LoRA, ``peft``) adapters of
+the LM's attention and MLP projections; the adapters are then merged. Only the trained parts
+are saved (tower, projector, adapter factors), with what :mod:`sn_interp.models.pretrained_lm`
+needs to assemble the rest at load.
 
 Teacher-forced next-token loss on the answer tokens and EOS only (see
 :mod:`sn_interp.models.micro.data`); AdamW, linear warm-up then cosine decay to 10% of the
