@@ -134,3 +134,21 @@ def _remember(sel: xr.Dataset, info: dict[str, tuple[str, int, int]]) -> list[st
 def stable_set(stab: xr.Dataset, threshold: float = STABLE) -> list[str]:
     """Ids of the neurons selected in at least ``threshold`` of the draws, most frequent first."""
     return [str(i) for i in stab["id"].values[stab["frequency"].values >= threshold]]
+
+
+def stable_jaccard(a: xr.Dataset, b: xr.Dataset, threshold: float = STABLE) -> float:
+    """Jaccard index of the stable sets of two stability results (NaN when both are empty).
+
+    Two conditions (prompts, shifts, seeds, models) agree on their *stable* SNs when this is
+    high; compare it with each condition's own ``expected_jaccard`` (resampling alone).
+
+    Example:
+        >>> a = xr.Dataset({"frequency": ("neuron", [0.9, 0.6, 0.1])},
+        ...                coords={"id": ("neuron", ["x", "y", "z"])})
+        >>> b = xr.Dataset({"frequency": ("neuron", [0.8, 0.2])},
+        ...                coords={"id": ("neuron", ["x", "z"])})
+        >>> stable_jaccard(a, b)
+        0.5
+    """
+    sa, sb = set(stable_set(a, threshold)), set(stable_set(b, threshold))
+    return len(sa & sb) / len(sa | sb) if sa | sb else float("nan")
