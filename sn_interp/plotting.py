@@ -341,7 +341,7 @@ def _card_images(fig, grid, samples: Sequence, ids: np.ndarray, values: np.ndarr
         ax.imshow(s.image.convert("RGB"))
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"{what}: {values[j]:.2f}\n{s.label_name}", fontsize=6)
+        ax.set_title(f"{what}: {values[j]:.3g}\n{s.label_name}", fontsize=6)
 
 
 def neuron_card(found, acts: xr.Dataset, rank: int = 0, samples: Sequence | None = None,
@@ -394,5 +394,6 @@ def neuron_card(found, acts: xr.Dataset, rank: int = 0, samples: Sequence | None
         v, _ = _card_values(found, src, row)
         n = min(n_images, len(v) // 2)
         grid = outer[1].subgridspec(1, 2 * n)
-        _card_images(fig, grid, samples, np.asarray(src["sample_id"].values).astype(str), v, n)
+        ids = np.array([str(i) for i in src["sample_id"].values], dtype=object)
+        _card_images(fig, grid, samples, ids, v, n)
     return fig

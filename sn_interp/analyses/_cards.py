@@ -21,14 +21,12 @@ log = logging.getLogger(__name__)
 def cell_cards(cfg: StudyConfig, model: str, task: str, n: int) -> dict:
     """Figures of the top ``n`` SNs of one cell, by name."""
     from sn_interp.plotting import neuron_card
-    from sn_interp.probes import find_super_neurons
 
     vlm = _data.vlm(cfg, model)
     probe, test = _data.split(cfg, task)
     a_probe = _data.acts(cfg, vlm, probe, "probe")
     a_test = _data.acts(cfg, vlm, test, "test")
-    found = find_super_neurons(a_probe, k=cfg.k, rule=cfg.rule, score=cfg.score, seed=cfg.seed,
-                               progress=False)
+    found = _data.select(cfg, a_probe)  # the analysis's own selection
     return {f"card_{file_name(model)}_{file_name(task)}_{rank}":
             neuron_card(found, a_probe, rank, list(test), a_test)
             for rank in range(min(n, found.table.sizes["neuron"]))}

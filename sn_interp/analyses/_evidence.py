@@ -94,10 +94,14 @@ def cell_evidence(found, a_probe: xr.Dataset, a_test: xr.Dataset,
         coords={"classifier": names, "versus": names})
 
 
+HOLM_VARS = ("p_vs_zero_shot", "mcnemar_p", "p_top1_vs_zero_shot")
+
+
 def add_holm(result: xr.Dataset) -> xr.Dataset:
-    """``p_vs_zero_shot_holm`` and ``mcnemar_p_holm``: Holm across the tasks of each model."""
+    """``<p>_holm`` for each p-value of :data:`HOLM_VARS` present: Holm across the tasks of
+    each model (and each classifier / pair)."""
     out = result.copy()
-    for var in ("p_vs_zero_shot", "mcnemar_p"):
+    for var in HOLM_VARS:
         if var not in result:
             continue
         da = result[var].transpose("task", ...)

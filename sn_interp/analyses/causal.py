@@ -38,7 +38,7 @@ import xarray as xr
 from sn_interp.analyses import _data
 from sn_interp.analyses._common import StudyConfig, make_main
 from sn_interp.analyses._common import file_name as _name
-from sn_interp.analyses._result import combine_cells
+from sn_interp.analyses._result import Headline, combine_cells
 
 log = logging.getLogger(__name__)
 ANALYSIS = "causal"
@@ -295,6 +295,30 @@ def run(cfg: Config, loaded: _data.Loaded | None = None) -> xr.Dataset:
     return combine_cells(cells, models=cfg.models, tasks=cfg.tasks,
                          attrs={"study": cfg.study, "rule": cfg.rule, "score": cfg.score,
                                 "n_random": cfg.n_random, "shots": cfg.shots})
+
+
+def _largest_k(var: str):
+    """A headline value: ``var`` of the mean ablation at the cell's largest computed k."""
+    def value(result: xr.Dataset, cell: dict, cfg) -> float:
+        if var not in result or cell["model"] not in result.model.values \
+                or cell["task"] not in result.task.values:
+            return float("nan")
+        r = result.sel(model=cell["model"], task=cell["task"])
+        e = "mean" if "mean" in r.edit.values else str(r.edit.values[0])
+        done = r.k.values[~np.isnan(r.sn_drop.sel(edit=e).values)]
+        return float(r[var].sel(edit=e, k=done.max())) if len(done) else float("nan")
+    return value
+
+
+#: Headline columns: the mean ablation of the largest k against random neurons.
+HEADLINE = (
+    Headline("ablation drop", _largest_k("sn_drop"),
+             note="drop of the first-answer-token logit difference when the top-k SNs (largest "
+                  "k of the causal analysis) are mean-ablated at the answer position"),
+    Headline("ablation p", _largest_k("p_drop"),
+             note="empirical p of that drop against the same edit on random neurons of the same "
+                  "blocks"),
+)
 
 
 # ---- tables and figures ----------------------------------------------------------------------

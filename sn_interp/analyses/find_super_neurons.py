@@ -24,6 +24,7 @@ import xarray as xr
 from sn_interp.analyses import _data
 from sn_interp.analyses._common import StudyConfig, make_main
 from sn_interp.analyses._common import file_name as _name
+from sn_interp.analyses._evidence import add_holm, cell_evidence, evidence_tables
 from sn_interp.analyses._result import Headline, cell_value, combine_cells
 from sn_interp.names import ALL_SITES
 
@@ -40,9 +41,18 @@ class Config(StudyConfig):
     """How the base model answers: generate (greedy text, mapped to a class) or first_token."""
     max_new_tokens: int = 8
     """Generation budget of the zero-shot answer."""
+    n_perm: int = 200
+    """Permutations of the selection null (the whole search on permuted probe labels; 0: skip)."""
+    stability_boot: int = 50
+    """Stratified bootstrap draws of the selection stability (0: skip)."""
+    cards: int = 3
+    """Neuron cards drawn per model and task (the top SNs; 0: none)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        for name in ("n_perm", "stability_boot", "cards"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.zero_shot_mode not in ("generate", "first_token"):
             raise ValueError(f"zero_shot_mode must be generate or first_token, "
                              f"got {self.zero_shot_mode!r}")
@@ -112,6 +122,8 @@ def cell(cfg: Config, vlm, inputs: dict) -> xr.Dataset:
     preds = {"zero_shot": base.pred, "sav": heads.predict(h_test),
              "sn_top1": found.predict(a_test, k=1), "sn_topk": found.predict(a_test)}
     evs = np.array([_data.accuracy_fields(evaluate(preds[m], seed=cfg.seed)) for m in METHODS])
+    evidence = cell_evidence(found, a_probe, a_test, {m: preds[m] for m in METHODS},
+                             n_perm=cfg.n_perm, n_boot=cfg.stability_boot, seed=cfg.seed)
     n_layers = vlm.dims.n_layers
     probe_best, test_best = (g.reindex(layer=range(n_layers)).values
                              for g in best_per_cell(found, a_test))
@@ -122,7 +134,7 @@ def cell(cfg: Config, vlm, inputs: dict) -> xr.Dataset:
     top = found.table.isel(neuron=0)
     best_layer = int(top["layer"].values)
     grid = ("site", "layer")
-    return xr.Dataset(
+    return xr.merge([evidence, xr.Dataset(
         {"accuracy": ("classifier", evs[:, 0], {"long_name": "test accuracy"}),
          "accuracy_low": ("classifier", evs[:, 1]), "accuracy_high": ("classifier", evs[:, 2]),
          "probe_best": (grid, probe_best, {"long_name": "probe accuracy of the best neuron"}),
@@ -137,7 +149,7 @@ def cell(cfg: Config, vlm, inputs: dict) -> xr.Dataset:
          "n_layers": ((), np.int64(n_layers)),
          "chance": ((), 1 / len(found.class_names), {"long_name": "1 / number of classes"})},
         coords={"classifier": list(METHODS), "site": list(ALL_SITES),
-                "layer": np.arange(n_layers)})
+                "layer": np.arange(n_layers)})])
 
 
 def run(cfg: Config, loaded: _data.Loaded | None = None) -> xr.Dataset:
@@ -147,10 +159,11 @@ def run(cfg: Config, loaded: _data.Loaded | None = None) -> xr.Dataset:
     """
     loaded = load(cfg) if loaded is None else loaded
     cells = {(m, t): cell(cfg, loaded.models[m], inp) for (m, t), inp in loaded.cells.items()}
-    return combine_cells(cells, models=cfg.models, tasks=cfg.tasks, per_model=("n_layers",),
-                         per_task=("chance",),
-                         attrs={"study": cfg.study, "k": cfg.k, "shots": cfg.shots,
-                                "rule": cfg.rule, "score": cfg.score})
+    return add_holm(combine_cells(
+        cells, models=cfg.models, tasks=cfg.tasks, per_model=("n_layers",),
+        per_task=("chance",), fill={"stable_set": ""},
+        attrs={"study": cfg.study, "k": cfg.k, "shots": cfg.shots, "rule": cfg.rule,
+               "score": cfg.score, "n_perm": cfg.n_perm, "stability_boot": cfg.stability_boot}))
 
 
 #: The report's headline columns this analysis is the primary source of.
@@ -160,26 +173,46 @@ HEADLINE = (
     Headline("SAV", cell_value("accuracy", classifier="sav"), note="top-k SAV heads"),
     Headline("SN best", cell_value("accuracy", classifier="sn_top1"),
              note="the single best Super Neuron"),
+    Headline("SN best p", cell_value("p_vs_zero_shot_holm", classifier="sn_top1"),
+             note="exact McNemar p of the SN against zero-shot on the same test items, "
+                  "Holm across the study's tasks"),
+    Headline("SN best null", cell_value("null_ceiling", classifier="sn_top1"),
+             note="null ceiling: 95th percentile of the held-out accuracy of the same "
+                  "selection on permuted probe labels"),
     Headline("SN top-{k}", cell_value("accuracy", classifier="sn_topk"),
              note="the top-k SN vote"),
+    Headline("SN top-{k} p", cell_value("p_vs_zero_shot_holm", classifier="sn_topk")),
+    Headline("SN top-{k} null", cell_value("null_ceiling", classifier="sn_topk")),
     Headline("best SN layer", cell_value("best_layer"), integer=True,
              note="0-based layer of the best SN"),
 )
 
 
 def headline(result: xr.Dataset) -> pd.DataFrame:
-    """One row per (model, task): zero-shot, SAV, best SN, top-k SNs, best SN's place."""
+    """One row per (model, task): zero-shot, SAV, best SN, top-k SNs, best SN's place.
+
+    Beside each SN accuracy: its exact McNemar p against zero-shot (Holm across tasks) and
+    its null ceiling (95th percentile of the permuted held-out accuracy); then the stable set.
+    """
     rows = []
+    k = result.attrs["k"]
     for m in result.model.values:
         for t in result.task.values:
             r = result.sel(model=m, task=t)
             acc = {meth: float(r.accuracy.sel(classifier=meth)) for meth in METHODS}
-            rows.append({"model": m, "task": t, "zero-shot": acc["zero_shot"],
-                         "SAV": acc["sav"], "SN best": acc["sn_top1"],
-                         f"SN top-{result.attrs['k']}": acc["sn_topk"],
-                         "best SN": str(r.best_id.values),
-                         "best SN layer": int(r.best_layer)})
+            row = {"model": m, "task": t, "zero-shot": acc["zero_shot"], "SAV": acc["sav"]}
+            for meth, label in (("sn_top1", "SN best"), ("sn_topk", f"SN top-{k}")):
+                row[label] = acc[meth]
+                row[f"{label} p"] = _at(r, "p_vs_zero_shot_holm", meth)
+                row[f"{label} null"] = _at(r, "null_ceiling", meth)
+            row.update({"best SN": str(r.best_id.values), "best SN layer": int(r.best_layer),
+                        "stable SNs": str(r.stable_set.values) if "stable_set" in r else "–"})
+            rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _at(r: xr.Dataset, var: str, classifier: str) -> float:
+    return float(r[var].sel(classifier=classifier)) if var in r else float("nan")
 
 
 def tables(result: xr.Dataset) -> dict[str, pd.DataFrame]:
@@ -187,7 +220,8 @@ def tables(result: xr.Dataset) -> dict[str, pd.DataFrame]:
     where = result.sn_count.to_dataframe().reset_index().dropna()
     where = where[where.sn_count > 0].rename(columns={"sn_count": "count"})
     return {"headline": headline(result), "accuracy": acc,
-            "sn_locations": where.astype({"count": int})}
+            "sn_locations": where.astype({"count": int}),
+            **(evidence_tables(result) if "p_vs_zero_shot" in result else {})}
 
 
 def plot(result: xr.Dataset, ax=None, *, model: str | None = None):
@@ -226,7 +260,15 @@ def figures(result: xr.Dataset) -> dict:
 
 
 
-main = make_main(ANALYSIS, Config, run, tables, figures, load=load)
+def extras(cfg: Config, result: xr.Dataset, folder) -> None:
+    """Neuron cards of the top ``cfg.cards`` SNs of every cell, beside the figures."""
+    if cfg.cards:
+        from sn_interp.analyses._cards import write_cards
+
+        write_cards(cfg, folder, cfg.cards)
+
+
+main = make_main(ANALYSIS, Config, run, tables, figures, extras=extras, load=load)
 
 if __name__ == "__main__":
     main()

@@ -218,12 +218,16 @@ def headline(cfg: Config, sections: Sequence[Section]) -> pd.DataFrame:
     """Per (model, task): the columns the analyses declare (``HEADLINE``), first source first.
 
     find_super_neurons is the primary source of the accuracies; sav_comparison and
-    early_exit declare the same columns as fallbacks (see their ``HEADLINE``).
+    early_exit declare the same columns as fallbacks (see their ``HEADLINE``). Columns whose
+    sources all did not run are left out.
     """
     res = {s.name: s.result for s in sections}
     columns: dict[str, list[tuple[str, Headline]]] = {}
     for name, h in headline_sources(cfg):
         columns.setdefault(h.name(cfg), []).append((name, h))
+    # a column none of whose source analyses ran this time is left out
+    columns = {c: src for c, src in columns.items()
+               if any(res.get(n) is not None for n, _ in src)}
     rows = []
     for m in cfg.models:
         for t in cfg.tasks:

@@ -64,6 +64,13 @@ class Config(StudyConfig):
     names it lacks."""
     other_domain: bool = True
     """Also evaluate on the other domain of the same classes where one exists (digits <-> mnist)."""
+    stability_boot: int = 0
+    """Bootstrap reselections per prompt (0: skip): Jaccard of the prompts' stable SN sets, beside each prompt's own expected bootstrap Jaccard."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.stability_boot < 0 or self.stability_boot == 1:
+            raise ValueError(f"stability_boot must be 0 or >= 2, got {self.stability_boot}")
 
 
 class Fit(NamedTuple):
@@ -131,8 +138,35 @@ def _accuracy(cfg: Config, found: Any, test: xr.Dataset) -> tuple[float, float, 
     return _data.accuracy_fields(evaluate(found.predict(test), seed=cfg.seed))
 
 
-def prompt_records(cfg: Config, fits: Mapping[str, Fit]) -> tuple[list[dict], list[dict]]:
-    """(accuracy rows over prompt_fit x prompt_eval, overlap rows over prompt_a x prompt_b)."""
+def prompt_stability(cfg: Config, probes: Mapping[str, xr.Dataset]) -> dict[str, xr.Dataset]:
+    """Per prompt, the bootstrap selection stability of its probe split (empty: skipped)."""
+    from sn_interp.probes import selection_stability
+
+    if not cfg.stability_boot:
+        return {}
+    return {p: selection_stability(a, n_boot=cfg.stability_boot, k=cfg.k, rule=cfg.rule,
+                                   score=cfg.score, seed=cfg.seed, progress=False)
+            for p, a in probes.items()}
+
+
+def _stable_columns(stabs: Mapping[str, xr.Dataset], a: str, b: str) -> dict[str, float]:
+    from sn_interp.probes.stability import stable_jaccard
+
+    if not stabs:
+        return {}
+    return {"prompt_stable_jaccard": stable_jaccard(stabs[a], stabs[b]),
+            "prompt_expected_jaccard": stabs[a].attrs["expected_jaccard"] if a == b
+            else float("nan")}
+
+
+def prompt_records(cfg: Config, fits: Mapping[str, Fit],
+                   stabs: Mapping[str, xr.Dataset] | None = None
+                   ) -> tuple[list[dict], list[dict]]:
+    """(accuracy rows over prompt_fit x prompt_eval, overlap rows over prompt_a x prompt_b).
+
+    With ``stabs`` (:func:`prompt_stability`) the overlap rows also carry the Jaccard of the
+    two prompts' stable sets and, on the diagonal, a prompt's own expected bootstrap Jaccard.
+    """
     acc = {(a, b): _accuracy(cfg, fits[a].found, fits[b].test) for a in fits for b in fits}
     rows = [{"prompt_fit": a, "prompt_eval": b, "prompt_accuracy": v[0],
              "prompt_accuracy_low": v[1], "prompt_accuracy_high": v[2],
@@ -143,7 +177,8 @@ def prompt_records(cfg: Config, fits: Mapping[str, Fit]) -> tuple[list[dict], li
             ov = overlap(fits[a].found, fits[b].found)
             for x, y in {(a, b), (b, a)}:
                 pairs.append({"prompt_a": x, "prompt_b": y, "prompt_jaccard": ov["jaccard"],
-                              "prompt_spearman": ov["spearman"]})
+                              "prompt_spearman": ov["spearman"],
+                              **_stable_columns(stabs or {}, x, y)})
     return rows, pairs
 
 
@@ -171,7 +206,8 @@ def cell(cfg: Config, vlm: Any, inputs: dict[str, Any]) -> xr.Dataset:
     fits = {p: Fit(_data.select(cfg, a.probe), a.test) for p, a in inputs["prompts"].items()}
     conds = {c: Fit(_data.select(cfg, a.probe), a.test)
              for c, a in inputs["conditions"].items()}
-    matrix, pairs = prompt_records(cfg, fits)
+    stabs = prompt_stability(cfg, {p: a.probe for p, a in inputs["prompts"].items()})
+    matrix, pairs = prompt_records(cfg, fits, stabs)
     shift_rows = shift_records(cfg, next(iter(fits.values())), conds)
     prompts = list(fits)
     order = {"prompt_fit": prompts, "prompt_eval": prompts, "prompt_a": prompts,
@@ -209,7 +245,8 @@ def assemble(cfg: Config, cells: Mapping[tuple[str, str], xr.Dataset]) -> xr.Dat
                               "rule": cfg.rule, "score": cfg.score,
                               "shift_prompt": "first prompt of each task"})
     for name, text in LONG_NAMES.items():
-        ds[name].attrs["long_name"] = text
+        if name in ds:  # the stability columns exist only with stability_boot
+            ds[name].attrs["long_name"] = text
     return ds
 
 
@@ -218,6 +255,8 @@ LONG_NAMES = {
     "prompt_drop": "accuracy under prompt_fit minus under prompt_eval",
     "prompt_jaccard": "Jaccard index of the top-k SN ids",
     "prompt_spearman": "Spearman correlation of neuron scores",
+    "prompt_stable_jaccard": "Jaccard index of the stable SN sets (bootstrap frequency >= 0.5)",
+    "prompt_expected_jaccard": "expected Jaccard of two bootstrap draws under one prompt",
     "shift_accuracy": "test accuracy of clean-selected SNs",
     "shift_drop": "clean minus shifted test accuracy",
     "shift_refit_accuracy": "test accuracy of SNs selected on the shifted probe split",
@@ -252,14 +291,20 @@ def summary(result: xr.Dataset) -> pd.DataFrame:
 def tables(result: xr.Dataset) -> dict[str, pd.DataFrame]:
     matrix = result[["prompt_accuracy", "prompt_accuracy_low", "prompt_accuracy_high",
                      "prompt_drop"]].to_dataframe().reset_index().dropna()
-    pairs = result[["prompt_jaccard", "prompt_spearman"]].to_dataframe().reset_index()
+    stable = [v for v in ("prompt_stable_jaccard",) if v in result]
+    pairs = result[["prompt_jaccard", "prompt_spearman", *stable]].to_dataframe().reset_index()
     pairs = pairs.dropna(subset=["prompt_jaccard"])
     pairs = pairs[pairs.prompt_a.map(list(result.prompt_a.values).index)
                   < pairs.prompt_b.map(list(result.prompt_b.values).index)]
     shift_vars = [v for v in result.data_vars if result[v].dims == ("model", "task", "condition")]
     shifts = result[shift_vars].to_dataframe().reset_index().dropna(subset=["shift_accuracy"])
-    return {"summary": summary(result), "prompt_matrix": matrix, "prompt_overlap": pairs,
-            "shift": shifts}
+    out = {"summary": summary(result), "prompt_matrix": matrix, "prompt_overlap": pairs,
+           "shift": shifts}
+    if "prompt_expected_jaccard" in result:  # each prompt's own bootstrap overlap
+        own = result.prompt_expected_jaccard.to_dataframe().reset_index().dropna()
+        out["prompt_stability"] = own[own.prompt_a == own.prompt_b] \
+            .rename(columns={"prompt_a": "prompt"}).drop(columns="prompt_b")
+    return out
 
 
 def plot(result: xr.Dataset, ax=None, *, model: str | None = None, task: str | None = None):

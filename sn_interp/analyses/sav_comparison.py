@@ -21,7 +21,10 @@ Variables: ``accuracy_by_k`` (+ ``_low``/``_high``, 95% bootstrap) over (model, 
 classifier, k); ``accuracy_by_shots`` (+ ``_low``/``_high``) and ``best_layer``,
 ``best_relative_depth``, ``best_id``, ``best_score`` over (model, task, classifier, shots);
 ``n_candidates`` over (model, classifier); ``n_test`` over (model, task); ``n_layers`` over
-model; ``chance`` over task.
+model; ``chance`` over task. Evidence at ``--shots`` (top-k vote): ``p_vs_zero_shot`` (exact
+McNemar against the model's own answer on the same test items; ``_holm``: Holm across tasks),
+``null_ceiling`` / ``p_null`` (the selection null of the SN top-k accuracy) over (model, task,
+classifier); ``p_sn_vs_sav`` and ``zero_shot_accuracy`` over (model, task).
 
 Run: ``python -m sn_interp.analyses.sav_comparison --model micro-llava --task digits``
 """
@@ -38,6 +41,7 @@ import xarray as xr
 from sn_interp.analyses import _data
 from sn_interp.analyses._common import StudyConfig, make_main
 from sn_interp.analyses._common import file_name as _name
+from sn_interp.analyses._evidence import add_holm, cell_evidence
 from sn_interp.analyses._result import Headline, cell_value, combine_cells
 
 log = logging.getLogger(__name__)
@@ -54,6 +58,10 @@ class Config(StudyConfig):
     """Numbers of voters (SNs or SAV heads) for accuracy vs k; each is capped at a method's number of candidates (NaN above it)."""
     shots_grid: tuple[int, ...] = (1, 2, 5, 10, 20)
     """Probe examples per class for accuracy vs shots (top-k vote, k = --k); --shots is added; sizes a task cannot provide are NaN."""
+    zero_shot_mode: str = "first_token"
+    """How the base model answers for the paired tests at --shots: first_token (one forward) or generate."""
+    n_perm: int = 200
+    """Permutations of the selection null at --shots (its ceiling goes beside the SN accuracy; 0: skip)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -61,6 +69,11 @@ class Config(StudyConfig):
             grid = getattr(self, name)
             if not grid or min(grid) < 1:
                 raise ValueError(f"{name} must be a non-empty list of integers >= 1, got {grid}")
+        if self.zero_shot_mode not in ("generate", "first_token"):
+            raise ValueError(f"zero_shot_mode must be generate or first_token, "
+                             f"got {self.zero_shot_mode!r}")
+        if self.n_perm < 0:
+            raise ValueError(f"n_perm must be >= 0, got {self.n_perm}")
 
     @property
     def ks(self) -> list[int]:
@@ -154,7 +167,7 @@ def load_cell(cfg: Config, vlm, task_name: str) -> dict:
     acts = _data.Acts(_data.acts(big, vlm, probe_big, "probe"), _data.acts(big, vlm, test, "test"))
     heads = _data.Acts(_data.head_acts(big, vlm, probe_big, "probe", acts.probe),
                        _data.head_acts(big, vlm, test, "test", acts.test))
-    return {"task": task, "shots": shots, "acts": acts, "heads": heads}
+    return {"task": task, "shots": shots, "acts": acts, "heads": heads, "test": test}
 
 
 def load(cfg: Config) -> _data.Loaded:
@@ -162,7 +175,32 @@ def load(cfg: Config) -> _data.Loaded:
     return _data.load_cells(cfg, load_cell)
 
 
-def _fits_by_shots(cfg: Config, vlm, inputs: dict) -> tuple[dict, dict]:
+def evidence(cfg: Config, vlm, inputs: dict, fitted: dict, a_probe: xr.Dataset,
+             tests: dict) -> xr.Dataset:
+    """At --shots: McNemar of SN and SAV vs zero-shot and each other, SN null ceiling."""
+    from sn_interp.probes import zero_shot
+
+    base = zero_shot(vlm, inputs["test"], mode=cfg.zero_shot_mode, batch_size=cfg.batch_size,
+                     progress=False)
+    preds = {"zero_shot": base.pred, **{n: sel.predict(tests[n]) for n, sel in fitted.items()},
+             "sn_top1": fitted["sn"].predict(tests["sn"], k=1)}
+    ev = cell_evidence(fitted["sn"], a_probe, tests["sn"], preds, n_perm=cfg.n_perm, n_boot=0,
+                       seed=cfg.seed, null_of={"sn": "topk", "sn_top1": "top1"})
+    y = np.asarray(tests["sn"]["label"].values)
+    out = ev[["p_vs_zero_shot", "null_ceiling", "p_null"]].sel(classifier=list(CLASSIFIERS))
+    top1 = ev.sel(classifier="sn_top1")
+    out["p_top1_vs_zero_shot"] = ((), float(top1.p_vs_zero_shot),
+                                  {"long_name": "exact McNemar p, best SN vs zero-shot"})
+    out["null_ceiling_top1"] = ((), float(top1.null_ceiling),
+                                {"long_name": "null ceiling of the best SN's accuracy"})
+    out["p_sn_vs_sav"] = ((), float(ev.mcnemar_p.sel(classifier="sn", versus="sav")),
+                          {"long_name": "exact McNemar p, SN top-k vs SAV top-k"})
+    out["zero_shot_accuracy"] = ((), float(np.mean(base.pred.values == y)),
+                                 {"long_name": f"zero-shot ({cfg.zero_shot_mode}) accuracy"})
+    return out
+
+
+def _fits_by_shots(cfg: Config, vlm, inputs: dict) -> tuple[dict, dict, xr.Dataset | None]:
     """Per probe size: each classifier's top-k accuracy and best feature; by k at --shots."""
     task, (a_big, a_test), (z_big, z_test) = inputs["task"], inputs["acts"], inputs["heads"]
     tests = {"sn": a_test, "sav": z_test}  # z on its own layers for hybrid-attention models
@@ -170,6 +208,7 @@ def _fits_by_shots(cfg: Config, vlm, inputs: dict) -> tuple[dict, dict]:
     n_heads = _data.n_heads(vlm)
     by_shots: dict = {}
     by_k: dict = {}
+    ev = None
     for s in inputs["shots"]:
         probe_s = task.split(shots=s, seed=cfg.seed, test_size=cfg.test_size)[0]
         a_probe = probe_subset(a_big, probe_s)
@@ -185,12 +224,13 @@ def _fits_by_shots(cfg: Config, vlm, inputs: dict) -> tuple[dict, dict]:
         if s == cfg.shots:
             by_k = {name: vote_accuracy(sel, tests[name], cfg.ks, cfg.seed)
                     for name, sel in fitted.items()}
-    return by_shots, by_k
+            ev = evidence(cfg, vlm, inputs, fitted, a_probe, tests)
+    return by_shots, by_k, ev
 
 
 def cell(cfg: Config, vlm, inputs: dict) -> xr.Dataset:
     """One (model, task) cell: dims (``classifier``, ``k``), (``classifier``, ``shots``)."""
-    by_shots, by_k = _fits_by_shots(cfg, vlm, inputs)
+    by_shots, by_k, ev = _fits_by_shots(cfg, vlm, inputs)
     shots, n_cls = cfg.shots_all, len(CLASSIFIERS)
     acc = np.full((n_cls, len(shots), 3), np.nan)
     best = np.full((n_cls, len(shots), 3), np.nan)
@@ -224,10 +264,11 @@ def cell(cfg: Config, vlm, inputs: dict) -> xr.Dataset:
         "n_layers": ((), np.int64(vlm.dims.n_layers)),
         "chance": ((), 1 / len(inputs["task"].class_names),
                    {"long_name": "1 / number of classes"})})
-    return xr.Dataset(data, coords={
+    return xr.merge([xr.Dataset(data, coords={
         "classifier": list(CLASSIFIERS),
         "k": ("k", np.array(cfg.ks, np.int64), {"long_name": "voters (k)"}),
-        "shots": ("shots", np.array(shots, np.int64), {"long_name": "probe examples per class"})})
+        "shots": ("shots", np.array(shots, np.int64), {"long_name": "probe examples per class"})}),
+        ev])
 
 
 def run(cfg: Config, loaded: _data.Loaded | None = None) -> xr.Dataset:
@@ -237,11 +278,13 @@ def run(cfg: Config, loaded: _data.Loaded | None = None) -> xr.Dataset:
     """
     loaded = load(cfg) if loaded is None else loaded
     cells = {(m, t): cell(cfg, loaded.models[m], inp) for (m, t), inp in loaded.cells.items()}
-    return combine_cells(cells, models=cfg.models, tasks=cfg.tasks,
-                         per_model=("n_candidates", "n_layers"), per_task=("chance",),
-                         fill={"best_id": ""},
-                         attrs={"study": cfg.study, "k": cfg.k, "shots": cfg.shots,
-                                "rule": cfg.rule, "score": cfg.score})
+    return add_holm(combine_cells(cells, models=cfg.models, tasks=cfg.tasks,
+                                  per_model=("n_candidates", "n_layers"), per_task=("chance",),
+                                  fill={"best_id": ""},
+                                  attrs={"study": cfg.study, "k": cfg.k, "shots": cfg.shots,
+                                         "rule": cfg.rule, "score": cfg.score,
+                                         "zero_shot_mode": cfg.zero_shot_mode,
+                                         "n_perm": cfg.n_perm}))
 
 
 #: Headline columns (fallbacks when find_super_neurons did not run: same split when --shots
@@ -249,7 +292,11 @@ def run(cfg: Config, loaded: _data.Loaded | None = None) -> xr.Dataset:
 HEADLINE = (
     Headline("SAV", cell_value("accuracy_by_shots", classifier="sav", shots="{shots}")),
     Headline("SN best", cell_value("accuracy_by_k", classifier="sn", k=1)),
+    Headline("SN best p", cell_value("p_top1_vs_zero_shot_holm")),
+    Headline("SN best null", cell_value("null_ceiling_top1")),
     Headline("SN top-{k}", cell_value("accuracy_by_shots", classifier="sn", shots="{shots}")),
+    Headline("SN top-{k} p", cell_value("p_vs_zero_shot_holm", classifier="sn")),
+    Headline("SN top-{k} null", cell_value("null_ceiling", classifier="sn")),
     Headline("best SN layer", cell_value("best_layer", classifier="sn", shots="{shots}"),
              integer=True),
 )
@@ -278,8 +325,13 @@ def summary(result: xr.Dataset) -> pd.DataFrame:
             for q, label in (("sn", "SN"), ("sav", "SAV")):
                 row[f"{label} k"] = min(k, int(result.n_candidates.sel(model=m, classifier=q)))
                 row[f"{label} top-k"] = float(r.accuracy_by_shots.sel(classifier=q))
+                row[f"{label} p vs zero-shot"] = float(r.p_vs_zero_shot_holm.sel(classifier=q))
+                if q == "sn":
+                    row["SN null ceiling"] = float(r.null_ceiling.sel(classifier=q))
                 row[f"best {label}"] = str(r.best_id.sel(classifier=q).values)
                 row[f"best {label} layer"] = int(r.best_layer.sel(classifier=q))
+            row["SN vs SAV p"] = float(r.p_sn_vs_sav)
+            row["zero-shot"] = float(r.zero_shot_accuracy)
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -39,8 +39,8 @@ def test_card_shows_the_neuron_its_values_and_extremes():
     assert len(images) == 6
     tv = test.mlp_post.sel(layer=1).values[:, 5]
     top = images[0].get_title().split("\n")[0]
-    assert top == f"most: {tv.max():.2f}"
-    assert images[3].get_title().split("\n")[0] == f"least: {tv.min():.2f}"
+    assert top == f"most: {tv.max():.3g}"
+    assert images[3].get_title().split("\n")[0] == f"least: {tv.min():.3g}"
 
 
 def test_card_refuses_samples_of_other_activations():
