@@ -1,6 +1,6 @@
 """Reliability of fitted classifiers: inputs of another model or task, tampered saved files.
 
-Class 3 of the reliability table in the README: every case ends in one clear error naming
+Class 3 of the reliability table (docs/reliability.md): every case ends in one clear error naming
 what the classifier was fitted on and what it was given (or the file at fault).
 """
 

@@ -1,6 +1,6 @@
 """Reliability at the edge: configs, flags, split arguments and data files are checked first.
 
-Class 6 of the reliability table in the README: each wrong value gets one line naming the
+Class 6 of the reliability table (docs/reliability.md): each wrong value gets one line naming the
 key (or line), the type expected and the file, before anything runs.
 """
 

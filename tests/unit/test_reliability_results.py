@@ -1,6 +1,6 @@
 """Reliability of analysis outputs: never replaced silently, written atomically.
 
-Class 4 of the reliability table in the README: another config into an existing ``--out`` is
+Class 4 of the reliability table (docs/reliability.md): another config into an existing ``--out`` is
 refused (nothing written) unless ``--overwrite``, which removes the previous config's outputs
 first; every file is renamed into place whole; a corrupt result says ``--overwrite`` fixes it.
 """
