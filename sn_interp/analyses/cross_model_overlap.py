@@ -16,6 +16,9 @@ Output variables (dims):
     task_jaccard, task_spearman (model, task_a, task_b)
     prompt_jaccard, prompt_spearman (model, task, prompt_a, prompt_b)
     seed_jaccard, seed_spearman (model, task, seed_a, seed_b)
+    seed_stable_jaccard, seed_expected_jaccard (model, task, seed_a, seed_b), with
+        ``--stability-boot``: Jaccard of the seeds' stable SN sets (bootstrap frequency >= 0.5)
+        and, on the diagonal, a seed's own expected Jaccard of two bootstrap draws
     sn_id, sn_site, sn_layer, relative_depth (model, task, rank): the top-k SNs
     site_count (model, task, site); accuracy, accuracy_low, accuracy_high (model, task)
     depth_ks, depth_ks_pvalue, agreement, kappa (task, model_a, model_b)
@@ -59,11 +62,15 @@ class Config(StudyConfig):
     a task skips the ids it lacks. The first is the prompt of every other comparison."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """Split seeds of the seed comparison (each draws other probe images)."""
+    stability_boot: int = 0
+    """Bootstrap reselections per seed's probe split (0: skip): the seeds' stable SN sets are compared, beside each seed's own expected bootstrap Jaccard."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
             raise ValueError(f"seeds must be distinct and non-empty, got {self.seeds}")
+        if self.stability_boot < 0 or self.stability_boot == 1:
+            raise ValueError(f"stability_boot must be 0 or >= 2, got {self.stability_boot}")
 
 
 # ---- load stage ----------------------------------------------------------------------------
@@ -134,6 +141,24 @@ def sn_rows(found: Any, n_layers: int) -> list[dict]:
                                                sel["layer"].values, strict=True))]
 
 
+def seed_stability(cfg: Config, inputs: dict[str, Any]) -> list[dict]:
+    """Rows over (seed_a, seed_b): Jaccard of the seeds' stable sets; a seed's own expected
+    bootstrap Jaccard on the diagonal (empty without ``stability_boot``)."""
+    from sn_interp.probes import selection_stability
+    from sn_interp.probes.stability import stable_jaccard
+
+    if not cfg.stability_boot:
+        return []
+    probes = {s: inputs["ref"].probe if s == cfg.seed else inputs["by_seed"][s]
+              for s in cfg.seeds}
+    stabs = {s: selection_stability(a, n_boot=cfg.stability_boot, k=cfg.k, rule=cfg.rule,
+                                    score=cfg.score, seed=s, progress=False)
+             for s, a in probes.items()}
+    return [{"seed_a": a, "seed_b": b, "seed_stable_jaccard": stable_jaccard(stabs[a], stabs[b]),
+             "seed_expected_jaccard": stabs[a].attrs["expected_jaccard"] if a == b
+             else float("nan")} for a in cfg.seeds for b in cfg.seeds]
+
+
 def cell(cfg: Config, sels: Selections, inputs: dict[str, Any]) -> xr.Dataset:
     """One (model, task) cell: dims prompt_a, prompt_b, seed_a, seed_b, rank, site."""
     from sn_interp.probes import evaluate
@@ -147,6 +172,8 @@ def cell(cfg: Config, sels: Selections, inputs: dict[str, Any]) -> xr.Dataset:
     ds = xr.merge([
         frame_to_dataset(_pairs("prompt", sels.by_prompt), ("prompt_a", "prompt_b"), order),
         frame_to_dataset(_pairs("seed", sels.by_seed), ("seed_a", "seed_b"), order),
+        *([frame_to_dataset(rows, ("seed_a", "seed_b"), order)]
+          if (rows := seed_stability(cfg, inputs)) else []),
         frame_to_dataset(sns, ("rank",), order),
         frame_to_dataset([{"site": s, "site_count": sites.count(s)} for s in ALL_SITES],
                          ("site",), order)])
@@ -264,6 +291,10 @@ def tables(result: xr.Dataset) -> dict[str, pd.DataFrame]:
     out["sn_depth"] = sns_.reset_index().dropna(subset=["relative_depth"])
     sites = result.site_count.to_dataframe().reset_index()
     out["sites"] = sites[sites.site_count > 0]
+    if "seed_stable_jaccard" in result:  # stable SN sets of the seeds, vs resampling alone
+        st = result[["seed_stable_jaccard", "seed_expected_jaccard"]].to_dataframe()
+        out["seed_stability"] = st.reset_index().dropna(
+            subset=["seed_stable_jaccard", "seed_expected_jaccard"], how="all")
     return out
 
 

@@ -49,3 +49,21 @@ def test_sav_comparison_evidence_columns(tmp_path):
     for col in ("SN p vs zero-shot", "SN null ceiling", "SAV p vs zero-shot", "SN vs SAV p",
                 "zero-shot"):
         assert col in summary.columns and summary[col].notna().all()
+
+
+def test_robustness_and_overlap_compare_stable_sets(tmp_path):
+    import pandas as pd
+
+    from sn_interp.analyses import cross_model_overlap, robustness
+
+    flags = ["--model", "tiny-llava", "--task", "shapes-color", "--n", "48", "--shots", "3",
+             "--test-size", "12", "--k", "4", "--no-progress", "--prompts", "mc", "mc_terse",
+             "--stability-boot", "3", "--stores", str(tmp_path / "stores")]
+    rob = robustness.main([*flags, "--out", str(tmp_path / "rob"), "--shifts", "style"])
+    own = pd.read_csv(rob / "prompt_stability.csv")
+    assert set(own.prompt) == {"mc", "mc_terse"} and own.prompt_expected_jaccard.between(0, 1).all()
+    assert "prompt_stable_jaccard" in pd.read_csv(rob / "prompt_overlap.csv").columns
+    cmo = cross_model_overlap.main([*flags, "--out", str(tmp_path / "cmo"), "--seeds", "0", "1"])
+    seeds = pd.read_csv(cmo / "seed_stability.csv")
+    diag = seeds[seeds.seed_a == seeds.seed_b]
+    assert len(diag) == 2 and diag.seed_expected_jaccard.between(0, 1).all()
