@@ -21,6 +21,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -62,7 +64,7 @@ def cell_evidence(found, a_probe: xr.Dataset, a_test: xr.Dataset,
     names, null_of = list(preds), NULL_OF if null_of is None else null_of
     labels = np.asarray(a_test["label"].values, np.int64)
     mat, vs = _pairwise(preds, labels)
-    kw = dict(k=found.k, rule=found.rule, score=str(found.params.get("score", "probe")),
+    kw: dict[str, Any] = dict(k=found.k, rule=found.rule, score=str(found.params.get("score", "probe")),
               max_layer=found.params.get("max_layer"), folds=int(found.params.get("folds", 5)),
               seed=seed, progress=progress)
     ceiling, p_null, p_best = np.full(len(names), np.nan), np.full(len(names), np.nan), np.nan

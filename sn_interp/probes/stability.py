@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -85,7 +86,7 @@ def selection_stability(acts: xr.Dataset, *, n_boot: int = 100, seed: int = 0, k
     if n_boot < 2:
         raise ValueError(f"n_boot must be >= 2, got {n_boot}")
     y, _ = probe_labels(acts)
-    kw = dict(k=k, rule=rule, score=score, sites=sites, max_layer=max_layer, folds=folds,
+    kw: dict[str, Any] = dict(k=k, rule=rule, score=score, sites=sites, max_layer=max_layer, folds=folds,
               seed=seed, progress=False)
     observed = find_super_neurons(acts, **kw).selected
     rng = np.random.default_rng(seed)
