@@ -41,6 +41,13 @@ class Sample:
         class_names: The task's class list, in label order.
         answer_format: How the model is asked to answer: ``open`` (class names),
             ``multiple_choice`` (letters A, B, ... in ``class_names`` order) or ``yes_no``.
+
+    Example:
+        >>> from PIL import Image
+        >>> s = Sample(Image.new("RGB", (8, 8)), "Is it red? Answer yes or no.", label=1,
+        ...            class_names=("no", "yes"), answer_format="yes_no", sample_id="x0")
+        >>> s.label_name
+        'yes'
     """
 
     image: Image.Image

@@ -290,6 +290,10 @@ def open_store(path: str | Path, *, complete: bool = True) -> xr.Dataset:
     Args:
         path: The zarr directory.
         complete: Refuse a store that an interrupted extraction left unfinished.
+
+    Example:
+        >>> acts = sn.open_store("runs/acts.zarr")                # doctest: +SKIP
+        >>> acts.resid_post.sel(layer=3)                          # doctest: +SKIP
     """
     path = Path(path)
     if not path.exists():

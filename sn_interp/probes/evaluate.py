@@ -68,6 +68,12 @@ def evaluate(pred: xr.DataArray, labels: xr.DataArray | np.ndarray | None = None
         Dataset with scalars ``accuracy``, ``accuracy_low``, ``accuracy_high``, ``macro_f1``,
         ``n``; ``class_accuracy`` and ``unmapped`` over ``class``; ``confusion`` over
         (``true``, ``predicted``).
+
+    Example:
+        >>> import numpy as np
+        >>> ev = evaluate(np.array([0, 1, 1, 0]), np.array([0, 1, 0, 0]), class_names=["a", "b"])
+        >>> float(ev.accuracy), int(ev.n)
+        (0.75, 4)
     """
     p = np.asarray(pred.values if isinstance(pred, xr.DataArray) else pred, np.int64)
     if labels is None:

@@ -56,6 +56,10 @@ class SAVHeads(Selection):
 
     ``table`` has coords ``layer``, ``head``, ``id`` (``blocks.L.attn.hook_z[H]``) and
     variables ``score``, ``rank`` and float32 ``centroids`` (head_rank, class, d_head).
+
+    Example:
+        >>> heads = sn.find_sav_heads(acts, k=20)                 # doctest: +SKIP
+        >>> heads.predict(test_acts)                              # doctest: +SKIP
     """
 
     dim: ClassVar[str] = "head_rank"

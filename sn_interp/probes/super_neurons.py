@@ -36,6 +36,11 @@ class SuperNeurons(Selection):
             for ``centroid``; ``threshold``/``polarity`` (neuron[, class]) for
             ``threshold``; ``cuts``/``interval_class`` for ``interval``).
         selected: the top-``k`` rows. sites, layers, max_layer: what ``predict`` reads.
+
+    Example:
+        >>> found = sn.find_super_neurons(acts, k=20)             # doctest: +SKIP
+        >>> found.table[["score", "id"]].to_dataframe().head()   # doctest: +SKIP
+        >>> found.predict(test_acts, k=1)                        # doctest: +SKIP
     """
 
     dim: ClassVar[str] = "neuron"

@@ -108,6 +108,13 @@ class Task:
     Attributes:
         class_names: The classes, in label order.
         heldout_prompt: The prompt id marked ``heldout`` in the manifest, or None.
+
+    Example:
+        >>> import sn_interp as sn
+        >>> task = sn.load_task("digits", n=40)
+        >>> probe, test = task.split(shots=2, seed=0)
+        >>> len(probe), task.class_names[:3]
+        (20, ('0', '1', '2'))
     """
 
     def __init__(self, name: str, data: datasets.Dataset, *, prompts: Mapping[str, Template],
