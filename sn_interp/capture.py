@@ -33,7 +33,7 @@ def plan(requests: Iterable[Request]) -> list[Request]:
 
 
 def capture(vlm: VLM, enc: Mapping[str, Tensor], requests: Iterable[Request], *,
-            units: Mapping[Request, Sequence[int]] | None = None,
+            units: Mapping[Request, Sequence[int] | np.ndarray] | None = None,
             ) -> dict[Request, Float[Tensor, "batch ..."]]:
     """Run the model on ``enc`` until every requested site is read; return the reads.
 

@@ -155,7 +155,8 @@ class EarlyExitClassifier:
         file = Path(path) / "classifier.json"
         info = read_json(file, "EarlyExitClassifier", {
             "kind": str, "k": int, "batch_size": int, "model_id": str, "model_revision": str})
-        sums = info.get("sha256") if isinstance(info.get("sha256"), dict) else {}
+        raw = info.get("sha256")
+        sums: dict[str, str] = raw if isinstance(raw, dict) else {}
         if sums.get("classifier.json") and sums["classifier.json"] != _meta_digest(info):
             raise ClassifierFileError(f"{file} was edited since it was saved (its checksum "
                                       "differs); save the EarlyExitClassifier again")
@@ -219,9 +220,10 @@ def sweep(vlm: VLM, probe: Sequence[Sample], test: Sequence[Sample], *,
     exits = ([-1] if vision else []) + layers
     rows = []
     for exit_layer in tqdm(exits, desc="exit layers", disable=not progress):
-        cand = dict(sites=(VISION_SITE.name,)) if exit_layer < 0 else dict(
-            sites=ALL_SITES, max_layer=exit_layer)
-        found = find_super_neurons(acts, k=k, rule=rule, score=score, progress=False, **cand)
+        sites, max_layer = ((VISION_SITE.name,), None) if exit_layer < 0 else (ALL_SITES,
+                                                                               exit_layer)
+        found = find_super_neurons(acts, k=k, rule=rule, score=score, progress=False,
+                                   sites=sites, max_layer=max_layer)
         clf = EarlyExitClassifier(vlm, found, batch_size=batch_size)
         pred, latency = timed_predict(clf, test)
         ev = evaluate(pred)

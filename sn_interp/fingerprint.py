@@ -22,9 +22,13 @@ import os
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sn_interp.cache import cache_dir
 from sn_interp.sample import Sample
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +71,7 @@ def checkpoint_sha256(folder: str | Path) -> str:
     return h.hexdigest()
 
 
-def module_sha256(module: object) -> str:
+def module_sha256(module: torch.nn.Module) -> str:
     """A hash of a torch module's parameters and buffers (names, dtypes, shapes, bytes).
 
     For models wrapped in memory (:func:`sn_interp.models.wrap`), which have no weight files;

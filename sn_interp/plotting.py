@@ -49,7 +49,7 @@ def _error_bars(ax: Axes, df: pd.DataFrame, x: str, hue: str, value: str,
     width = 0.8 / len(hue_order)
     for j, h in enumerate(hue_order):
         for i, xv in enumerate(order):
-            row = df[(df[x] == xv) & (df[hue] == h)]
+            row = df.loc[((df[x] == xv) & (df[hue] == h)).to_numpy()]
             if row.empty:
                 continue
             pos = i - 0.4 + width * (j + 0.5)
@@ -70,7 +70,7 @@ def method_bars(df: pd.DataFrame, *, x: str = "task", hue: str = "classifier",
     hue_order = list(dict.fromkeys(df[hue]))
     labelled = df.assign(**{hue: df[hue].map(lambda m: METHOD_LABELS.get(m, m))})
     sns.barplot(data=labelled, x=x, y="accuracy", hue=hue, order=order,
-                hue_order=[METHOD_LABELS.get(h, h) for h in hue_order], ax=ax,
+                hue_order=[METHOD_LABELS.get(str(h), str(h)) for h in hue_order], ax=ax,
                 errorbar=None, palette="colorblind")
     _error_bars(ax, df, x, hue, "accuracy", "accuracy_low", "accuracy_high", order, hue_order)
     if chance:
@@ -105,7 +105,7 @@ def accuracy_lines(df: pd.DataFrame, *, x: str, hue: str = "classifier", ax: Axe
     for h, part in df.groupby(hue, sort=False):
         part = part.sort_values(x)
         ax.plot(part[x], part["accuracy"], marker="o", ms=3, color=palette[h],
-                label=METHOD_LABELS.get(h, h))
+                label=METHOD_LABELS.get(str(h), str(h)))
         if {"accuracy_low", "accuracy_high"} <= set(part):
             ax.fill_between(part[x], part["accuracy_low"], part["accuracy_high"],
                             color=palette[h], alpha=0.2, lw=0)
@@ -125,7 +125,7 @@ def matrix_heatmap(da: xr.DataArray, *, ax: Axes | None = None, label: str = "",
     sns.heatmap(frame, ax=ax, annot=frame.shape[0] * frame.shape[1] <= 64, fmt=fmt,
                 cmap=cmap, vmin=vmin, vmax=vmax, cbar_kws={"label": label},
                 annot_kws={"fontsize": 6})
-    ax.set(xlabel=da.dims[1].replace("_", " "), ylabel=da.dims[0].replace("_", " "))
+    ax.set(xlabel=str(da.dims[1]).replace("_", " "), ylabel=str(da.dims[0]).replace("_", " "))
     return ax
 
 
@@ -202,11 +202,12 @@ def depth_strips(df: pd.DataFrame, *, x: str = "relative_depth", y: str = "task"
                  hue: str = "model", ax: Axes | None = None,
                  xlabel: str = "relative depth of SN, (layer + 1) / n_layers") -> Axes:
     """Distribution of SN relative depths: one jittered strip per ``y`` and ``hue``, with medians."""
-    ax = _ax(ax, height=0.6 + 0.5 * df[y].nunique() * max(1, df[hue].nunique()) ** 0.5)
+    n_y, n_hue = len(set(df[y].dropna())), len(set(df[hue].dropna()))
+    ax = _ax(ax, height=0.6 + 0.5 * n_y * max(1, n_hue) ** 0.5)
     hue_order = list(dict.fromkeys(df[hue]))
     sns.stripplot(data=df, x=x, y=y, hue=hue, hue_order=hue_order, dodge=True, jitter=0.25,
                   size=3, alpha=0.6, palette="colorblind", ax=ax)
-    sns.pointplot(data=df, x=x, y=y, hue=hue, hue_order=hue_order, dodge=0.8 - 0.8 /
+    sns.pointplot(data=df, x=x, y=y, hue=hue, hue_order=hue_order, dodge=0.8 - 0.8 /  # pyright: ignore[reportArgumentType]  (seaborn takes a float)
                   len(hue_order), estimator="median", errorbar=None, markers="|",
                   markersize=12, linestyle="none", palette="dark:0.1", ax=ax, legend=False)
     ax.set(xlim=(0, 1.02), xlabel=xlabel, ylabel="")
@@ -286,7 +287,7 @@ def effect_vs_k(sn_df: pd.DataFrame, control: pd.DataFrame, *, ax: Axes | None =
         jitter = np.exp(rng.uniform(-0.08, 0.08, len(c)))
         ax.scatter(c["k"] * jitter, c["effect"], s=5, color=palette[h], alpha=0.3, lw=0,
                    label=f"{h}: random neurons")
-        part = sn_df[sn_df[hue] == h].sort_values("k")
+        part = sn_df.loc[(sn_df[hue] == h).to_numpy()].sort_values("k")
         ax.plot(part["k"], part["effect"], marker="o", ms=3, color=palette[h],
                 label=f"{h}: SNs")
         ax.fill_between(part["k"], part["effect_low"], part["effect_high"], color=palette[h],

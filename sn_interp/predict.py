@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sn_interp.predict",
-                                description=__doc__.split("\n\n")[0])
+                                description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--classifier", required=True, type=Path,
                    help="directory written by EarlyExitClassifier.save")
     what = p.add_mutually_exclusive_group(required=True)

@@ -28,6 +28,7 @@ import shutil
 import uuid
 import warnings
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import xarray as xr
@@ -177,7 +178,7 @@ def lost_chunks(path: str | Path) -> dict[str, list[int]]:
 
     path = Path(path)
     group = zarr.open_group(str(path), mode="r")
-    done = np.asarray(group[DONE][:], bool) if DONE in group else None
+    done = np.asarray(cast(zarr.Array, group[DONE])[:], bool) if DONE in group else None
     data_vars = set(xr.open_zarr(path).data_vars) - {DONE}
     lost: dict[str, list[int]] = {}
     for name, arr in group.arrays():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from sn_interp.analyses import _data, _outputs
 from sn_interp.analyses._common import FIGURES_FILE, StudyConfig, file_name, save_figure
@@ -35,7 +36,8 @@ def cell_cards(cfg: StudyConfig, model: str, task: str, n: int) -> dict:
 def write_cards(cfg: StudyConfig, folder: Path, n: int = 3) -> list[str]:
     """Draw and save the cards of every cell; list them in ``figures.json``; return names."""
     path = Path(folder) / FIGURES_FILE
-    record = json.loads(path.read_text()) if path.exists() else {"figures": []}
+    record: dict[str, Any] = (json.loads(path.read_text()) if path.exists()  # JSON
+                              else {"figures": []})
     done = [f for f in record.get("figures", []) if f.startswith("card_")]
     if (record.get("cards_digest") == cfg.digest() and done
             and all((Path(folder) / f"{f}.png").exists() for f in done)):

@@ -119,7 +119,10 @@ def field_docs(cls: type) -> dict[str, str]:
             tree = ast.parse(inspect.getsource(klass))
         except (OSError, TypeError):
             continue
-        body = tree.body[0].body
+        node = tree.body[0]
+        if not isinstance(node, ast.ClassDef):
+            continue
+        body = node.body
         for node, nxt in zip(body, body[1:], strict=False):
             if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
                     and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)):

@@ -21,8 +21,6 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -37,9 +35,9 @@ def _pairwise(preds: dict[str, xr.DataArray], labels: np.ndarray) -> tuple[np.nd
     names = list(preds)
     df = paired_tests({n: np.asarray(p.values) for n, p in preds.items()}, labels)
     mat = np.full((len(names), len(names)), np.nan)
-    for row in df.itertuples(index=False):
-        i, j = names.index(row.a), names.index(row.b)
-        mat[i, j] = mat[j, i] = row.p_value
+    for row in df.to_dict("records"):
+        i, j = names.index(row["a"]), names.index(row["b"])
+        mat[i, j] = mat[j, i] = row["p_value"]
     vs = mat[:, names.index("zero_shot")] if "zero_shot" in names else np.full(len(names),
                                                                                np.nan)
     return mat, vs
@@ -64,12 +62,13 @@ def cell_evidence(found, a_probe: xr.Dataset, a_test: xr.Dataset,
     names, null_of = list(preds), NULL_OF if null_of is None else null_of
     labels = np.asarray(a_test["label"].values, np.int64)
     mat, vs = _pairwise(preds, labels)
-    kw: dict[str, Any] = dict(k=found.k, rule=found.rule, score=str(found.params.get("score", "probe")),
-              max_layer=found.params.get("max_layer"), folds=int(found.params.get("folds", 5)),
-              seed=seed, progress=progress)
+    score, folds = str(found.params.get("score", "probe")), int(found.params.get("folds", 5))
+    max_layer = found.params.get("max_layer")
     ceiling, p_null, p_best = np.full(len(names), np.nan), np.full(len(names), np.nan), np.nan
     if n_perm > 0:
-        null = selection_null(a_probe, a_test, n_perm=n_perm, **kw)
+        null = selection_null(a_probe, a_test, n_perm=n_perm, k=found.k, rule=found.rule,
+                              score=score, max_layer=max_layer, folds=folds, seed=seed,
+                              progress=progress)
         for i, name in enumerate(names):
             if name in null_of:
                 ceiling[i] = null.attrs[f"null_ceiling_{null_of[name]}"]
@@ -79,7 +78,9 @@ def cell_evidence(found, a_probe: xr.Dataset, a_test: xr.Dataset,
     if n_boot >= 2:
         from sn_interp.probes.stability import stable_set
 
-        stab = selection_stability(a_probe, n_boot=n_boot, **kw)
+        stab = selection_stability(a_probe, n_boot=n_boot, k=found.k, rule=found.rule,
+                                   score=score, max_layer=max_layer, folds=folds, seed=seed,
+                                   progress=progress)
         stable, jac = ", ".join(stable_set(stab)) or "none", stab.attrs["expected_jaccard"]
     cl = ("classifier",)
     return xr.Dataset(

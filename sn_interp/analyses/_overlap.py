@@ -39,9 +39,11 @@ def rank_correlation(a: SuperNeurons, b: SuperNeurons) -> float:
     sa = pd.Series(a.table["score"].values, index=a.table["id"].values)
     sb = pd.Series(b.table["score"].values, index=b.table["id"].values)
     common = sa.index.intersection(sb.index)
-    if len(common) < 3 or sa[common].nunique() < 2 or sb[common].nunique() < 2:
+    xa, xb = sa.loc[common], sb.loc[common]
+    if len(common) < 3 or xa.nunique() < 2 or xb.nunique() < 2:
         return float("nan")
-    return float(spearmanr(sa[common].to_numpy(), sb[common].to_numpy()).statistic)
+    result = spearmanr(xa.to_numpy(), xb.to_numpy())
+    return float(result.statistic)  # pyright: ignore[reportAttributeAccessIssue]  (scipy's stub)
 
 
 def overlap(a: SuperNeurons, b: SuperNeurons) -> dict[str, float]:

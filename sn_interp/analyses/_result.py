@@ -71,7 +71,7 @@ def combine_cells(cells: Mapping[tuple[str, str], xr.Dataset], *, models: Sequen
         ds[v] = ds[v].isel(task=0, drop=True)
     for v in per_task:
         ds[v] = ds[v].isel(model=0, drop=True)
-    dims = [d for d in ds.dims if d not in CELL_DIMS and d in ds.indexes]
+    dims = [str(d) for d in ds.dims if d not in CELL_DIMS and d in ds.indexes]
     want = {d: list(order[d]) if order and d in order else _first_seen(flat, d) for d in dims}
     ds = ds.reindex(want, fill_value=fills) if want else ds
     if extra:

@@ -121,9 +121,12 @@ class Runner:
         """(sample, class) answer scores with ``values[key]`` (sample, units) written."""
         from sn_interp.intervene import edited_logits
 
+        if blocks and values is None:
+            raise ValueError("editing blocks needs their values= (sample, units) per block")
+        vals = values or {}
         out = []
         for (a, b), enc in zip(self.batches, self.encs, strict=True):
-            edits = {key: (units, values[key][a:b]) for key, units in (blocks or {}).items()}
+            edits = {key: (units, vals[key][a:b]) for key, units in (blocks or {}).items()}
             logits = edited_logits(self.vlm, enc, edits).numpy()
             out.append(class_scores(logits, self.cands))
         return np.concatenate(out)
@@ -197,7 +200,7 @@ def mean_interval(x: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, 
     if np.ptp(x) == 0:
         return float(x[0]), float(x[0]), float(x[0])
     ci = bootstrap((x,), np.mean, n_resamples=n_boot, method="percentile",
-                   random_state=seed).confidence_interval
+                   random_state=seed).confidence_interval  # pyright: ignore[reportCallIssue]  (scipy's stub lacks random_state)
     return float(np.mean(x)), float(ci.low), float(ci.high)
 
 
@@ -327,7 +330,7 @@ def effects_frame(result: xr.Dataset) -> pd.DataFrame:
     cols = ["sn_drop", "sn_drop_low", "sn_drop_high", "control_drop_mean", "p_drop",
             "sn_flip", "sn_flip_low", "sn_flip_high", "control_flip_mean", "p_flip"]
     df = result[cols].to_dataframe().reset_index().dropna(subset=["sn_drop"])
-    return df[["model", "task", "edit", "k", *cols]]
+    return df.reindex(columns=["model", "task", "edit", "k", *cols])
 
 
 def headline(result: xr.Dataset) -> pd.DataFrame:

@@ -193,7 +193,7 @@ def agreement(a: xr.DataArray, b: xr.DataArray, n_classes: int) -> dict[str, flo
     if common.empty:
         raise ValueError("the two models' test splits share no sample_id; they must be "
                          "the same task, prompt, seed, n and shots")
-    x, y = sa[common].to_numpy(), sb[common].to_numpy()
+    x, y = sa.loc[common].to_numpy(), sb.loc[common].to_numpy()
     if len(np.unique(np.concatenate([x, y]))) < 2:
         kappa = float("nan")  # both constant and equal: chance agreement is 1
     else:
@@ -218,8 +218,9 @@ def across_models(cfg: Config, sels: Mapping[tuple[str, str], Selections]) -> xr
     for task in cfg.tasks:
         for ma, mb in itertools.product(cfg.models, repeat=2):
             a, b = sels[ma, task], sels[mb, task]
-            ks = ks_2samp([r["relative_depth"] for r in sn_rows(a.ref, a.n_layers)],
-                          [r["relative_depth"] for r in sn_rows(b.ref, b.n_layers)])
+            ks: Any = ks_2samp(  # scipy's stub hides the result's fields
+                [r["relative_depth"] for r in sn_rows(a.ref, a.n_layers)],
+                [r["relative_depth"] for r in sn_rows(b.ref, b.n_layers)])
             rows.append({"task": task, "model_a": ma, "model_b": mb,
                          "depth_ks": float(ks.statistic), "depth_ks_pvalue": float(ks.pvalue),
                          **agreement(a.pred, b.pred, len(a.ref.class_names))})
@@ -271,7 +272,8 @@ LONG_NAMES = {
 def _upper(df: pd.DataFrame, a: str, b: str, order: Sequence[Any]) -> pd.DataFrame:
     """Rows with a before b in ``order`` (each unordered pair once, no diagonal)."""
     pos = {v: i for i, v in enumerate(order)}
-    return df[df[a].map(pos) < df[b].map(pos)]
+    keep = df[a].map(pos.__getitem__) < df[b].map(pos.__getitem__)
+    return df.loc[keep.to_numpy()].reindex(columns=df.columns)
 
 
 def tables(result: xr.Dataset) -> dict[str, pd.DataFrame]:

@@ -234,8 +234,8 @@ def headline(cfg: Config, sections: Sequence[Section]) -> pd.DataFrame:
             at = {"model": m, "task": t}
             row: dict[str, Any] = {"model": m, "task": t}
             for column, sources in columns.items():
-                value = _first(*(h.value(res[n], at, cfg) for n, h in sources
-                                 if res.get(n) is not None))
+                value = _first(*(h.value(r, at, cfg) for n, h in sources
+                                 if (r := res.get(n)) is not None))
                 row[column] = format_int(value) if sources[0][1].integer else value
             rows.append(row)
     return pd.DataFrame(rows)
@@ -266,8 +266,8 @@ def _table_md(df: pd.DataFrame, max_rows: int, csv: str) -> str:
 
 def section_md(sec: Section, out: Path, max_rows: int) -> list[str]:
     lines = [f"## {sec.name}", ""]
-    if sec.skipped:
-        return [*lines, f"*Skipped: {sec.skipped}.*", ""]
+    if sec.skipped or sec.folder is None:
+        return [*lines, f"*Skipped: {sec.skipped or 'no outputs'}.*", ""]
     rel = sec.folder.relative_to(out) if sec.folder.is_relative_to(out) else sec.folder
     lines += [f"{sec.question}", "",
               f"Outputs in [`{rel}/`]({rel}/) ([config]({rel}/config.json), "
@@ -333,7 +333,7 @@ def report(cfg: Config, top: dict[str, Any] | None = None, tables: dict[str, dic
 def main(argv: Sequence[str] | None = None) -> Path:
     """Command line of sn_interp.analyses.report (see --help)."""
     parser = build_parser(Config, "python -m sn_interp.analyses.report",
-                          __doc__.strip().split("\n\n")[0])
+                          (__doc__ or "").strip().split("\n\n")[0])
     args = parser.parse_args(argv)
     top, tables, text = read_study(args.config)
     flags = {k: v for k, v in vars(args).items() if k != "config" and v is not None}

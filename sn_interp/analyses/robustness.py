@@ -294,8 +294,9 @@ def tables(result: xr.Dataset) -> dict[str, pd.DataFrame]:
     stable = [v for v in ("prompt_stable_jaccard",) if v in result]
     pairs = result[["prompt_jaccard", "prompt_spearman", *stable]].to_dataframe().reset_index()
     pairs = pairs.dropna(subset=["prompt_jaccard"])
-    pairs = pairs[pairs.prompt_a.map(list(result.prompt_a.values).index)
-                  < pairs.prompt_b.map(list(result.prompt_b.values).index)]
+    keep = (pairs.prompt_a.map(list(result.prompt_a.values).index)
+            < pairs.prompt_b.map(list(result.prompt_b.values).index))
+    pairs = pairs.loc[keep.to_numpy()].reindex(columns=pairs.columns)
     shift_vars = [v for v in result.data_vars if result[v].dims == ("model", "task", "condition")]
     shifts = result[shift_vars].to_dataframe().reset_index().dropna(subset=["shift_accuracy"])
     out = {"summary": summary(result), "prompt_matrix": matrix, "prompt_overlap": pairs,

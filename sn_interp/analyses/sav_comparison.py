@@ -245,7 +245,7 @@ def cell(cfg: Config, vlm, inputs: dict) -> xr.Dataset:
     ks = np.stack([by_k[name] for name in CLASSIFIERS])  # (classifier, k, 3)
     long = {"accuracy_by_k": "test accuracy of the top-k vote",
             "accuracy_by_shots": f"test accuracy of the top-{cfg.k} vote"}
-    data = {f"accuracy_by_k{sfx}": (("classifier", "k"), ks[..., i],
+    data: dict[str, tuple[object, ...]] = {f"accuracy_by_k{sfx}": (("classifier", "k"), ks[..., i],
                                     {"long_name": long["accuracy_by_k"]} if not sfx else {})
             for i, sfx in enumerate(("", "_low", "_high"))}
     data.update({f"accuracy_by_shots{sfx}": (("classifier", "shots"), acc[..., i],
@@ -349,12 +349,12 @@ def tables(result: xr.Dataset) -> dict[str, pd.DataFrame]:
     """summary; accuracy by k and by shots (wide); every point with its interval (long)."""
     best = result[["best_id", "best_layer", "best_relative_depth", "best_score"]] \
         .to_dataframe().reset_index()
-    best = best[best.best_id != ""].astype({"best_layer": int})
+    best = best.loc[(best.best_id != "").to_numpy()].astype({"best_layer": int})
     points = pd.concat([_long(result, "accuracy_by_k").assign(shots=result.attrs["shots"]),
                         _long(result, "accuracy_by_shots").assign(k=result.attrs["k"])],
                        keys=["k", "shots"], names=["varied", None]).reset_index(level=0)
-    points = points[["model", "task", "classifier", "varied", "k", "shots", "accuracy",
-                     "accuracy_low", "accuracy_high"]]
+    points = points.reindex(columns=["model", "task", "classifier", "varied", "k", "shots",
+                                     "accuracy", "accuracy_low", "accuracy_high"])
     return {"summary": summary(result), "accuracy_by_k": wide(result, "accuracy_by_k", "k"),
             "accuracy_by_shots": wide(result, "accuracy_by_shots", "shots"),
             "intervals": points, "best_feature": best}
@@ -365,7 +365,7 @@ def _lines(df: pd.DataFrame, x: str, ax, xlabel: str, chance: float):
 
     from sn_interp.plotting import accuracy_lines
 
-    df = df.assign(classifier=df["classifier"].map(LABELS))
+    df = df.assign(classifier=df["classifier"].map(LABELS.__getitem__))
     ax = accuracy_lines(df, x=x, hue="classifier", ax=ax, xlabel=xlabel, logx=True)
     ticks = sorted(df[x].unique())
     ax.set_xticks(ticks)

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import PretrainedConfig
+from transformers import PretrainedConfig, PreTrainedModel
 
 from sn_interp.cache import build_atomically, cache_dir
 from sn_interp.checkpoints.tokenizer import build_tokenizer
@@ -88,7 +88,7 @@ def _is_current(path: Path, spec: TinySpec) -> bool:
     return found == _marker(spec)
 
 
-def _seeded_model(spec: TinySpec, config: PretrainedConfig) -> torch.nn.Module:
+def _seeded_model(spec: TinySpec, config: PretrainedConfig) -> PreTrainedModel:
     """Construct the model in float32 right after seeding torch with the spec's seed."""
     cls = getattr(transformers, spec.model_class)
     previous = torch.get_default_dtype()

@@ -16,11 +16,15 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 
 from sn_interp.models.adapter import Adapter, Dims
 from sn_interp.models.vlm import VLM
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, ProcessorMixin
 
 __all__ = ["VLM", "Adapter", "Dims", "load_model", "resolve", "supported_architectures",
            "registry_names", "wrap"]
@@ -125,7 +129,7 @@ def _local_revision(path: Path) -> str:
 def _hub_revision(source: str, revision: str | None) -> str:
     """The commit of the cached snapshot a hub id resolves to (else the revision asked)."""
     try:
-        from transformers.utils import cached_file
+        from transformers.utils.hub import cached_file
 
         config = cached_file(source, "config.json", revision=revision)
     except (OSError, ValueError):
@@ -209,7 +213,7 @@ def load_model(name_or_path: str | Path, *, dtype: str | torch.dtype | None = No
     return vlm
 
 
-def wrap(model: torch.nn.Module, processor: object, *, model_id: str, revision: str = "",
+def wrap(model: PreTrainedModel, processor: ProcessorMixin, *, model_id: str, revision: str = "",
          source: str = "") -> VLM:
     """A :class:`VLM` around an HF model already in memory (validates its adapter).
 
@@ -238,7 +242,7 @@ def _load_remote(model_id: str, source: Path | str, adapter: Adapter, dtype: tor
         raise ValueError("remote=True needs a hub id that the remote service hosts, "
                          f"not a local directory ({source})")
     nn = TransformersModel(source, task="image-text-to-text", revision=revision, dtype=dtype)
-    dims = adapter.validate(nn._module)
+    dims = adapter.validate(cast("PreTrainedModel", nn._module))  # nnsight's meta copy
     return VLM(model=nn._module, processor=nn.processor, nn=nn, adapter=adapter, dims=dims,
                model_id=model_id, revision=revision or "main", remote=True,
                meta={"architecture": type(nn._module).__name__, "source": source,

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor
 
 from sn_interp.names import ALL_SITES
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 #: Site -> (submodule of the decoder layer, "input" | "output"); "" is the layer itself.
 #: This is the HF Llama/Qwen decoder-layer layout (DESIGN section 3).
@@ -170,6 +174,9 @@ class Adapter:
         start = 1 if self.vision_cls else 0
         if self.vision_tokens == "batch_first":
             return hidden[:, start:].mean(dim=1)
+        if counts is None:
+            raise ValueError(f"pooling {self.vision_tokens!r} vision tokens needs the per-sample "
+                             "counts of vision_token_counts()")
         if self.vision_tokens == "crops":
             per_crop = hidden[:, start:].mean(dim=1)
             return torch.stack([p.mean(dim=0) for p in torch.split(per_crop, counts, dim=0)])
@@ -185,9 +192,9 @@ class Adapter:
                              "tokens but declares no vision_counts")
         return self.vision_counts(enc, config)
 
-    def validate(self, model: torch.nn.Module) -> Dims:
+    def validate(self, model: PreTrainedModel) -> Dims:
         """Resolve every site of every layer and check the widths agree; return the dims."""
-        layers = self.module(model, self.layers)
+        layers = cast(torch.nn.ModuleList, self.module(model, self.layers))
         self.module(model, self.final_norm)
         self.module(model, self.lm_head)
         text = model.config.get_text_config()
@@ -197,15 +204,16 @@ class Adapter:
         types = tuple(getattr(text, "layer_types", None) or (ANY_LAYER,) * len(layers))
         probe = Dims(len(layers), d_model, 0, n_heads, n_kv, 0, 0, 0, types)
         z_layers = self.site_layers(probe, "z")
-        o_proj = self.site_module(model, "z", z_layers[0], probe)
-        down = self.site_module(model, "mlp_post", 0, probe)
+        o_proj = cast(torch.nn.Linear, self.site_module(model, "z", z_layers[0], probe))
+        down = cast(torch.nn.Linear, self.site_module(model, "mlp_post", 0, probe))
         if o_proj.in_features % n_heads:
             raise ValueError(f"o_proj.in_features={o_proj.in_features} is not a multiple of "
                              f"num_attention_heads={n_heads}: cannot split z into heads")
         dims = Dims(
             n_layers=len(layers), d_model=d_model, d_mlp=int(down.in_features),
             n_heads=n_heads, n_kv_heads=n_kv, d_head=o_proj.in_features // n_heads,
-            n_vision_layers=len(self.module(model, self.vision_path(model))),
+            n_vision_layers=len(cast(torch.nn.ModuleList,
+                                     self.module(model, self.vision_path(model)))),
             d_vision=int(_vision_width(model.config)), layer_types=types,
         )
         for layer in range(dims.n_layers):

@@ -30,11 +30,14 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sn_interp.cache import build_atomically, cache_dir
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +141,7 @@ def _checked(name: str) -> Path:
     return path
 
 
-def load_lm(name: str, *, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+def load_lm(name: str, *, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
     """The language model ``name`` as a transformers ``*ForCausalLM`` (weights de-quantized)."""
     from transformers import AutoModelForCausalLM
 
@@ -149,7 +152,7 @@ def load_lm(name: str, *, dtype: torch.dtype = torch.float32) -> torch.nn.Module
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
                                                      dtype=dtype)
     if hasattr(model.config, "quantization_config"):  # de-quantized: an ordinary float model
-        del model.config.quantization_config
+        delattr(model.config, "quantization_config")
     return model.eval()
 
 
@@ -161,23 +164,30 @@ def load_lm_tokenizer(name: str) -> Any:
     return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
 
-def insert_lm(model: torch.nn.Module, lm: torch.nn.Module, *, assign: bool = False) -> None:
+def insert_lm(model: PreTrainedModel, lm: PreTrainedModel, *, assign: bool = False) -> None:
     """Put the pretrained ``lm`` (a ``*ForCausalLM``) into the VLM ``model``: its decoder and its
     output head (``assign=True`` for a model built on the meta device)."""
     model.get_decoder().load_state_dict(lm.get_decoder().state_dict(), assign=assign)
-    model.get_output_embeddings().load_state_dict(lm.get_output_embeddings().state_dict(),
-                                                  assign=assign)
+    output_head(model).load_state_dict(output_head(lm).state_dict(), assign=assign)
     model.tie_weights()
 
 
-def trained_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def output_head(model: PreTrainedModel) -> torch.nn.Module:
+    """The model's output embeddings (its LM head); an error if it has none."""
+    head = model.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no output embeddings (LM head)")
+    return head
+
+
+def trained_state(model: PreTrainedModel) -> dict[str, torch.Tensor]:
     """The parameters of ``model`` that are not the language model's (what training changed)."""
     lm = _lm_ids(model)
     return {k: p.detach().contiguous() for k, p in model.named_parameters() if id(p) not in lm}
 
 
-def _lm_ids(model: torch.nn.Module) -> set[int]:
-    return {id(p) for part in (model.get_decoder(), model.get_output_embeddings())
+def _lm_ids(model: PreTrainedModel) -> set[int]:
+    return {id(p) for part in (model.get_decoder(), output_head(model))
             for p in part.parameters()}
 
 
@@ -195,6 +205,8 @@ def assemble(source: Path, out: Path) -> Path:
                          "retrain the model (python -m sn_interp.models.micro.train "
                          f"{source.name}) or use the sn_interp version it was trained with")
     config = transformers.AutoConfig.for_model(**json.loads((source / CONFIG_FILE).read_text()))
+    if not config.architectures:
+        raise ValueError(f"{source / CONFIG_FILE} names no architecture; rebuild the checkpoint")
     with torch.device("meta"):
         model = getattr(transformers, config.architectures[0])(config)
     insert_lm(model, load_lm(lm_spec.name), assign=True)

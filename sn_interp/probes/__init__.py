@@ -8,6 +8,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sn_interp.probes.evaluate import evaluate
 from sn_interp.probes.linear import linear_probe
 from sn_interp.probes.null import selection_null
@@ -15,8 +17,11 @@ from sn_interp.probes.sav import SAVHeads, find_sav_heads
 from sn_interp.probes.stability import selection_stability
 from sn_interp.probes.super_neurons import SuperNeurons, find_super_neurons
 
+if TYPE_CHECKING:  # provided lazily by __getattr__ below
+    from sn_interp.probes.baseline import map_answer, zero_shot
 
-def __getattr__(name: str):  # zero_shot imports torch lazily
+
+def __getattr__(name: str) -> object:  # zero_shot imports torch lazily
     if name in ("zero_shot", "map_answer"):
         from sn_interp.probes import baseline
         return getattr(baseline, name)

@@ -97,10 +97,10 @@ def unit_matrix(acts: xr.Dataset, site: str, layer: int, block: int) -> da.Array
     data = var.data
     n = data.shape[0]
     if isinstance(data, da.Array):
-        data = data.rechunk({i: -1 for i in range(data.ndim)} if data.ndim > 2 else {0: -1})
+        data = data.rechunk({i: -1 for i in range(data.ndim)} if data.ndim > 2 else {0: -1})  # pyright: ignore[reportArgumentType]  (dask's stub: str only)
         data = data.reshape(n, -1)
     else:
-        data = da.from_array(np.asarray(data).reshape(n, -1), chunks=(n, block))
+        data = da.from_array(np.asarray(data).reshape(n, -1), chunks=(n, block))  # pyright: ignore[reportArgumentType]
     return data.rechunk((n, block))
 
 

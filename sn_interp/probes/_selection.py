@@ -204,7 +204,8 @@ class Selection:
         if meta["kind"] != cls.kind:
             raise _checks.ClassifierFileError(f"{path / 'meta.json'} holds a {meta['kind']!r}, "
                                               f"not a {cls.kind!r}")
-        sums = meta.get("sha256") if isinstance(meta.get("sha256"), dict) else {}
+        raw = meta.get("sha256")
+        sums: dict[str, str] = raw if isinstance(raw, dict) else {}
         if sums.get("meta") and sums["meta"] != _meta_digest(meta):
             raise _checks.ClassifierFileError(f"{path / 'meta.json'} was edited since it was "
                                               f"saved (its checksum differs); save the {what} "
@@ -218,7 +219,7 @@ class Selection:
             raise _checks.ClassifierFileError(f"{table_file} is unreadable ({err}): save the "
                                               f"{what} again") from None
         _checks.check_finite(table, table_file,
-                             [n for n, v in table.data_vars.items() if v.dtype.kind == "f"])
+                             [str(n) for n, v in table.data_vars.items() if v.dtype.kind == "f"])
         for c in ("site", "id"):
             if c in table.coords:
                 table = table.assign_coords({c: table[c].astype(str)})

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import logging
 
-import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
+from dask.base import compute
 from jaxtyping import Int
 from tqdm.auto import tqdm
 
@@ -101,7 +101,7 @@ def score_blocks(acts: xr.Dataset, blocks: list[tuple[str, int]], plan: Plan, *,
         group.append(((site, layer), stats))
         units += arr.shape[1]
         if units >= GROUP or i == len(blocks) - 1:  # narrow sites: several per compute call
-            results = dask.compute(*[g for _, g in group])
+            results = compute(*[g for _, g in group])
             for (key, _), res in zip(group, results, strict=True):
                 out[key] = res
                 log.debug("scored %s layer %d: %d units", *key, res.shape[1])

@@ -25,9 +25,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import dask
 import numpy as np
 import xarray as xr
+from dask.base import compute
 from tqdm.auto import tqdm
 
 from sn_interp.names import SITE_ORDER, VISION_SITE
@@ -165,7 +165,7 @@ def _rank_permutations(acts: xr.Dataset, blocks: list, pp: _PermPlans, k: int,
                                      chunks=((len(pp.plans),), widths))))
         units += arr.shape[1]
         if units >= neurons.GROUP or i == len(blocks) - 1:
-            results = dask.compute(*[g[-1] for g in group])
+            results = compute(*[g[-1] for g in group])
             for (b, s, la, chunks, _), res in zip(group, results, strict=True):
                 ranking.add(b, s, la, res, chunks)
             bar.update(len(group))

@@ -12,8 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -86,14 +86,14 @@ def selection_stability(acts: xr.Dataset, *, n_boot: int = 100, seed: int = 0, k
     if n_boot < 2:
         raise ValueError(f"n_boot must be >= 2, got {n_boot}")
     y, _ = probe_labels(acts)
-    kw: dict[str, Any] = dict(k=k, rule=rule, score=score, sites=sites, max_layer=max_layer, folds=folds,
-              seed=seed, progress=False)
-    observed = find_super_neurons(acts, **kw).selected
+    select = functools.partial(find_super_neurons, k=k, rule=rule, score=score, sites=sites,
+                               max_layer=max_layer, folds=folds, seed=seed, progress=False)
+    observed = select(acts).selected
     rng = np.random.default_rng(seed)
     info: dict[str, tuple[str, int, int]] = {}
     draws: list[list[str]] = []
     for _ in tqdm(range(n_boot), desc="selection stability", disable=not progress):
-        sel = find_super_neurons(acts.isel(sample=bootstrap_indices(y, rng)), **kw).selected
+        sel = select(acts.isel(sample=bootstrap_indices(y, rng))).selected
         draws.append(_remember(sel, info))
     obs_ids = _remember(observed, info)
     ids = sorted(info)

@@ -42,7 +42,7 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, flo
                          "1-D arrays over the same test samples")
     table = np.array([[np.sum(a & b), np.sum(a & ~b)], [np.sum(~a & b), np.sum(~a & ~b)]])
     only_a, only_b = int(table[0, 1]), int(table[1, 0])
-    p = 1.0 if only_a + only_b == 0 else float(mcnemar(table, exact=True).pvalue)
+    p = 1.0 if only_a + only_b == 0 else float(mcnemar(table, exact=True).pvalue)  # pyright: ignore[reportAttributeAccessIssue]
     return {"b": only_a, "c": only_b, "p_value": min(p, 1.0)}
 
 

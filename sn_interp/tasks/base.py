@@ -20,13 +20,13 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, overload
+from typing import Any, cast, overload
 
 import datasets
 import numpy as np
 from PIL import Image
 
-from sn_interp.sample import Sample
+from sn_interp.sample import AnswerFormat, Sample
 from sn_interp.tasks.prompts import Template
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ class Task:
         return self.prompts[self.prompt_id]
 
     @property
-    def answer_format(self) -> str:
+    def answer_format(self) -> AnswerFormat:
         """``open``, ``multiple_choice`` or ``yes_no``: that of the current template."""
         return self.template.answer_format
 
@@ -246,7 +246,7 @@ class Task:
 
     def __iter__(self) -> Iterator[Sample]:
         for i, row in enumerate(self.data):
-            yield self._sample(i, row)
+            yield self._sample(i, cast(dict[str, Any], row))  # datasets yields dict rows
 
     def _sample(self, i: int, row: dict[str, Any]) -> Sample:
         image = row["image"]
@@ -263,11 +263,10 @@ class Task:
 
     # ---- derived tasks ----------------------------------------------------------------
     def _derive(self, **changes: Any) -> Task:
-        args = dict(name=self.name, data=self.data, prompts=self.prompts,
+        args: dict[str, Any] = dict(name=self.name, data=self.data, prompts=self.prompts,
                     prompt_id=self.prompt_id, shifts=self.shifts, shift=self.shift,
                     split_name=self.split_name, description=self.description)
-        args.update(changes)
-        return Task(**args)
+        return Task(**{**args, **changes})
 
     def with_prompt(self, prompt_id: str) -> Task:
         """The same images and labels, questions rendered with another template.

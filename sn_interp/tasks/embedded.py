@@ -86,8 +86,9 @@ def _fraction_partition(labels: np.ndarray, train_fraction: float, seed: int) ->
 
 def _source_digits(spec: Mapping[str, Any], part: str) -> dict[str, Any]:
     from sklearn.datasets import load_digits
+    from sklearn.utils import Bunch
 
-    bunch = load_digits()
+    bunch: Bunch = load_digits()  # pyright: ignore[reportAssignmentType]  (a Bunch, not a tuple)
     pixels = bunch.images * (255.0 / 16.0)
     return {"pixels": pixels, "label": bunch.target, "image_id": [f"{i:04d}" for i in
                                                                    range(len(pixels))]}
@@ -181,7 +182,11 @@ def _cached(name: str, spec: Mapping[str, Any], part: str) -> datasets.Dataset:
                 datasets.enable_progress_bars()
         shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)
-    return datasets.load_from_disk(str(path))
+    loaded = datasets.load_from_disk(str(path))
+    if not isinstance(loaded, datasets.Dataset):
+        raise TypeError(f"{path} holds a {type(loaded).__name__}, not one datasets.Dataset; "
+                        "delete it so it is rebuilt")
+    return loaded
 
 
 def embedded_names() -> list[str]:

@@ -27,6 +27,7 @@ from typing import Any
 
 import datasets
 import numpy as np
+from PIL import Image
 
 from sn_interp.tasks.base import Task
 from sn_interp.tasks.hub_io import (
@@ -132,7 +133,7 @@ def _blink(b: Batch, idx: list[int]) -> Batch:
         if len(cells) == 1:
             images.append(cells[0])
         else:
-            images.append(encode_png(side_by_side([open_image(c) for c in cells])))
+            images.append(encode_png(side_by_side([_opened(c) for c in cells])))
     labels = [re.sub(r"[()\s]", "", str(a)) for a in b["answer"]]
     return {"image": images, "label": labels, "image_id": _ids(b, "idx", idx),
             "raw_question": b["question"], "choices": b["choices"]}
@@ -307,3 +308,11 @@ def _adapters() -> dict[str, HubAdapter]:
 
 
 ADAPTERS: dict[str, HubAdapter] = _adapters()
+
+
+def _opened(value: Any) -> Image.Image:
+    """An image cell known to be present (cells that are None were left out above)."""
+    image = open_image(value)
+    if image is None:
+        raise ValueError("an image cell is empty")
+    return image

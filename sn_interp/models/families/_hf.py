@@ -6,13 +6,14 @@ fields; nothing here builds weights.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import transformers
 from transformers import PreTrainedTokenizerFast
+from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-CLIP_MEAN = list(transformers.image_utils.OPENAI_CLIP_MEAN)
-CLIP_STD = list(transformers.image_utils.OPENAI_CLIP_STD)
+CLIP_MEAN = list(OPENAI_CLIP_MEAN)
+CLIP_STD = list(OPENAI_CLIP_STD)
 SIGLIP_MEAN = SIGLIP_STD = [0.5, 0.5, 0.5]
 
 
@@ -23,7 +24,7 @@ def vocab(tok: PreTrainedTokenizerFast) -> int:
 
 def ids(tok: PreTrainedTokenizerFast, *tokens: str) -> list[int]:
     """Ids of special tokens, failing loudly if one is missing."""
-    found = tok.convert_tokens_to_ids(list(tokens))
+    found = cast(list[int], tok.convert_tokens_to_ids(list(tokens)))  # a list in, a list out
     missing = [t for t, i in zip(tokens, found, strict=True) if i is None or i == tok.unk_token_id]
     if missing:
         raise ValueError(f"tokenizer lacks special tokens {missing}")
@@ -77,6 +78,6 @@ def clip_image_kwargs(size: int) -> dict[str, Any]:
     return {
         "size": {"shortest_edge": size},
         "crop_size": {"height": size, "width": size},
-        "image_mean": transformers.image_utils.OPENAI_CLIP_MEAN,
-        "image_std": transformers.image_utils.OPENAI_CLIP_STD,
+        "image_mean": OPENAI_CLIP_MEAN,
+        "image_std": OPENAI_CLIP_STD,
     }

@@ -12,6 +12,7 @@ image (crops per sample = image tokens in the row / ``image_seq_len``).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import transformers
 from torch import Tensor
@@ -22,7 +23,7 @@ from sn_interp.models.families import _hf
 from sn_interp.models.families._spec import Family, TinySpec, TokenizerFamily
 
 
-def crops_per_sample(enc: Mapping[str, Tensor], config: object) -> list[int]:
+def crops_per_sample(enc: Mapping[str, Tensor], config: Any) -> list[int]:  # a family's HF config
     """Crops of each sample's image: its image tokens / the tokens one crop becomes."""
     vision = config.vision_config
     per_crop = (vision.image_size // vision.patch_size) ** 2 // config.scale_factor ** 2
@@ -98,12 +99,12 @@ def _processor(tok: PreTrainedTokenizerFast, *, smol: bool) -> ProcessorMixin:
     if not smol:
         image = transformers.Idefics3ImageProcessor(**size)
         return transformers.Idefics3Processor(image_processor=image, tokenizer=tok,
-                                              image_seq_len=1, chat_template=tok.chat_template)
+                                              image_seq_len=1, chat_template=_template(tok))
     image = transformers.SmolVLMImageProcessor(**size)
     video = transformers.SmolVLMVideoProcessor(**size)
     return transformers.SmolVLMProcessor(image_processor=image, tokenizer=tok,
                                          video_processor=video, image_seq_len=1,
-                                         chat_template=tok.chat_template)
+                                         chat_template=_template(tok))
 
 
 def _smol_config(tok: PreTrainedTokenizerFast) -> PretrainedConfig:
@@ -137,3 +138,11 @@ FAMILY = Family(
     hub_ids=("HuggingFaceTB/SmolVLM-Instruct", "HuggingFaceTB/SmolVLM2-2.2B-Instruct",
              "HuggingFaceM4/Idefics3-8B-Llama3"),
 )
+
+
+def _template(tok: PreTrainedTokenizerFast) -> str | None:
+    """The tokenizer's chat template (a single string for these tokenizers)."""
+    template = tok.chat_template
+    if template is not None and not isinstance(template, str):
+        raise TypeError(f"expected one chat template string, got {type(template).__name__}")
+    return template

@@ -12,6 +12,7 @@ the row / ``image_seq_length``).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import transformers
 from torch import Tensor
@@ -22,7 +23,7 @@ from sn_interp.models.families import _hf
 from sn_interp.models.families._spec import Family, TinySpec, TokenizerFamily
 
 
-def tiles_per_sample(enc: Mapping[str, Tensor], config: object) -> list[int]:
+def tiles_per_sample(enc: Mapping[str, Tensor], config: Any) -> list[int]:  # a family's HF config
     """Crops of each sample's image: its ``<IMG_CONTEXT>`` tokens / ``image_seq_length``."""
     counts = (enc["input_ids"] == config.image_token_id).sum(1)
     if (counts % config.image_seq_length).any():

@@ -13,6 +13,7 @@ per image token, with ``[IMG_BREAK]`` after each row and ``[IMG_END]`` last.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import transformers
 from torch import Tensor
@@ -23,7 +24,7 @@ from sn_interp.models.families import _hf
 from sn_interp.models.families._spec import Family, TinySpec, TokenizerFamily
 
 
-def patches_per_image(enc: Mapping[str, Tensor], config: object) -> list[int]:
+def patches_per_image(enc: Mapping[str, Tensor], config: Any) -> list[int]:  # a family's HF config
     """Pixtral patches of each image, from the processed ``image_sizes``."""
     p = config.vision_config.patch_size
     return [int(h // p) * int(w // p) for h, w in enc["image_sizes"].tolist()]
@@ -77,7 +78,7 @@ def _config(tok: PreTrainedTokenizerFast) -> PretrainedConfig:
     (image_id,) = _hf.ids(tok, "[IMG]")
     vision = transformers.PixtralVisionConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        head_dim=16, image_size=_LONGEST, patch_size=_PATCH)
+        head_dim=16, image_size=_LONGEST, patch_size=_PATCH)  # pyright: ignore[reportCallIssue]  (HF kwargs)
     text = transformers.MistralConfig(**_hf.text_kwargs(tok, head_dim=16))
     return transformers.Mistral3Config(vision_config=vision, text_config=text,
                                        image_token_index=image_id, spatial_merge_size=2,

@@ -63,7 +63,7 @@ def _processor(tok: PreTrainedTokenizerFast) -> ProcessorMixin:
     image = transformers.SiglipImageProcessor(
         size={"height": _IMAGE, "width": _IMAGE}, image_mean=_hf.SIGLIP_MEAN,
         image_std=_hf.SIGLIP_STD)
-    image.image_seq_length = 4
+    image.image_seq_length = 4  # pyright: ignore[reportAttributeAccessIssue]  (read by PaliGemmaProcessor)
     return transformers.PaliGemmaProcessor(image_processor=image, tokenizer=tok)
 
 

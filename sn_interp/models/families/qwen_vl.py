@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import partial
-from typing import Any
+from typing import Any, TypedDict
 
 import transformers
 from torch import Tensor
@@ -92,12 +92,21 @@ def qwen_rope(theta: float, section: list[int], **kw: Any) -> dict[str, Any]:
     return {"rope_type": "default", "rope_theta": theta, "mrope_section": section, **kw}
 
 
-def qwen_token_ids(tok: PreTrainedTokenizerFast) -> dict[str, int]:
+class QwenTokenIds(TypedDict):
+    """The top-level token ids of a Qwen-VL config."""
+
+    image_token_id: int
+    video_token_id: int
+    vision_start_token_id: int
+    vision_end_token_id: int
+
+
+def qwen_token_ids(tok: PreTrainedTokenizerFast) -> QwenTokenIds:
     """Qwen-VL top-level token ids, read from the tokenizer."""
     img, vid, start, end = _hf.ids(
         tok, "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
-    return {"image_token_id": img, "video_token_id": vid, "vision_start_token_id": start,
-            "vision_end_token_id": end}
+    return QwenTokenIds(image_token_id=img, video_token_id=vid, vision_start_token_id=start,
+                        vision_end_token_id=end)
 
 
 def _qwen_pixels(patch: int) -> dict[str, Any]:

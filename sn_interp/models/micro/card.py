@@ -67,11 +67,11 @@ def to_markdown(table: pd.DataFrame) -> str:
     """The table as GitHub Markdown (held-out prompts and untrained tasks flagged)."""
     lines = ["| task | prompt | format | n | chance | accuracy | answers mapped |",
              "|---|---|---|---|---|---|---|"]
-    for r in table.itertuples():
-        prompt = f"{r.prompt} (held out)" if r.heldout else r.prompt
-        task = r.task if r.trained_task else f"{r.task} (not trained)"
-        lines.append(f"| {task} | {prompt} | {r.format} | {r.n} | {r.chance:.3f} | "
-                     f"{r.accuracy:.3f} | {r.mapped:.3f} |")
+    for r in table.to_dict("records"):
+        prompt = f"{r['prompt']} (held out)" if r["heldout"] else r["prompt"]
+        task = r["task"] if r["trained_task"] else f"{r['task']} (not trained)"
+        lines.append(f"| {task} | {prompt} | {r['format']} | {r['n']} | {r['chance']:.3f} | "
+                     f"{r['accuracy']:.3f} | {r['mapped']:.3f} |")
     return "\n".join(lines)
 
 
@@ -236,7 +236,7 @@ def model_card(name: str, summary: dict[str, Any], table: pd.DataFrame, size_mb:
         f"- torch {summary['torch']}, transformers {summary['transformers']}", "",
         "## Zero-shot accuracy (eval partition)", "",
         "`sn.zero_shot(vlm, samples)` (greedy generation, answers mapped to classes) and "
-        f"`sn.evaluate`, {int(table['n'].max())} stratified eval images per task (seed 0), "
+        f"`sn.evaluate`, {int(table['n'].to_numpy().max())} stratified eval images per task (seed 0), "
         "every prompt; produced by "
         f"`python -m sn_interp.models.micro.card {name} --write`.", "",
         to_markdown(table), "",
@@ -265,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Print the accuracy table of a model as Markdown (and save it as CSV with ``--csv``)."""
     import sn_interp as sn
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("model", help="model name or directory")
     p.add_argument("--n", type=int, default=100, help="eval images per task")
     p.add_argument("--tasks", nargs="*", default=list(ALL_TASKS), help="tasks to score")

@@ -170,6 +170,13 @@ class MicroConfig:
         return self.language_model is not None
 
     @property
+    def lm_name(self) -> str:
+        """The pretrained language model's name (a config without one has none to name)."""
+        if self.language_model is None:
+            raise ValueError("this micro config has no pretrained language_model")
+        return self.language_model
+
+    @property
     def n_image_tokens(self) -> int:
         """Image tokens the language model sees per image."""
         side = self.image_size // self.patch_size
@@ -209,7 +216,7 @@ def _renamed_token_tokenizer(cfg: MicroConfig) -> PreTrainedTokenizerFast:
     from sn_interp.checkpoints.tokenizer import CHAT_TEMPLATES
     from sn_interp.models.pretrained_lm import load_lm_tokenizer
 
-    base = load_lm_tokenizer(cfg.language_model)
+    base = load_lm_tokenizer(cfg.lm_name)
     spec = json.loads(base.backend_tokenizer.to_str())
     hits = [t for t in spec["added_tokens"] if t["content"] == cfg.reuse_token]
     if len(hits) != 1 or cfg.reuse_token not in spec["model"]["vocab"]:
@@ -252,7 +259,7 @@ def _pretrained_text_config(cfg: MicroConfig) -> PretrainedConfig:
     """The pretrained LM's config, read from its GGUF file (no weights)."""
     from sn_interp.models.pretrained_lm import gguf_path
 
-    path = gguf_path(cfg.language_model)
+    path = gguf_path(cfg.lm_name)
     config = transformers.AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
     for attr in ("quantization_config", "_name_or_path"):
         if hasattr(config, attr):

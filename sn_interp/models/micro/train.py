@@ -30,7 +30,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -50,6 +50,9 @@ from sn_interp.models.micro.data import (
     instruction_examples,
     length_bucketed_batches,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +82,16 @@ class TrainResult:
         return float(np.mean(part))
 
 
-def _load_pretrained_parts(model: torch.nn.Module, cfg: MicroConfig) -> None:
+def _load_pretrained_parts(model: PreTrainedModel, cfg: MicroConfig) -> None:
     """Copy the pretrained LM (frozen) and, with ``init_vision``, a trained vision tower in."""
     from safetensors.torch import load_file
 
     from sn_interp.models import resolve
-    from sn_interp.models.pretrained_lm import insert_lm, load_lm
+    from sn_interp.models.pretrained_lm import insert_lm, load_lm, output_head
 
     if cfg.pretrained:
-        insert_lm(model, load_lm(cfg.language_model))
-        for p in [*model.get_decoder().parameters(), *model.get_output_embeddings().parameters()]:
+        insert_lm(model, load_lm(cfg.lm_name))
+        for p in [*model.get_decoder().parameters(), *output_head(model).parameters()]:
             p.requires_grad_(False)
     if cfg.init_vision:
         path, _ = resolve(cfg.init_vision)
@@ -99,10 +102,10 @@ def _load_pretrained_parts(model: torch.nn.Module, cfg: MicroConfig) -> None:
                  if k.startswith(("vision_tower.", "model.vision_tower."))}
         if not tower:
             raise ValueError(f"{cfg.init_vision} has no vision tower weights to start from")
-        model.model.vision_tower.load_state_dict(tower)
+        model.get_submodule("model.vision_tower").load_state_dict(tower)
 
 
-def build_model(cfg: MicroConfig) -> tuple[torch.nn.Module, Any]:
+def build_model(cfg: MicroConfig) -> tuple[PreTrainedModel, Any]:
     """A freshly initialised (seeded, float32) model and its processor.
 
     With :attr:`MicroConfig.language_model`, the LM carries its pretrained weights and is
@@ -166,7 +169,7 @@ def lr_factor(step: int, cfg: MicroConfig) -> float:
     return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def answer_loss(model: torch.nn.Module, enc: Any) -> torch.Tensor:
+def answer_loss(model: PreTrainedModel, enc: Any) -> torch.Tensor:
     """Mean next-token cross-entropy over the labelled (answer + EOS) positions.
 
     Answers sit at the end of left-padded rows, so only the last ``k`` logits are computed
@@ -183,7 +186,7 @@ def answer_loss(model: torch.nn.Module, enc: Any) -> torch.Tensor:
         ignore_index=-100)
 
 
-def _optimizer(model: torch.nn.Module, cfg: MicroConfig) -> torch.optim.Optimizer:
+def _optimizer(model: PreTrainedModel, cfg: MicroConfig) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters; LoRA adapters at ``lora_lr_scale`` times the rate."""
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = []
@@ -197,7 +200,7 @@ def _optimizer(model: torch.nn.Module, cfg: MicroConfig) -> torch.optim.Optimize
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
 
 
-def train(model: torch.nn.Module, processor: Any, cfg: MicroConfig,
+def train(model: PreTrainedModel, processor: Any, cfg: MicroConfig,
           examples: dict[str, list[Example]], *, progress: bool = True,
           loss_log: Path | None = None) -> TrainResult:
     """Train ``model`` in place for ``cfg.steps`` steps and return the loss curve."""
@@ -239,7 +242,7 @@ def train(model: torch.nn.Module, processor: Any, cfg: MicroConfig,
     return TrainResult(losses=losses, seconds=time.perf_counter() - start)
 
 
-def save(model: torch.nn.Module, processor: Any, cfg: MicroConfig, out: Path,
+def save(model: PreTrainedModel, processor: Any, cfg: MicroConfig, out: Path,
          result: TrainResult, command: str) -> Path:
     """Write weights (safetensors), processor and :data:`SUMMARY` (recipe + losses) to ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -275,7 +278,7 @@ def save(model: torch.nn.Module, processor: Any, cfg: MicroConfig, out: Path,
     return out
 
 
-def _save_trained_parts(model: torch.nn.Module, cfg: MicroConfig, out: Path,
+def _save_trained_parts(model: PreTrainedModel, cfg: MicroConfig, out: Path,
                         lora: dict[str, torch.Tensor]) -> None:
     """Write only what training changed, plus what :mod:`~sn_interp.models.pretrained_lm`
     needs to assemble the full model at first load (the LM comes from its wheel)."""
@@ -287,7 +290,7 @@ def _save_trained_parts(model: torch.nn.Module, cfg: MicroConfig, out: Path,
               metadata={"format": "pt"})
     (out / plm.CONFIG_FILE).write_text(model.config.to_json_string())
     model.generation_config.save_pretrained(out)
-    lm = plm.PRETRAINED_LMS[cfg.language_model]
+    lm = plm.PRETRAINED_LMS[cfg.lm_name]
     spec = {"language_model": lm.name, "requirement": lm.requirement, "file": lm.file,
             "sha256": lm.sha256, "trained": plm.TRAINED_FILE, "config": plm.CONFIG_FILE}
     if lora:
@@ -321,7 +324,7 @@ def run_recipe(model: torch.nn.Module, processor: Any, cfg: MicroConfig,
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("name", choices=sorted(MICRO_CONFIGS), help="micro model to train")
     p.add_argument("--out", type=Path, help="output directory (default: data/models/<name>)")

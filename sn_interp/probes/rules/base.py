@@ -163,10 +163,10 @@ class Rule(ABC):
 
 
 _REGISTRY: dict[str, Rule] = {}
-R = TypeVar("R", bound=type[Rule])
+R = TypeVar("R", bound=Rule)
 
 
-def register(cls: R) -> R:
+def register(cls: type[R]) -> type[R]:
     """Class decorator: make ``rule=cls.name`` available everywhere a rule is accepted.
 
     Example:
