@@ -42,8 +42,11 @@ test: install
 demo: install
 	$(PY) -m sn_interp.analyses.report --config analyses/embedded.toml
 
+# ruff, then pyright on the package at the strictness set in pyproject.toml ([tool.pyright]:
+# "basic"), with no errors allowed
 lint: install
 	$(VENV)/bin/ruff check sn_interp tests benchmarks
+	$(VENV)/bin/pyright --pythonpath $(abspath $(PY)) sn_interp
 
 # The documentation site (mkdocs.yml) into site/, offline, warnings as errors; the notebooks
 # are executed during the build on the embedded models (a few minutes on 2 cores).

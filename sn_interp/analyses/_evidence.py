@@ -127,18 +127,21 @@ def evidence_tables(result: xr.Dataset) -> dict[str, pd.DataFrame]:
     """
     cols = [v for v in ("accuracy", "p_vs_zero_shot", "p_vs_zero_shot_holm", "null_ceiling",
                         "p_null") if v in result and "classifier" in result[v].dims]
-    ev = result[cols].to_dataframe().reset_index()[["model", "task", "classifier", *cols]]
+    ev = result[cols].to_dataframe().reset_index().reindex(
+        columns=["model", "task", "classifier", *cols])
     ev = ev.rename(columns={"p_vs_zero_shot": "p vs zero-shot",
                             "p_vs_zero_shot_holm": "p vs zero-shot (Holm)",
                             "null_ceiling": "null ceiling", "p_null": "p (null)"})
     pairs = result[[v for v in ("mcnemar_p", "mcnemar_p_holm") if v in result]] \
         .to_dataframe().reset_index()
     order = {c: i for i, c in enumerate(result["classifier"].values.tolist())}
-    pairs = pairs[pairs["classifier"].map(order) < pairs["versus"].map(order)]
+    keep = pairs["classifier"].map(order.__getitem__) < pairs["versus"].map(order.__getitem__)
+    pairs = pairs.loc[keep.to_numpy()].reindex(columns=pairs.columns)
     pairs = pairs.rename(columns={"classifier": "a", "versus": "b", "mcnemar_p": "p",
                                   "mcnemar_p_holm": "p (Holm)"})
     stab = result[["stable_set", "expected_jaccard", "p_null_best_score"]].to_dataframe() \
-        .reset_index()[["model", "task", "stable_set", "expected_jaccard", "p_null_best_score"]]
+        .reset_index().reindex(columns=["model", "task", "stable_set", "expected_jaccard",
+                                        "p_null_best_score"])
     stab = stab.rename(columns={"stable_set": "stable SNs (frequency >= 0.5)",
                                 "expected_jaccard": "expected Jaccard",
                                 "p_null_best_score": "p (null, best probe score)"})

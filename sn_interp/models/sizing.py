@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -56,9 +57,10 @@ class Checkpoint:
 def _llava(text: dict, vision: dict | None = None, cls: str = "LlavaConfig", **extra):
     import transformers
 
-    vision_cfg = transformers.CLIPVisionConfig(**(vision or dict(
+    clip_l: dict[str, Any] = dict(  # HF config kwargs of mixed types
         hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-        image_size=336, patch_size=14, projection_dim=768)))
+        image_size=336, patch_size=14, projection_dim=768)
+    vision_cfg = transformers.CLIPVisionConfig(**(vision or clip_l))
     text_cfg = (transformers.MistralConfig if text.pop("mistral", False)
                 else transformers.LlamaConfig)(**text)
     return getattr(transformers, cls)(vision_config=vision_cfg, text_config=text_cfg, **extra)
@@ -292,7 +294,7 @@ def summary(source: str) -> dict[str, object]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m sn_interp.models.sizing [CHECKPOINT ...]``: print each checkpoint's sizes."""
-    parser = argparse.ArgumentParser(prog="python -m sn_interp.models.sizing", description=__doc__
+    parser = argparse.ArgumentParser(prog="python -m sn_interp.models.sizing", description=(__doc__ or "")
                                      .split("\n\n")[0])
     parser.add_argument("checkpoints", nargs="*", default=list(CHECKPOINTS),
                         help="hub ids or checkpoint directories (default: the quoted ones)")

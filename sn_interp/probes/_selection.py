@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import xarray as xr
+from jaxtyping import Int
 
 from sn_interp.probes import _checks
 from sn_interp.probes._data import check_available, sample_coords, unit_values
@@ -21,7 +22,8 @@ from sn_interp.probes._data import check_available, sample_coords, unit_values
 FORMAT_VERSION = 1
 
 
-def majority_vote(votes: np.ndarray, n_classes: int) -> np.ndarray:
+def majority_vote(votes: Int[np.ndarray, "sample voter"],
+                  n_classes: int) -> Int[np.ndarray, " sample"]:
     """Majority vote over columns (voters in rank order); ties to the highest-ranked voter.
 
     Example:

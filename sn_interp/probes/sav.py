@@ -19,6 +19,7 @@ from typing import ClassVar
 
 import numpy as np
 import xarray as xr
+from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
 from sn_interp.names import head_id
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 EPS = 1e-8
 
 
-def head_means(z: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+def head_means(z: Float[np.ndarray, "sample head d_head"], y: Int[np.ndarray, " sample"],
+               n_classes: int) -> Float[np.ndarray, "cls head d_head"]:
     """float32 class means (class, head, d_head) of per-head vectors ``z`` (sample, head, d)."""
     z = np.asarray(z, np.float32)
     sums = np.zeros((n_classes, *z.shape[1:]), np.float32)
@@ -38,7 +40,8 @@ def head_means(z: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
     return sums / counts[:, None, None]
 
 
-def cosine_predict(z: np.ndarray, means: np.ndarray) -> np.ndarray:
+def cosine_predict(z: Float[np.ndarray, "sample head d_head"],
+                   means: Float[np.ndarray, "cls head d_head"]) -> Int[np.ndarray, "sample head"]:
     """Nearest centroid by cosine similarity: (sample, head) class indices.
 
     Args:

@@ -21,9 +21,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from jaxtyping import Bool, Float, Int
 
 
-def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
+def mcnemar_exact(correct_a: Bool[np.ndarray, " sample"], correct_b: Bool[np.ndarray, " sample"]
+                  ) -> dict[str, float]:
     """Exact McNemar test of two classifiers' per-sample correctness on the same samples.
 
     Args:
@@ -46,7 +48,8 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, flo
     return {"b": only_a, "c": only_b, "p_value": min(p, 1.0)}
 
 
-def paired_tests(preds: Mapping[str, np.ndarray], labels: np.ndarray) -> pd.DataFrame:
+def paired_tests(preds: Mapping[str, Int[np.ndarray, " sample"]],
+                 labels: Int[np.ndarray, " sample"]) -> pd.DataFrame:
     """Exact McNemar between every pair of classifiers predicting the same samples.
 
     Args:
@@ -82,7 +85,7 @@ def paired_tests(preds: Mapping[str, np.ndarray], labels: np.ndarray) -> pd.Data
                                        "only_b", "p_value"])
 
 
-def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
+def holm(pvalues: Sequence[float] | Float[np.ndarray, " test"]) -> Float[np.ndarray, " test"]:
     """Holm-adjusted p-values (statsmodels ``multipletests``); NaN entries stay NaN."""
     from statsmodels.stats.multitest import multipletests
 
@@ -115,6 +118,6 @@ def holm_across(df: pd.DataFrame, family: Sequence[str], p: str = "p_value",
     return df
 
 
-def null_ceiling(null: np.ndarray, q: float = 95.0) -> float:
+def null_ceiling(null: Float[np.ndarray, " perm"], q: float = 95.0) -> float:
     """The ``q``-th percentile of a null distribution (the chance ceiling of an accuracy)."""
     return float(np.percentile(np.asarray(null, np.float64), q))

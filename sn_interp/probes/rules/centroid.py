@@ -79,8 +79,9 @@ def _sorted_classes(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return srt, order
 
 
-def centroid_bounds(means: np.ndarray, out: tuple[np.ndarray, np.ndarray] | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def centroid_bounds(means: Float[np.ndarray, "cls neuron"],
+                    out: tuple[np.ndarray, np.ndarray] | None = None
+                    ) -> tuple[Float[np.ndarray, "cls neuron"], Float[np.ndarray, "cls neuron"]]:
     """Closed float32 intervals ``(lo, hi)``, each (class, neuron), of the centroid rule.
 
     Args:
@@ -151,7 +152,8 @@ def centroid_bounds(means: np.ndarray, out: tuple[np.ndarray, np.ndarray] | None
     return lo, hi
 
 
-def centroid_predict(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def centroid_predict(x: Float[np.ndarray, "sample neuron"], lo: Float[np.ndarray, "cls neuron"],
+                     hi: Float[np.ndarray, "cls neuron"]) -> Int[np.ndarray, "sample neuron"]:
     """Class indices (sample, neuron) of float32 values ``x`` under intervals from bounds."""
     x = np.asarray(x, np.float32)
     pred = np.full(x.shape, -1, np.int64)
