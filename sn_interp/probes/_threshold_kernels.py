@@ -341,6 +341,9 @@ def _scan_tile(keys, tw, n, n_cls, n_folds, seg_counts, cv, bad, out, j0):
     fw = np.empty((4, n_cls))
     t = np.empty(n_cls)
     pol = np.empty(n_cls)
+    xt = np.empty(n, np.float64)  # one fold's training samples, in sorted order
+    lt = np.empty(n, np.int64)
+    none = np.zeros(n, np.int64)
     total = np.zeros(n_cls, np.int64)
     for f in range(n_folds):
         for c in range(n_cls):
@@ -378,11 +381,19 @@ def _scan_tile(keys, tw, n, n_cls, n_folds, seg_counts, cv, bad, out, j0):
         for f in range(n_folds):
             for c in range(n_cls):
                 total[c] -= seg_counts[f, c]
-            _fit_any(ties, vb, xs, lab, fo, n, f, n_cls, total, t, pol, w, fw)
-            right = _correct(xf, lf, start[f], start[f + 1], n_cls, t, pol)
-            acc += right / (start[f + 1] - start[f])
+            if ties:
+                _fit(vb, xs, lab, fo, n, f, n_cls, total, t, pol, w, fw)
+            else:  # the training samples copied out without a branch, then fitted
+                q = 0
+                for p in range(n):
+                    xt[q] = xs[p]
+                    lt[q] = lab[p]
+                    q += fo[p] != f
+                _fit_distinct(xt, lt, none, q, -1, n_cls, total, t, pol, w)
             for c in range(n_cls):
                 total[c] += seg_counts[f, c]
+            right = _correct(xf, lf, start[f], start[f + 1], n_cls, t, pol)
+            acc += right / (start[f + 1] - start[f])
         out[0, col] = acc / n_folds
 
 
