@@ -78,7 +78,7 @@ def create(path: str | Path, template: xr.Dataset, chunk: int) -> bool:
     ds = vlen_strings(template)
     ds[DONE] = xr.zeros_like(ds["sample_id"], dtype=bool)
     ds[DONE].attrs = {"long_name": "sample written (resume bookkeeping)"}
-    encoding = {name: {"chunks": (chunk,) + var.shape[1:]} for name, var in ds.data_vars.items()}
+    encoding = {name: {"chunks": _chunks(var, chunk)} for name, var in ds.data_vars.items()}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         with warnings.catch_warnings():
@@ -98,6 +98,14 @@ def create(path: str | Path, template: xr.Dataset, chunk: int) -> bool:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def _chunks(var: xr.DataArray, chunk: int) -> tuple[int, ...]:
+    """``chunk`` samples by one layer by the whole width: scoring reads each layer alone, so
+    a chunk spanning every layer would be read once per layer."""
+    if var.ndim >= 2 and var.dims[1] in ("layer", "vision_layer"):
+        return (chunk, 1, *var.shape[2:])
+    return (chunk, *var.shape[1:])
 
 
 def vlen_strings(ds: xr.Dataset) -> xr.Dataset:
