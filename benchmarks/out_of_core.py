@@ -1,7 +1,7 @@
 """Scoring a store larger than memory: ``find_super_neurons`` under a memory cap (DESIGN 6-7).
 
-Builds a Zarr activation store of random float32 ``mlp_post`` activations (chunked along
-``sample`` as extraction writes them; random normal values barely compress) of
+Builds a Zarr activation store of random float32 ``mlp_post`` activations (chunked by
+(sample batch, layer) as extraction writes them; random normal values barely compress) of
 ``--factor`` (default 2.8) times the memory cap raw, at least twice the cap on disk, then scores it with
 ``sn.find_super_neurons`` on a ``dask.distributed`` LocalCluster of one worker process
 (``--threads`` threads) whose ``memory_limit`` is the cap, as a hard limit (no spilling or
@@ -65,7 +65,8 @@ def build(path: Path, n: int, layers: int, units: int, chunk: int, n_classes: in
                     attrs={"model_id": "random", "class_names": json.dumps(names)})
     with warnings.catch_warnings():  # consolidated v3 metadata, as sn_interp's own stores
         warnings.filterwarnings("ignore", "Consolidated metadata", ZarrUserWarning)
-        ds.to_zarr(path, mode="w-", zarr_format=3, consolidated=True)
+        ds.to_zarr(path, mode="w-", zarr_format=3, consolidated=True,
+                   encoding={"mlp_post": {"chunks": (chunk, 1, units)}})  # as extraction
 
 
 def size_gb(path: Path) -> float:
