@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -190,11 +191,35 @@ def timed_predict(clf: EarlyExitClassifier, samples: Sequence[Sample]) -> tuple[
     return pred, (time.perf_counter() - start) / len(samples)
 
 
+def interleaved_latency(runs: Mapping[Any, Callable[[], object]], n: int, *,
+                        repeats: int = 5) -> dict[Any, np.ndarray]:
+    """Seconds per sample of each callable, ``repeats`` times, the callables interleaved.
+
+    Each repeat runs every callable once, in order (the base model first, then each early
+    exit), so a load change on a shared machine hits all of them alike within a repeat; a
+    ratio of two callables is taken per repeat and its median reported (see :func:`sweep`).
+
+    Example:
+        >>> lat = interleaved_latency({"a": lambda: sum(range(1000))}, n=1, repeats=3)
+        >>> lat["a"].shape
+        (3,)
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    out: dict[Any, list[float]] = {key: [] for key in runs}
+    for _ in range(repeats):
+        for key, run in runs.items():
+            start = time.perf_counter()
+            run()
+            out[key].append((time.perf_counter() - start) / n)
+    return {key: np.array(v) for key, v in out.items()}
+
+
 def sweep(vlm: VLM, probe: Sequence[Sample], test: Sequence[Sample], *,
           layers: Sequence[int] | None = None, k: int = 20, rule: str = "centroid",
           score: str = "probe", vision: bool = False, batch_size: int = 8,
           zero_shot_mode: str = "generate", max_new_tokens: int = 5,
-          progress: bool = True) -> xr.Dataset:
+          repeats: int = 5, timing_samples: int = 32, progress: bool = True) -> xr.Dataset:
     """Test accuracy and latency of SN early exit at each exit layer, and of the base model.
 
     For each exit layer ``L``, SNs are selected on ``probe`` among the neurons of layers
@@ -203,10 +228,18 @@ def sweep(vlm: VLM, probe: Sequence[Sample], test: Sequence[Sample], *,
     neurons only, so the language model never runs. The base model answers ``test`` itself
     through :func:`sn_interp.zero_shot`.
 
+    Accuracy comes from one pass over ``test``. Latency is timed apart, on the first
+    ``timing_samples`` test samples, ``repeats`` times with the base model and the exits
+    interleaved (:func:`interleaved_latency`): ``latency`` and ``base_latency`` are medians
+    over the repeats, ``speedup`` the median of the per-repeat ratios, so a busy machine
+    slows both sides of a ratio alike instead of printing nonsense.
+
     Returns:
         A Dataset over ``exit_layer`` with ``accuracy`` (+ ``accuracy_low``/``_high``, 95%
         bootstrap), ``latency`` (seconds per sample), ``speedup`` (base latency / latency),
-        ``best_neuron``; scalars ``base_accuracy`` (+ interval) and ``base_latency``.
+        ``best_neuron``; scalars ``base_accuracy`` (+ interval) and ``base_latency``; the
+        timings of every repeat as ``latency_repeats`` (exit_layer, repeat) and
+        ``base_latency_repeats`` (repeat).
     """
     from sn_interp.extraction import extract
     from sn_interp.names import ALL_SITES, VISION_SITE
@@ -218,35 +251,49 @@ def sweep(vlm: VLM, probe: Sequence[Sample], test: Sequence[Sample], *,
     acts = extract(vlm, probe, sites=sites, layers=range(max(layers) + 1),
                    batch_size=batch_size, progress=progress)
     exits = ([-1] if vision else []) + layers
-    rows = []
+    rows, clfs = [], []
     for exit_layer in tqdm(exits, desc="exit layers", disable=not progress):
         sites, max_layer = ((VISION_SITE.name,), None) if exit_layer < 0 else (ALL_SITES,
                                                                                exit_layer)
         found = find_super_neurons(acts, k=k, rule=rule, score=score, progress=False,
                                    sites=sites, max_layer=max_layer)
-        clf = EarlyExitClassifier(vlm, found, batch_size=batch_size)
-        pred, latency = timed_predict(clf, test)
-        ev = evaluate(pred)
+        clfs.append(EarlyExitClassifier(vlm, found, batch_size=batch_size))
+        ev = evaluate(clfs[-1].predict(test))
         rows.append((float(ev.accuracy), float(ev.accuracy_low), float(ev.accuracy_high),
-                     latency, str(found.table["id"].values[0])))
-    start = time.perf_counter()
-    base = zero_shot(vlm, test, mode=zero_shot_mode, max_new_tokens=max_new_tokens,
-                     batch_size=batch_size, progress=False)
-    base_latency = (time.perf_counter() - start) / len(test)
-    base_ev = evaluate(base.pred)
-    acc, low, high, lat, best = (np.array(c) for c in zip(*rows, strict=True))
+                     str(found.table["id"].values[0])))
+
+    def answer(samples: Sequence[Sample]) -> xr.Dataset:
+        return zero_shot(vlm, samples, mode=zero_shot_mode, max_new_tokens=max_new_tokens,
+                         batch_size=batch_size, progress=False)
+
+    base_ev = evaluate(answer(test).pred)
+    timing = list(test[:max(1, timing_samples)])
+    runs = {"base": lambda: answer(timing)}
+    runs.update({i: (lambda c=c: c.predict(timing)) for i, c in enumerate(clfs)})
+    lat = interleaved_latency(runs, len(timing), repeats=repeats)
+    base_lat = lat.pop("base")
+    latency = np.array([np.median(lat[i]) for i in range(len(clfs))])
+    speedup = np.array([np.median(base_lat / lat[i]) for i in range(len(clfs))])
+    acc, low, high, best = (np.array(c) for c in zip(*rows, strict=True))
+    timed = {"timing": f"median of {repeats} interleaved repeats on {len(timing)} test samples"}
     return xr.Dataset(
         {"accuracy": ("exit_layer", acc, {"long_name": "SN early-exit test accuracy"}),
          "accuracy_low": ("exit_layer", low), "accuracy_high": ("exit_layer", high),
-         "latency": ("exit_layer", lat, {"long_name": "latency", "units": "s / sample"}),
-         "speedup": ("exit_layer", base_latency / lat, {"long_name": "speed-up vs base"}),
+         "latency": ("exit_layer", latency, {"long_name": "latency", "units": "s / sample",
+                                             **timed}),
+         "speedup": ("exit_layer", speedup, {"long_name": "speed-up vs base", **timed}),
          "best_neuron": ("exit_layer", best.astype(str)),
          "base_accuracy": ((), float(base_ev.accuracy)),
          "base_accuracy_low": ((), float(base_ev.accuracy_low)),
          "base_accuracy_high": ((), float(base_ev.accuracy_high)),
-         "base_latency": ((), base_latency, {"units": "s / sample"})},
+         "base_latency": ((), float(np.median(base_lat)), {"units": "s / sample", **timed}),
+         "latency_repeats": (("exit_layer", "repeat"), np.stack([lat[i] for i in
+                                                                 range(len(clfs))]),
+                             {"units": "s / sample"}),
+         "base_latency_repeats": ("repeat", base_lat, {"units": "s / sample"})},
         coords={"exit_layer": ("exit_layer", np.array(exits, np.int64),
                                {"long_name": "exit layer (-1: vision tower only)"})},
         attrs={"model_id": vlm.model_id, "k": k, "rule": rule, "score": score,
                "zero_shot_mode": zero_shot_mode, "batch_size": batch_size,
-               "n_probe": int(acts.sizes["sample"]), "n_test": len(test)})
+               "n_probe": int(acts.sizes["sample"]), "n_test": len(test),
+               "timing_repeats": repeats, "timing_samples": len(timing)})

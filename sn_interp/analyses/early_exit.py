@@ -15,7 +15,8 @@ saved there, under ``<out>/classifier_<model>_<task>/``, with its ``task_options
 Output dims: ``model``, ``task``, ``exit_layer`` (the union over models; -1 is the vision exit;
 NaN past a model's depth or off the swept grid). Variables over (model, task, exit_layer):
 ``accuracy`` (+ ``_low``/``_high``, 95% bootstrap), ``latency`` (s / sample), ``speedup``
-(base latency / latency), ``best_neuron``; over (model, task): ``base_accuracy`` (+ interval),
+(base latency / latency; latencies are medians of ``--timing-repeats`` repeats with the base
+model and the exits interleaved, the speed-up the median of the per-repeat ratios), ``best_neuron``; over (model, task): ``base_accuracy`` (+ interval),
 ``base_latency``, ``best_exit_layer``, ``best_accuracy``, ``best_speedup``; ``n_layers`` over
 model.
 
@@ -58,6 +59,10 @@ class Config(StudyConfig):
     """How the base model answers: generate (greedy text, mapped to a class) or first_token."""
     max_new_tokens: int = 5
     """Generation budget of the base model's answer (its latency includes generating these)."""
+    timing_repeats: int = 5
+    """Latency: repeats of the base model and every exit, interleaved; the speed-up is the median of the per-repeat ratios."""
+    timing_samples: int = 32
+    """Latency: test samples timed per repeat (accuracy always uses the whole test split)."""
     save_classifiers: bool = True
     """Save one EarlyExitClassifier per (model, task) at its best exit point under the out dir."""
 
@@ -69,6 +74,9 @@ class Config(StudyConfig):
         if self.exit_layers is not None and (not self.exit_layers or min(self.exit_layers) < 0):
             raise ValueError(f"exit_layers must be layers >= 0 (use --vision for the vision "
                              f"exit), got {self.exit_layers}")
+        if self.timing_repeats < 1 or self.timing_samples < 1:
+            raise ValueError(f"timing_repeats and timing_samples must be >= 1, got "
+                             f"{self.timing_repeats} and {self.timing_samples}")
         if not 0 <= self.tolerance <= 1:
             raise ValueError(f"tolerance must be in [0, 1], got {self.tolerance}")
 
@@ -109,7 +117,9 @@ def cell(cfg: Config, vlm, inputs: dict) -> xr.Dataset:
     ds = sweep(vlm, inputs["probe"], inputs["test"], layers=layers_of(cfg, vlm.dims.n_layers),
                k=cfg.k, rule=cfg.rule, score=cfg.score, vision=cfg.vision,
                batch_size=cfg.batch_size, zero_shot_mode=cfg.zero_shot_mode,
-               max_new_tokens=cfg.max_new_tokens, progress=cfg.progress)
+               max_new_tokens=cfg.max_new_tokens, repeats=cfg.timing_repeats,
+               timing_samples=cfg.timing_samples, progress=cfg.progress)
+    ds = ds.drop_vars(["latency_repeats", "base_latency_repeats"])  # medians are kept
     best = best_exit(ds, cfg.tolerance)
     at = ds.sel(exit_layer=best)
     log.info("%s / %s: best exit layer %d, accuracy %.3f (base %.3f), speed-up %.2fx",

@@ -181,7 +181,8 @@ def test_early_exit_outputs(early_out):
         assert r[var].dims == ("model", "task"), var
     assert np.isnan(r.accuracy.sel(model="tiny-llava", exit_layer=2)).all()  # 2 layers only
     assert np.isfinite(r.accuracy.sel(model="tiny-qwen3-vl")).all()
-    np.testing.assert_allclose(r.speedup, r.base_latency / r.latency)
+    assert (r.speedup.where(np.isfinite(r.accuracy), 1.0) > 0).all()
+    assert "interleaved repeats" in r.speedup.attrs["timing"]  # medians, not one pass
     assert r.latency.attrs["units"] == "s / sample"
     for m in MODELS:
         cell = r.sel(model=m, task=TASK)

@@ -105,7 +105,36 @@ def test_sweep_structure(setup):
         assert ds[var].dims == ("exit_layer",) and np.isfinite(ds[var].values).all()
     assert ((ds.accuracy_low <= ds.accuracy) & (ds.accuracy <= ds.accuracy_high)).all()
     assert 0 <= float(ds.base_accuracy) <= 1 and float(ds.base_latency) > 0
-    np.testing.assert_allclose(ds.speedup, ds.base_latency / ds.latency)
+    assert ds.latency_repeats.sizes["repeat"] == 5 and ds.attrs["timing_samples"] == 12
+    ratios = ds.base_latency_repeats.values[None, :] / ds.latency_repeats.values
+    np.testing.assert_allclose(ds.speedup, np.median(ratios, axis=1))
+    np.testing.assert_allclose(ds.latency, np.median(ds.latency_repeats, axis=1))
+    assert float(ds.base_latency) == pytest.approx(float(np.median(ds.base_latency_repeats)))
+
+
+def test_interleaved_latency_alternates_and_survives_a_busy_repeat(monkeypatch):
+    """A fake clock: the base takes 2 units, the exit 1, and the third repeat runs 10x slower
+    (a busy machine); the interleaved median ratio is still exactly 2."""
+    from sn_interp import early_exit as ee
+
+    clock, order, repeat = [0.0], [], [0]
+
+    def run(name, cost):
+        def call():
+            order.append(name)
+            clock[0] += cost * (10 if repeat[0] == 2 else 1)
+            if name == "exit":
+                repeat[0] += 1
+        return call
+
+    monkeypatch.setattr(ee.time, "perf_counter", lambda: clock[0])
+    lat = ee.interleaved_latency({"base": run("base", 2.0), "exit": run("exit", 1.0)}, n=4,
+                                 repeats=5)
+    assert order == ["base", "exit"] * 5
+    np.testing.assert_allclose(lat["base"], [0.5, 0.5, 5.0, 0.5, 0.5])
+    assert np.median(lat["base"] / lat["exit"]) == 2.0
+    with pytest.raises(ValueError, match="repeats"):
+        ee.interleaved_latency({}, n=1, repeats=0)
 
 
 def test_predict_cli(tmp_path):
