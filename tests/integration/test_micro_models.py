@@ -7,11 +7,19 @@ import pytest
 import sn_interp as sn
 from sn_interp.models import DATA_MODELS, registry_names
 
-# (task, prompt, eval images): trained tasks with non-held-out prompts, 2 answer formats.
-CASES = (("shapes-color", "mc", 24), ("digits", "open", 30), ("fashion-mnist", "open", 30))
-#: mini-llava-smollm2 answers colour well but digits at chance (its model card): it is held to
-#: the tasks its card shows it learned.
-MODEL_CASES = {"mini-llava-smollm2": (("shapes-color", "mc", 24), ("shapes-color", "open", 24))}
+# (task, prompt, eval images, minimum accuracy or None for 2x chance): trained tasks with
+# non-held-out prompts, 2 answer formats.
+CASES = (("shapes-color", "mc", 24, None), ("digits", "open", 30, None),
+         ("fashion-mnist", "open", 30, None))
+#: mini-llava-smollm2: every trained task it answers above chance, one training prompt each,
+#: held to what it reached on these 30 seed-1 eval images (digits 0.30, mnist 0.23, fashion
+#: 0.37, colour 0.97, shape 0.57, count 0.50) minus about 4 answers of margin for platform
+#: float differences. shapes-position is trained but answered at chance (model card), so it
+#: has no above-chance case.
+MINI_CASES = (("digits", "open_list", 30, 0.17), ("mnist", "open_list", 30, 0.14),
+              ("fashion-mnist", "open_list", 30, 0.25), ("shapes-color", "open", 30, 0.85),
+              ("shapes-shape", "open", 30, 0.45), ("shapes-count", "mc", 30, 0.35))
+MODEL_CASES = {"mini-llava-smollm2": MINI_CASES}
 MODELS = ("micro-llava", "micro-qwen3-vl", "mini-llava-smollm2")
 #: Parameters (all, trained) bounds per model: the micro models train everything; the mini model
 #: trains only its vision tower and projector around the frozen 135M-parameter SmolLM2.
@@ -41,12 +49,13 @@ def test_micro_model_answers_above_chance(name: str) -> None:
     params = sum(p.numel() for p in vlm.model.parameters())
     low, high = SIZES[name]
     assert low < params < high
-    for task_name, prompt, n in MODEL_CASES.get(name, CASES):
+    for task_name, prompt, n, least in MODEL_CASES.get(name, CASES):
         task = sn.load_task(task_name, partition="eval", n=n, seed=1, prompt=prompt)
         base = sn.zero_shot(vlm, list(task), batch_size=16, max_new_tokens=6, progress=False)
         acc = float(sn.evaluate(base.pred, n_boot=1)["accuracy"])
         chance = 1 / len(task.class_names)
-        assert acc > 2 * chance, f"{name} on {task_name}/{prompt}: {acc:.2f} (chance {chance:.2f})"
+        bound = 2 * chance if least is None else least
+        assert acc > bound, f"{name} on {task_name}/{prompt}: {acc:.2f} (chance {chance:.2f})"
         assert float(base.mapped.mean()) > 0.9  # it answers in the asked format
 
 
