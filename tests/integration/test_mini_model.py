@@ -107,7 +107,9 @@ def test_recipe_keeps_the_lm_pretrained_and_assembles_exactly(tmp_path: Path) ->
 
     # only the trained parts are written; assembly rebuilds the same model
     out = tmp_path / "mini"
-    save(model, processor, cfg, out, TrainResult(result.losses, 1.0), "test")
+    with pytest.raises(ValueError, match="LoRA factors"):  # a merged model without them
+        save(model, processor, cfg, out, TrainResult(result.losses, 1.0), "test")
+    save(model, processor, cfg, out, result, "test")
     assert not (out / "config.json").exists() and (out / plm.ASSEMBLE_FILE).exists()
     assert sum(f.stat().st_size for f in out.iterdir()) < 30 * 2**20
     spec = json.loads((out / plm.ASSEMBLE_FILE).read_text())

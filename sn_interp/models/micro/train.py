@@ -245,6 +245,10 @@ def train(model: PreTrainedModel, processor: Any, cfg: MicroConfig,
 def save(model: PreTrainedModel, processor: Any, cfg: MicroConfig, out: Path,
          result: TrainResult, command: str) -> Path:
     """Write weights (safetensors), processor and :data:`SUMMARY` (recipe + losses) to ``out``."""
+    if cfg.lora_rank and not result.lora:
+        raise ValueError(f"{cfg.name} trains LoRA adapters (lora_rank {cfg.lora_rank}) but the "
+                         "result carries no LoRA factors: pass the TrainResult of run_recipe, "
+                         "or the saved model would lack the adapters merged into its LM")
     out.mkdir(parents=True, exist_ok=True)
     if cfg.pretrained:
         _save_trained_parts(model, cfg, out, result.lora or {})
