@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -302,7 +303,7 @@ def run(cfg: Config, loaded: _data.Loaded | None = None) -> xr.Dataset:
 
 def _largest_k(var: str):
     """A headline value: ``var`` of the mean ablation at the cell's largest computed k."""
-    def value(result: xr.Dataset, cell: dict, cfg) -> float:
+    def value(result: xr.Dataset, cell: Mapping[str, str], cfg: object) -> float:
         if var not in result or cell["model"] not in result.model.values \
                 or cell["task"] not in result.task.values:
             return float("nan")

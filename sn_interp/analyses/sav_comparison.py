@@ -268,7 +268,7 @@ def cell(cfg: Config, vlm, inputs: dict) -> xr.Dataset:
         "classifier": list(CLASSIFIERS),
         "k": ("k", np.array(cfg.ks, np.int64), {"long_name": "voters (k)"}),
         "shots": ("shots", np.array(shots, np.int64), {"long_name": "probe examples per class"})}),
-        ev])
+        *([] if ev is None else [ev])])
 
 
 def run(cfg: Config, loaded: _data.Loaded | None = None) -> xr.Dataset:

@@ -30,7 +30,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -250,7 +250,7 @@ def merge_low_rank(model: torch.nn.Module, factors: dict[str, torch.Tensor],
     names = sorted({k[len(LORA_PREFIX):].rsplit(".", 1)[0] for k in factors})
     for name in names:
         a, b = factors[f"{LORA_PREFIX}{name}.A"], factors[f"{LORA_PREFIX}{name}.B"]
-        weight = model.get_submodule(name).weight
+        weight = cast(torch.Tensor, model.get_submodule(name).weight)
         with torch.no_grad():
             weight.copy_(weight + scale * (b.to(weight.dtype) @ a.to(weight.dtype)))
 

@@ -56,7 +56,8 @@ def accuracy_table(vlm: Any, tasks: Sequence[str] = ALL_TASKS, *, n: int = 100,
                          "n": len(samples), "chance": round(1 / k, 3),
                          "accuracy": round(_accuracy(base.pred), 3),
                          "mapped": round(float(base.mapped.mean()), 3),
-                         "label_counts": np.bincount([s.label for s in samples], minlength=k),
+                         "label_counts": np.bincount([int(s.label) for s in samples if s.label is not None],
+                                                     minlength=k),
                          "answer_counts": np.bincount(base.pred.values[base.pred.values >= 0],
                                                       minlength=k)})
             log.info("%s/%s: %.3f", name, pid, rows[-1]["accuracy"])
@@ -80,6 +81,7 @@ def letter_table(table: pd.DataFrame) -> pd.DataFrame:
     of the labels, and the largest ratio (a letter answered more than twice its label share is
     a letter bias)."""
     rows = []
+    r: Any  # a pandas row (itertuples): its fields are the table's columns
     for r in table[table["format"] == "multiple_choice"].itertuples():
         labels = r.label_counts / r.label_counts.sum()
         answers = r.answer_counts / max(1, r.answer_counts.sum())
@@ -93,6 +95,7 @@ def letters_markdown(table: pd.DataFrame) -> str:
     """:func:`letter_table` as Markdown (shares in percent, letters A, B, ...)."""
     lines = ["| task | prompt | label share % (A, B, ...) | answered share % (A, B, ...) | "
              "max answered/label | > 2x? |", "|---|---|---|---|---|---|"]
+    r: Any  # a pandas row (itertuples)
     for r in letter_table(table).itertuples():
         def fmt(v: np.ndarray) -> str:
             return " ".join(f"{chr(65 + i)}{100 * x:.0f}" for i, x in enumerate(v))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -71,7 +71,7 @@ def instruction_examples(tasks: Sequence[str], *, max_images: int | None = None,
         examples = []
         for pid in training_prompts(task):
             examples += [Example(s.image, s.question, answer_text(s), name, pid, s.image_id,
-                                 s.label) for s in task.with_prompt(pid)]
+                                 cast(int, s.label)) for s in task.with_prompt(pid)]
         out[name] = examples
         log.info("%s: %d train images x %d prompts (held out: %s)", name, len(task),
                  len(training_prompts(task)), task.heldout_prompt)

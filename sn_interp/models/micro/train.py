@@ -20,6 +20,9 @@ peak rate, gradient clipping at 1. Seeded: the same config gives the same weight
 machine and library versions.
 """
 
+# pyright: reportAttributeAccessIssue=false, reportCallIssue=false, reportArgumentType=false
+# (training recipe: HF submodules reached through nn.Module attributes, which torch types as Tensor | Module)
+
 from __future__ import annotations
 
 import argparse

@@ -15,6 +15,9 @@ Example:
     ['digits', 'fashion-mnist']
 """
 
+# pyright: reportAttributeAccessIssue=false, reportCallIssue=false, reportArgumentType=false
+# (training recipe: HF submodules reached through nn.Module attributes, which torch types as Tensor | Module)
+
 from __future__ import annotations
 
 import logging
