@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> None:
                                               progress=False)
                 rows.append((n_classes, rule, score, time.perf_counter() - t0))
                 check(found, acts, rule, score, min(args.check, units))
+                print(f"  {n_classes} classes, {rule}/{score}: {rows[-1][3]:.2f} s "
+                      f"(read pass so far {statistics.median(reads):.3f} s); numpy reference "
+                      "check passed", flush=True)
                 del found
         read = statistics.median(reads)
         rows = [(*r, read) if len(r) == 4 else r for r in rows]
