@@ -268,7 +268,7 @@ def sweep(vlm: VLM, probe: Sequence[Sample], test: Sequence[Sample], *,
 
     base_ev = evaluate(answer(test).pred)
     timing = list(test[:max(1, timing_samples)])
-    runs = {"base": lambda: answer(timing)}
+    runs: dict[str | int, Callable[[], object]] = {"base": lambda: answer(timing)}
     runs.update({i: (lambda c=c: c.predict(timing)) for i, c in enumerate(clfs)})
     lat = interleaved_latency(runs, len(timing), repeats=repeats)
     base_lat = lat.pop("base")
