@@ -202,7 +202,7 @@ def assemble(source: Path, out: Path) -> Path:
     if spec.get("sha256") != lm_spec.sha256:
         raise ValueError(f"{source / ASSEMBLE_FILE} was trained on {lm_spec.file} with sha256 "
                          f"{spec.get('sha256')}, but this sn_interp expects {lm_spec.sha256}: "
-                         "retrain the model (python -m sn_interp.models.micro.train "
+                         "retrain the model (python -m sn_interp.checkpoints.micro.train "
                          f"{source.name}) or use the sn_interp version it was trained with")
     config = transformers.AutoConfig.for_model(**json.loads((source / CONFIG_FILE).read_text()))
     if not config.architectures:
@@ -261,7 +261,7 @@ def _key(source: Path) -> str:
     if missing:
         raise FileNotFoundError(f"{source} lacks {', '.join(missing)}: restore them from git "
                                 "(git checkout -- data/models) or retrain with python -m "
-                                f"sn_interp.models.micro.train {source.name}")
+                                f"sn_interp.checkpoints.micro.train {source.name}")
     h = hashlib.sha256(str(_FORMAT).encode())
     for name in (ASSEMBLE_FILE, CONFIG_FILE, TRAINED_FILE):
         h.update((source / name).read_bytes())

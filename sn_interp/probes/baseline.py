@@ -43,6 +43,10 @@ from tqdm.auto import tqdm
 
 from sn_interp.sample import sample_coords
 
+# class_answer_strings is defined below probes (checkpoint building uses it) and stays
+# importable from here, where the zero-shot baseline and its callers have always found it.
+from sn_interp.tasks.prompts import class_answer_strings, yes_no_classes
+
 log = logging.getLogger(__name__)
 MODES = ("generate", "first_token")
 _BARE = re.compile(r"^\W*\(?([a-z])\)?\W*$")
@@ -67,13 +71,6 @@ def _match_open(text: str, class_names: Sequence[str]) -> int:
     return -1 if best is None else best[2]
 
 
-def _yes_no_classes(class_names: Sequence[str]) -> dict[str, int]:
-    low = [n.lower().strip() for n in class_names]
-    if sorted(low) == ["no", "yes"]:
-        return {"yes": low.index("yes"), "no": low.index("no")}
-    return {"no": 0, "yes": 1}
-
-
 def map_answer(text: str, class_names: Sequence[str], answer_format: str = "open") -> int:
     """Class index of a free-text answer, or -1 (rules in the module docstring)."""
     t = " ".join(str(text).lower().replace("*", "").split())
@@ -87,20 +84,10 @@ def map_answer(text: str, class_names: Sequence[str], answer_format: str = "open
     elif answer_format == "yes_no":
         m = _YESNO.search(t)
         if m:
-            return _yes_no_classes(class_names)[m.group(1)]
+            return yes_no_classes(class_names)[m.group(1)]
     elif answer_format != "open":
         raise ValueError(f"unknown answer_format {answer_format!r}")
     return _match_open(t, class_names)
-
-
-def class_answer_strings(class_names: Sequence[str], answer_format: str) -> list[str]:
-    """The answer string of each class: its letter, its name, or Yes/No."""
-    if answer_format == "multiple_choice":
-        return [string.ascii_uppercase[c] for c in range(len(class_names))]
-    if answer_format == "yes_no":
-        inv = {v: k for k, v in _yes_no_classes(class_names).items()}
-        return [inv[c].capitalize() for c in range(len(class_names))]
-    return [n.replace("_", " ") for n in class_names]
 
 
 def first_token_ids(tokenizer: Any, answer: str) -> list[int]:

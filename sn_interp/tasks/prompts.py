@@ -11,7 +11,9 @@ A template is a ``str.format`` string with these fields:
 Each template carries its ``answer_format``: ``multiple_choice`` templates contain
 ``{options}`` and end with "Answer with the letter."; ``open`` ones ask for the class name;
 ``yes_no`` ones say "Answer yes or no." and need two classes: "no" means label 0, "yes"
-label 1.
+label 1. :func:`class_answer_strings` gives the answer each class expects in a format (what the
+training recipes teach and the zero-shot baseline scores); it lives here, below ``probes``, so
+that checkpoint building can use it without importing upward.
 
 Example:
     >>> t = Template("mc", "What digit is this?\\n{options}\\nAnswer with the letter.",
@@ -130,3 +132,34 @@ def templates_from_manifest(entries: Mapping[str, Mapping[str, Any]]) -> dict[st
         raise ValueError(f"unknown prompt keys {sorted(unknown)}; use text, format, heldout")
     return {pid: Template(pid, e["text"], e.get("format", "open"), bool(e.get("heldout", False)))
             for pid, e in entries.items()}
+
+
+def yes_no_classes(class_names: Sequence[str]) -> dict[str, int]:
+    """Class index of ``"yes"`` and ``"no"``: by name when the classes are yes/no (any case, any
+    order), otherwise the binary convention ``no`` -> 0, ``yes`` -> 1.
+
+    Example:
+        >>> yes_no_classes(("Yes", "No"))
+        {'yes': 0, 'no': 1}
+    """
+    low = [n.lower().strip() for n in class_names]
+    if sorted(low) == ["no", "yes"]:
+        return {"yes": low.index("yes"), "no": low.index("no")}
+    return {"no": 0, "yes": 1}
+
+
+def class_answer_strings(class_names: Sequence[str], answer_format: str) -> list[str]:
+    """The answer string of each class: its letter, its name, or Yes/No.
+
+    Example:
+        >>> class_answer_strings(("t_shirt", "coat"), "multiple_choice")
+        ['A', 'B']
+        >>> class_answer_strings(("t_shirt", "coat"), "open")
+        ['t shirt', 'coat']
+    """
+    if answer_format == "multiple_choice":
+        return [string.ascii_uppercase[c] for c in range(len(class_names))]
+    if answer_format == "yes_no":
+        inv = {v: k for k, v in yes_no_classes(class_names).items()}
+        return [inv[c].capitalize() for c in range(len(class_names))]
+    return [n.replace("_", " ") for n in class_names]

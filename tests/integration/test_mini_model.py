@@ -64,9 +64,9 @@ def test_gguf_file_is_found_without_importing_the_wheel() -> None:
 
 @needs_wheel
 def test_recipe_keeps_the_lm_pretrained_and_assembles_exactly(tmp_path: Path) -> None:
-    from sn_interp.models.micro.config import MICRO_CONFIGS
-    from sn_interp.models.micro.data import collate, instruction_examples
-    from sn_interp.models.micro.train import TrainResult, build_model, run_recipe, save
+    from sn_interp.checkpoints.micro.config import MICRO_CONFIGS
+    from sn_interp.checkpoints.micro.data import collate, instruction_examples
+    from sn_interp.checkpoints.micro.train import TrainResult, build_model, run_recipe, save
 
     torch.set_num_threads(2)
     cfg = MICRO_CONFIGS["mini-llava-smollm2"].with_(

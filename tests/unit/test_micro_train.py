@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from sn_interp.models.micro.config import MICRO_CONFIGS, MicroConfig
-from sn_interp.models.micro.data import (
+from sn_interp.checkpoints.micro.config import MICRO_CONFIGS, MicroConfig
+from sn_interp.checkpoints.micro.data import (
     answer_text,
     collate,
     instruction_examples,
     length_bucketed_batches,
 )
-from sn_interp.models.micro.train import _parser, build_model, lr_factor, train
+from sn_interp.checkpoints.micro.train import _parser, build_model, lr_factor, train
 
 TASKS = ("shapes-color", "shapes-position")
 

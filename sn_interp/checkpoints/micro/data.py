@@ -23,8 +23,8 @@ import torch
 from PIL import Image
 from transformers import BatchFeature
 
-from sn_interp.probes.baseline import class_answer_strings
 from sn_interp.sample import Sample
+from sn_interp.tasks.prompts import class_answer_strings
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Frozen configs of the micro VLMs and the builders of their HF config, tokenizer and processor.
 
 Example:
-    >>> from sn_interp.models.micro.config import MICRO_CONFIGS
+    >>> from sn_interp.checkpoints.micro.config import MICRO_CONFIGS
     >>> cfg = MICRO_CONFIGS["micro-llava"]
     >>> cfg.model_class, cfg.n_image_tokens
     ('LlavaForConditionalGeneration', 16)

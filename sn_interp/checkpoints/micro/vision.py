@@ -8,7 +8,7 @@ carry digit, shape, colour, count and position identity before the language mode
 them. The heads are thrown away; only the tower is kept.
 
 Example:
-    >>> from sn_interp.models.micro.config import MICRO_CONFIGS
+    >>> from sn_interp.checkpoints.micro.config import MICRO_CONFIGS
     >>> cfg = MICRO_CONFIGS["mini-llava-smollm2"].with_(vision_pretrain_steps=2)  # doctest: +SKIP
     >>> report = pretrain_vision(model, processor, cfg)                            # doctest: +SKIP
     >>> sorted(report["val_accuracy"])[:2]                                         # doctest: +SKIP
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sn_interp.models.micro.config import MicroConfig
+from sn_interp.checkpoints.micro.config import MicroConfig
 
 log = logging.getLogger(__name__)
 

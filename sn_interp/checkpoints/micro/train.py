@@ -2,20 +2,20 @@
 
 Usage::
 
-    python -m sn_interp.models.micro.train micro-llava            # -> data/models/micro-llava
-    python -m sn_interp.models.micro.train micro-qwen3-vl --steps 200 --out /tmp/q
-    python -m sn_interp.models.micro.train mini-llava-smollm2     # pretrained LM + LoRA
+    python -m sn_interp.checkpoints.micro.train micro-llava            # -> data/models/micro-llava
+    python -m sn_interp.checkpoints.micro.train micro-qwen3-vl --steps 200 --out /tmp/q
+    python -m sn_interp.checkpoints.micro.train mini-llava-smollm2     # pretrained LM + LoRA
 
 Micro models train every weight from scratch. ``mini-llava-smollm2`` follows LLaVA: stage 0
 pretrains the vision tower (started from micro-llava's) as a supervised multi-task classifier
-(:mod:`sn_interp.models.micro.vision`); stage 1 loads the pretrained SmolLM2-135M-Instruct,
+(:mod:`sn_interp.checkpoints.micro.vision`); stage 1 loads the pretrained SmolLM2-135M-Instruct,
 freezes it and the tower, and trains the projector and low-rank (LoRA, ``peft``) adapters of
 the LM's attention and MLP projections; the adapters are then merged. Only the trained parts
 are saved (tower, projector, adapter factors), with what :mod:`sn_interp.models.pretrained_lm`
 needs to assemble the rest at load.
 
 Teacher-forced next-token loss on the answer tokens and EOS only (see
-:mod:`sn_interp.models.micro.data`); AdamW, linear warm-up then cosine decay to 10% of the
+:mod:`sn_interp.checkpoints.micro.data`); AdamW, linear warm-up then cosine decay to 10% of the
 peak rate, gradient clipping at 1. Seeded: the same config gives the same weights on the same
 machine and library versions.
 """
@@ -40,14 +40,14 @@ import torch
 import transformers
 from tqdm.auto import tqdm
 
-from sn_interp.models.micro.config import (
+from sn_interp.checkpoints.micro.config import (
     MICRO_CONFIGS,
     MicroConfig,
     build_config,
     build_processor,
     build_tokenizer_for,
 )
-from sn_interp.models.micro.data import (
+from sn_interp.checkpoints.micro.data import (
     Example,
     collate,
     instruction_examples,
@@ -311,7 +311,7 @@ def run_recipe(model: torch.nn.Module, processor: Any, cfg: MicroConfig,
     """Every stage of ``cfg``'s recipe on ``model`` in place: stage 0 (vision pretraining) if
     configured, then the instruction stage (vision tower frozen unless ``train_vision``, LoRA
     adapters on the LM if ``lora_rank``), then the adapters merged into the LM."""
-    from sn_interp.models.micro.vision import pretrain_vision
+    from sn_interp.checkpoints.micro.vision import pretrain_vision
 
     start = time.perf_counter()
     stage0 = None
@@ -362,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     log.info("%s: %d parameters", cfg.name, sum(p.numel() for p in model.parameters()))
     result = run_recipe(model, processor, cfg, examples, progress=not args.no_progress,
                         loss_log=args.loss_log)
-    command = "python -m sn_interp.models.micro.train " + " ".join(
+    command = "python -m sn_interp.checkpoints.micro.train " + " ".join(
         argv if argv is not None else sys.argv[1:])
     out = save(model, processor, cfg, args.out or DATA_MODELS / cfg.name, result, command)
     log.info("saved %s in %.0f s; loss %.4f -> %.4f", out, result.seconds,

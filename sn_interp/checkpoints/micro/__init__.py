@@ -15,11 +15,12 @@ All load with ``sn.load_model(name)``. The modules:
 - :mod:`.data`: instruction examples from the embedded tasks' ``train`` partition (every
   template except the held-out one, never a shift) and the left-padded batch collation;
 - :mod:`.vision`: stage 0, the vision tower pretrained as a supervised multi-task classifier;
-- :mod:`.train`: the seeded training loop and ``python -m sn_interp.models.micro.train``;
-- :mod:`.card`: zero-shot accuracy per task and prompt on the ``eval`` partition, for the
-  model card.
+- :mod:`.train`: the seeded training loop and ``python -m sn_interp.checkpoints.micro.train``;
+- :mod:`.card`: the model card's Markdown (from the training summary and an accuracy table);
+  the scoring command that fills it, ``python -m sn_interp.model_card <name> --write``, lives
+  in :mod:`sn_interp.model_card` because it needs ``probes``, which this package never imports.
 """
 
-from sn_interp.models.micro.config import MICRO_CONFIGS, MICRO_NAMES, MicroConfig
+from sn_interp.checkpoints.micro.config import MICRO_CONFIGS, MICRO_NAMES, MicroConfig
 
 __all__ = ["MICRO_CONFIGS", "MICRO_NAMES", "MicroConfig"]

@@ -1,67 +1,36 @@
-"""Zero-shot accuracy of a model per task and prompt, for the micro models' cards.
+"""The model card (README.md) of a trained embedded model: formatting only.
 
-Usage::
+:func:`model_card` writes the card's Markdown from the training summary
+(``micro_train.json``) and a zero-shot accuracy table; :func:`to_markdown` and
+:func:`letters_markdown` format that table. Scoring the model (``sn.zero_shot``,
+``sn.evaluate``, ``sn.load_model``) needs ``probes`` and the package root, which checkpoint
+building must not import, so the command that scores a model and writes its card lives one
+level up, in :mod:`sn_interp.model_card`::
 
-    python -m sn_interp.models.micro.card micro-llava --n 100   # prints a Markdown table
+    python -m sn_interp.model_card micro-llava --write   # -> data/models/micro-llava/README.md
 
-Samples come from the ``eval`` partition only (never seen in training); every prompt of each
-task is scored, the held-out one included (marked), with :func:`sn_interp.zero_shot` (greedy
-generation) and :func:`sn_interp.evaluate`.
+Example:
+    >>> import pandas as pd
+    >>> row = {"task": "shapes-color", "prompt": "mc", "format": "multiple_choice",
+    ...        "heldout": False, "trained_task": True, "n": 80, "chance": 0.25,
+    ...        "accuracy": 0.9, "mapped": 1.0}
+    >>> print(to_markdown(pd.DataFrame([row])).splitlines()[-1])
+    | shapes-color | mc | multiple_choice | 80 | 0.250 | 0.900 | 1.000 |
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from sn_interp.models.micro.config import DEFAULT_TASKS
+from sn_interp.checkpoints.micro.config import DEFAULT_TASKS
 
-log = logging.getLogger(__name__)
-
-__all__ = ["accuracy_table", "letter_table", "letters_markdown", "main", "model_card",
-           "to_markdown", "write_card"]
+__all__ = ["ALL_TASKS", "letter_table", "letters_markdown", "model_card", "to_markdown"]
 
 ALL_TASKS: tuple[str, ...] = (*DEFAULT_TASKS, "shapes-exists", "shapes-occlusion")
-
-
-def _accuracy(pred: Any) -> float:
-    import sn_interp as sn
-
-    return float(sn.evaluate(pred, n_boot=1)["accuracy"])
-
-
-def accuracy_table(vlm: Any, tasks: Sequence[str] = ALL_TASKS, *, n: int = 100,
-                   trained: Sequence[str] = DEFAULT_TASKS, batch_size: int = 25,
-                   seed: int = 0) -> pd.DataFrame:
-    """One row per (task, prompt): format, held out?, trained task?, chance, accuracy, mapped."""
-    import sn_interp as sn
-
-    rows = []
-    for name in tasks:
-        task = sn.load_task(name, partition="eval", n=n, seed=seed)
-        for pid, template in task.prompts.items():
-            samples = list(task.with_prompt(pid))
-            base = sn.zero_shot(vlm, samples, batch_size=batch_size, max_new_tokens=8,
-                                progress=False)
-            k = len(task.class_names)
-            rows.append({"task": name, "prompt": pid, "format": template.answer_format,
-                         "heldout": pid == task.heldout_prompt, "trained_task": name in trained,
-                         "n": len(samples), "chance": round(1 / k, 3),
-                         "accuracy": round(_accuracy(base.pred), 3),
-                         "mapped": round(float(base.mapped.mean()), 3),
-                         "label_counts": np.bincount([int(s.label) for s in samples if s.label is not None],
-                                                     minlength=k),
-                         "answer_counts": np.bincount(base.pred.values[base.pred.values >= 0],
-                                                      minlength=k)})
-            log.info("%s/%s: %.3f", name, pid, rows[-1]["accuracy"])
-    return pd.DataFrame(rows)
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -105,11 +74,11 @@ def letters_markdown(table: pd.DataFrame) -> str:
 
 
 def _data_section(cfg: dict[str, Any]) -> list[str]:
-    import sn_interp as sn
+    from sn_interp.tasks import load_task
 
     lines = ["| task | train images | training templates | held-out template |", "|---|---|---|---|"]
     for name in cfg["tasks"]:
-        task = sn.load_task(name, partition="train", n=cfg["max_images"], seed=cfg["seed"])
+        task = load_task(name, partition="train", n=cfg["max_images"], seed=cfg["seed"])
         used = ", ".join(f"`{p}` ({t.answer_format})" for p, t in task.prompts.items()
                          if p != task.heldout_prompt)
         lines.append(f"| {name} | {len(task)} | {used} | `{task.heldout_prompt}` |")
@@ -119,7 +88,7 @@ def _data_section(cfg: dict[str, Any]) -> list[str]:
 def _intro(name: str, cfg: dict[str, Any]) -> list[str]:
     if not cfg.get("language_model"):
         return [f"A `{cfg['model_class']}` trained from scratch on this repository's embedded "
-                "tasks by `sn_interp.models.micro.train`; the embedded default model of its "
+                "tasks by `sn_interp.checkpoints.micro.train`; the embedded default model of its "
                 f"family (`sn.load_model(\"{name}\")`). It answers the trained tasks well above "
                 "chance but not perfectly, so Super Neurons can be compared with its own answers."]
     from sn_interp.models.pretrained_lm import PRETRAINED_LMS
@@ -136,7 +105,7 @@ def _intro(name: str, cfg: dict[str, Any]) -> list[str]:
             f"wheel `{lm.requirement}`, de-quantized to float32), {kept}; the vision "
             f"tower (started from `{cfg.get('init_vision') or 'random'}`'s trained tower"
             f"{stage0}) and the projector were trained on this machine by "
-            "`sn_interp.models.micro.train`. So Super Neurons are sought in a language model that "
+            "`sn_interp.checkpoints.micro.train`. So Super Neurons are sought in a language model that "
             "was really pretrained on language.",
             "",
             "Only the trained parts are committed (`trained.safetensors`, with `llava_config.json`, "
@@ -241,7 +210,7 @@ def model_card(name: str, summary: dict[str, Any], table: pd.DataFrame, size_mb:
         "`sn.zero_shot(vlm, samples)` (greedy generation, answers mapped to classes) and "
         f"`sn.evaluate`, {int(table['n'].to_numpy().max())} stratified eval images per task (seed 0), "
         "every prompt; produced by "
-        f"`python -m sn_interp.models.micro.card {name} --write`.", "",
+        f"`python -m sn_interp.model_card {name} --write`.", "",
         to_markdown(table), "",
         "## Answer letters (multiple choice)", "",
         "Per multiple-choice task and prompt: the share of each letter among the model's mapped "
@@ -249,42 +218,3 @@ def model_card(name: str, summary: dict[str, Any], table: pd.DataFrame, size_mb:
         "letter i is class i). A letter answered more than twice as often as its label share "
         "would be a letter bias.", "",
         letters_markdown(table), ""])
-
-
-def write_card(name: str, n: int = 100) -> Path:
-    """Score ``name`` and write ``data/models/<name>/README.md``."""
-    import sn_interp as sn
-    from sn_interp.models import DATA_MODELS
-
-    path = DATA_MODELS / name
-    summary = json.loads((path / "micro_train.json").read_text())
-    table = accuracy_table(sn.load_model(name), n=n)
-    size = sum(f.stat().st_size for f in path.iterdir() if f.name != "README.md") / 2**20
-    (path / "README.md").write_text(model_card(name, summary, table, size))
-    return path / "README.md"
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Print the accuracy table of a model as Markdown (and save it as CSV with ``--csv``)."""
-    import sn_interp as sn
-
-    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("model", help="model name or directory")
-    p.add_argument("--n", type=int, default=100, help="eval images per task")
-    p.add_argument("--tasks", nargs="*", default=list(ALL_TASKS), help="tasks to score")
-    p.add_argument("--csv", help="also write the table to this CSV file")
-    p.add_argument("--write", action="store_true",
-                   help="write data/models/<model>/README.md (a micro model's card)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.write:
-        log.info("wrote %s", write_card(args.model, n=args.n))
-        return
-    table = accuracy_table(sn.load_model(args.model), args.tasks, n=args.n)
-    if args.csv:
-        table.to_csv(args.csv, index=False)
-    print(to_markdown(table))  # noqa: T201 - the CLI's output
-
-
-if __name__ == "__main__":
-    main()
