@@ -150,8 +150,9 @@ def _stages(cfg: dict[str, Any], summary: dict[str, Any]) -> list[str]:
             f"- stage 0 ({stage0['seconds'] / 60:.1f} min): the vision tower trained alone as a "
             f"multi-task classifier, {cfg['vision_pretrain_steps']} steps of "
             f"{cfg['vision_pretrain_batch']} train images per task (at most "
-            f"{cfg['vision_pretrain_images']} per task), one linear head per task on the mean "
-            "of the patch features the projector reads (heads discarded), AdamW lr "
+            f"{cfg['vision_pretrain_images']} per task), one linear head per task on the "
+            "flattened patch features the projector reads (heads discarded; digit, MNIST and "
+            "Fashion-MNIST images shifted by up to 4 px per draw), AdamW lr "
             f"{cfg['vision_pretrain_lr']}; mean task loss per 100 steps: {curve}; accuracy on "
             f"the 10% of train images kept aside: {acc}")
     if cfg.get("language_model"):

@@ -346,10 +346,10 @@ MICRO_CONFIGS: dict[str, MicroConfig] = {c.name: c for c in (
     MicroConfig("mini-llava-smollm2", "llava", "LlavaForConditionalGeneration",
                 tokenizer_family="llava", chat_template="llava_onevision",
                 language_model="smollm2-135m-instruct", reuse_token="<empty_output>",
-                init_vision="micro-llava", vision_pretrain_steps=400, vision_pretrain_batch=24,
+                init_vision="micro-llava", vision_pretrain_steps=2000, vision_pretrain_batch=32,
                 train_vision=False,
-                lora_rank=8, balance_labels=True, bf16=True, steps=360, batch_size=8, lr=2e-3,
-                warmup=20, first_steps=0, threads=1, seed=7003),
+                lora_rank=8, balance_labels=True, bf16=True, steps=1800, batch_size=8, lr=2e-3,
+                warmup=50, first_steps=0, threads=2, seed=7004),
 )}
 # fmt: on
 #: Names of the micro models.
