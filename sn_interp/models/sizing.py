@@ -52,6 +52,9 @@ class Checkpoint:
     """Parameter count (billions) shown by the hub for its safetensors weights."""
     config: Callable[[], object]
     """Builds the transformers config with the checkpoint's widths (from its config.json)."""
+    reported_with_mtp: bool = False
+    """``params_reported`` includes a multi-token-prediction head (Qwen3.5's ``mtp.*``) that the
+    transformers class does not build; :func:`mtp_params` gives its size."""
 
 
 def _llava(text: dict, vision: dict | None = None, cls: str = "LlavaConfig", **extra):
@@ -170,6 +173,58 @@ def _idefics3(text: dict, image: int, scale: int):
                 dict(_SIGLIP, image_size=image), scale_factor=scale)
 
 
+def _qwen3_5(text: dict, vision: dict, tie: bool):
+    """Qwen3.5: hybrid text config (3 linear-attention layers, then 1 full) + Qwen3-VL-like ViT."""
+    import transformers
+
+    text = dict(vocab_size=248320, head_dim=256, linear_key_head_dim=128,
+                linear_value_head_dim=128, linear_num_key_heads=16,
+                tie_word_embeddings=tie, **text)
+    text["layer_types"] = (["linear_attention"] * 3 + ["full_attention"]) * (
+        text["num_hidden_layers"] // 4)
+    vision = dict(patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+                  num_position_embeddings=2304, **vision)
+    return transformers.Qwen3_5Config(text_config=text, vision_config=vision,
+                                      tie_word_embeddings=tie)
+
+
+# Qwen3.5 widths: the hub is unreachable, so they come from third-party files of the public code
+# index (search tools of this project; ``id`` = the index's file id) that copy the hub's
+# config.json, each cross-checked below against a published parameter count.
+# - 2B: text and vision widths from a preset table keyed ``hf_repo_id="Qwen/Qwen3.5-2B"``
+#   (index id 52157203825: hidden 2048, 24 layers, 8 heads / 2 KV, MLP 6144, 16 linear value
+#   heads, tied embeddings; vision depth 24, width 1024, MLP 4096, 16 heads, out 2048) and a
+#   test fixture of its text_config (id 55031280296: head_dim 256, 16 x 128 linear key/value
+#   heads, vocab 248320). Size: a Qwen3.5-2B inference graph drawn from the checkpoint (id
+#   68794822719) reports 2.213B loaded parameters and an ``mtp.*`` head of 60,828,160.
+# - 9B: text_config and vision_config as in a test fixture "run against the real Qwen3.5-9B
+#   config" (id 71387934500: hidden 4096, 32 layers, 16 heads / 4 KV, MLP 12288, 32 linear value
+#   heads, untied; vision depth 27, width 1152, MLP 4304, out 4096), whose safetensors index
+#   totals 19,306,216,416 bytes of bf16 = 9.653B parameters (with mtp.*); the hub API's 9.65B in
+#   a model survey (id 69771481474, "Qwen/Qwen3.5-9B ... total parameters 9.65B").
+# - 27B: THUDM/slime scripts/models/qwen3.5-27B.sh (hidden 5120, 64 layers, 24 heads / 4 KV
+#   groups, kv-channels 256, FFN 17408, vocab 248320, untied) and a full Qwen3_5Config of the
+#   same widths (id 55568797625: 16 / 48 linear key / value heads of 128; vision depth 27,
+#   width 1152, MLP 4304, out 5120); the hub API's 27.78B (id 69771481474).
+_QWEN3_5 = {
+    "2B": lambda: _qwen3_5(
+        dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=24,
+             num_attention_heads=8, num_key_value_heads=2, linear_num_value_heads=16),
+        dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16,
+             out_hidden_size=2048), tie=True),
+    "9B": lambda: _qwen3_5(
+        dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=32,
+             num_attention_heads=16, num_key_value_heads=4, linear_num_value_heads=32),
+        dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16,
+             out_hidden_size=4096), tie=False),
+    "27B": lambda: _qwen3_5(
+        dict(hidden_size=5120, intermediate_size=17408, num_hidden_layers=64,
+             num_attention_heads=24, num_key_value_heads=4, linear_num_value_heads=48),
+        dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16,
+             out_hidden_size=5120), tie=False),
+}
+
+
 _LLAMA_7B = dict(vocab_size=32064, hidden_size=4096, intermediate_size=11008,
                  num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32)
 
@@ -220,6 +275,12 @@ CHECKPOINTS: dict[str, Checkpoint] = {c.hub_id: c for c in (
                "mistral3", 24.0, _mistral_small),
     Checkpoint("mistralai/Mistral-Small-3.2-24B-Instruct-2506", "Mistral3ForConditionalGeneration",
                "mistral3", 24.0, _mistral_small),
+    Checkpoint("Qwen/Qwen3.5-2B", "Qwen3_5ForConditionalGeneration", "qwen3_5", 2.213,
+               _QWEN3_5["2B"]),
+    Checkpoint("Qwen/Qwen3.5-9B", "Qwen3_5ForConditionalGeneration", "qwen3_5", 9.653,
+               _QWEN3_5["9B"], reported_with_mtp=True),
+    Checkpoint("Qwen/Qwen3.5-27B", "Qwen3_5ForConditionalGeneration", "qwen3_5", 27.78,
+               _QWEN3_5["27B"], reported_with_mtp=True),
 )}
 
 
@@ -249,6 +310,26 @@ def _model_of(source: str):
 def n_params(model) -> int:
     """Parameter count of a (meta) model; tied weights count once."""
     return sum(p.numel() for p in model.parameters())
+
+
+def mtp_params(model) -> int:
+    """Parameters of a Qwen3.5 checkpoint's ``mtp.*`` head, which transformers does not build.
+
+    The head is one full-attention decoder layer, ``fc`` (``2 d_model -> d_model``) and three
+    RMSNorms of ``d_model`` (it shares the embeddings and the LM head), so its size is that of
+    the model's own first full-attention layer plus ``2 d_model^2 + 3 d_model``.
+
+    Example:
+        >>> from sn_interp.models import sizing
+        >>> ckpt = sizing.CHECKPOINTS["Qwen/Qwen3.5-2B"]
+        >>> sizing.mtp_params(sizing.meta_model(ckpt.config(), ckpt.architecture))
+        60828160
+    """
+    text = model.config.text_config
+    layer = text.layer_types.index("full_attention")
+    block = model.model.language_model.layers[layer]
+    d = text.hidden_size
+    return n_params(block) + 2 * d * d + 3 * d
 
 
 def checkpoint_dims(source: str):

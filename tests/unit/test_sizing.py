@@ -12,7 +12,20 @@ from sn_interp.names import ALL_SITES
 def test_quoted_widths_give_the_parameter_count_the_hub_reports(hub_id):
     ckpt = sizing.CHECKPOINTS[hub_id]
     model = sizing.meta_model(ckpt.config(), ckpt.architecture)
-    assert sizing.n_params(model) / 1e9 == pytest.approx(ckpt.params_reported, rel=0.01)
+    built = sizing.n_params(model) + (sizing.mtp_params(model) if ckpt.reported_with_mtp else 0)
+    assert built / 1e9 == pytest.approx(ckpt.params_reported, rel=0.01)
+
+
+def test_qwen3_5_mtp_head_matches_the_published_count():
+    # 60,828,160: the mtp.* tensors of the Qwen3.5-2B checkpoint (cited in sizing.py)
+    ckpt = sizing.CHECKPOINTS["Qwen/Qwen3.5-2B"]
+    model = sizing.meta_model(ckpt.config(), ckpt.architecture)
+    assert sizing.mtp_params(model) == 60_828_160
+    # 9B: the safetensors index's bf16 bytes / 2, mtp.* included
+    ckpt = sizing.CHECKPOINTS["Qwen/Qwen3.5-9B"]
+    model = sizing.meta_model(ckpt.config(), ckpt.architecture)
+    total = sizing.n_params(model) + sizing.mtp_params(model)
+    assert total == pytest.approx(19_306_216_416 // 2, rel=1e-5)
 
 
 def test_store_bytes_by_hand_for_llava_15_7b():
