@@ -19,6 +19,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
+from jaxtyping import Int
+
 SCHEMA_VERSION = "1"
 
 #: Dimension names.
@@ -115,18 +118,35 @@ def neuron_id(site: str, layer: int, unit: int, *, d_head: int | None = None) ->
 
 def neuron_ids(site: str, layer: int, units: Iterable[int], *,
                d_head: int | None = None) -> list[str]:
-    """The ids of several units of one site and layer: the one builder of neuron ids.
+    """The ids of several units of one site and layer, as a list (see :func:`neuron_id_array`).
 
     Example:
         >>> neuron_ids("z", 1, range(3), d_head=2)
         ['blocks.1.attn.hook_z[0,0]', 'blocks.1.attn.hook_z[0,1]', 'blocks.1.attn.hook_z[1,0]']
     """
+    return neuron_id_array(site, layer, np.fromiter(units, np.int64), d_head=d_head).tolist()
+
+
+def neuron_id_array(site: str, layer: int, units: Int[np.ndarray, " unit"], *,
+                    d_head: int | None = None) -> np.ndarray:
+    """The ids of ``units`` of one site and layer as a numpy string array: the one builder of
+    neuron ids (vectorised with :mod:`numpy.strings`, so a million ids take well under a
+    second, where Python string formatting takes several).
+
+    Example:
+        >>> neuron_id_array("mlp_post", 0, np.arange(2)).tolist()
+        ['blocks.0.mlp.hook_post[0]', 'blocks.0.mlp.hook_post[1]']
+    """
+    units = np.asarray(units, np.int64)
     hook = SITES_WITH_VISION[site].hook_name(layer)
     if site == "z":
         if not d_head:
             raise ValueError("neuron ids of site 'z' need d_head to split the flat unit index")
-        return [f"{hook}[{u // d_head},{u % d_head}]" for u in units]
-    return [f"{hook}[{u}]" for u in units]
+        index = np.strings.add(np.strings.add((units // d_head).astype(str), ","),
+                               (units % d_head).astype(str))
+    else:
+        index = units.astype(str)
+    return np.strings.add(np.strings.add(hook + "[", index), "]")
 
 
 def head_id(layer: int, head: int) -> str:

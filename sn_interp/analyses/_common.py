@@ -257,6 +257,14 @@ def save_figure(fig: Any, folder: Path, name: str) -> list[Path]:
 Extras = Callable[[Any, xr.Dataset, Path], None]
 
 
+def cli_logging() -> None:
+    """Logging of the command lines: INFO from sn_interp and the running module, WARNING and
+    above from third-party libraries (matplotlib's INFO notes on categorical axes, ...)."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    for name in ("sn_interp", "__main__"):
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
 def make_main(analysis: str, cls: type, run: Callable[..., xr.Dataset],
               tables: Callable[[xr.Dataset], dict[str, Any]],
               figures: Callable[[xr.Dataset], dict[str, Any]],
@@ -266,7 +274,7 @@ def make_main(analysis: str, cls: type, run: Callable[..., xr.Dataset],
 
     def main(argv: Sequence[str] | None = None) -> Path:
         cfg = make_config(cls, analysis, argv)
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        cli_logging()
         try:
             return execute(analysis, cfg, run, tables, figures, extras=extras, load=load)
         except (_outputs.OutputConflictError, StoreMismatchError, StoreDamagedError) as err:

@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -155,3 +155,27 @@ def cell_value(var: str, **fixed: Any) -> Callable[[xr.Dataset, Mapping[str, str
 def format_int(v: float) -> str:
     """An integer headline cell: ``–`` when missing."""
     return "–" if np.isnan(v) else str(int(v))
+
+
+def model_task_cells(result: xr.Dataset) -> Iterator[tuple[str, str, xr.Dataset]]:
+    """``(model, task, result.sel(model=..., task=...))`` for every cell, in result order."""
+    for m in result.model.values:
+        for t in result.task.values:
+            yield str(m), str(t), result.sel(model=m, task=t)
+
+
+def panel_figures(result: xr.Dataset, prefix: str,
+                  draw: Callable[[Any, str, str], None], *, figsize: tuple[float, float],
+                  **subplots: Any) -> dict[str, Any]:
+    """One figure of two side-by-side panels per (model, task) cell, named
+    ``<prefix>_<model>_<task>``; ``draw(axes, model, task)`` fills the two axes."""
+    import matplotlib.pyplot as plt
+
+    from sn_interp.analyses._common import file_name
+
+    figs = {}
+    for m, t, _ in model_task_cells(result):
+        fig, axes = plt.subplots(1, 2, figsize=figsize, layout="constrained", **subplots)
+        draw(axes, m, t)
+        figs[f"{prefix}_{file_name(m)}_{file_name(t)}"] = fig
+    return figs

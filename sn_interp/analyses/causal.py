@@ -38,8 +38,7 @@ import xarray as xr
 
 from sn_interp.analyses import _data
 from sn_interp.analyses._common import StudyConfig, make_main
-from sn_interp.analyses._common import file_name as _name
-from sn_interp.analyses._result import Headline, combine_cells
+from sn_interp.analyses._result import Headline, combine_cells, panel_figures
 
 log = logging.getLogger(__name__)
 ANALYSIS = "causal"
@@ -381,16 +380,12 @@ def plot(result: xr.Dataset, ax=None, *, model: str | None = None, task: str | N
 
 
 def figures(result: xr.Dataset) -> dict:
-    import matplotlib.pyplot as plt
+    """Per (model, task): logit-difference drop and flip rate against k, SN vs control."""
+    def draw(axes, m: str, t: str) -> None:
+        plot(result, axes[0], model=m, task=t, measure="drop")
+        plot(result, axes[1], model=m, task=t, measure="flip")
 
-    figs = {}
-    for m in result.model.values:
-        for t in result.task.values:
-            fig, axes = plt.subplots(1, 2, figsize=(7, 2.4), layout="constrained")
-            plot(result, axes[0], model=str(m), task=str(t), measure="drop")
-            plot(result, axes[1], model=str(m), task=str(t), measure="flip")
-            figs[f"effect_{_name(m)}_{_name(t)}"] = fig
-    return figs
+    return panel_figures(result, "effect", draw, figsize=(7, 2.4))
 
 
 main = make_main(ANALYSIS, Config, run, tables, figures, load=load)

@@ -37,7 +37,7 @@ import xarray as xr
 from sn_interp.analyses import _data
 from sn_interp.analyses._common import StudyConfig, make_main
 from sn_interp.analyses._common import file_name as _name
-from sn_interp.analyses._result import Headline, cell_value, combine_cells
+from sn_interp.analyses._result import Headline, cell_value, combine_cells, model_task_cells
 
 log = logging.getLogger(__name__)
 ANALYSIS = "early_exit"
@@ -168,16 +168,10 @@ HEADLINE = (
 
 # ---- tables and figures -----------------------------------------------------------------------
 
-def _cells(result: xr.Dataset):
-    for m in result.model.values:
-        for t in result.task.values:
-            yield str(m), str(t), result.sel(model=m, task=t)
-
-
 def best_table(result: xr.Dataset) -> pd.DataFrame:
     """One row per (model, task): the best exit point next to the base model."""
     rows = []
-    for m, t, r in _cells(result):
+    for m, t, r in model_task_cells(result):
         rows.append({"model": m, "task": t, "exit layer": int(r.best_exit_layer),
                      "layers": int(result.n_layers.sel(model=m)),
                      "SN accuracy": float(r.best_accuracy),
@@ -189,7 +183,7 @@ def best_table(result: xr.Dataset) -> pd.DataFrame:
 def latency_table(result: xr.Dataset) -> pd.DataFrame:
     """Latency (ms / sample) per exit layer, with the base model as the reference row."""
     rows = []
-    for m, t, r in _cells(result):
+    for m, t, r in model_task_cells(result):
         rows.append({"model": m, "task": t, "exit layer": "base model",
                      "latency (ms/sample)": 1e3 * float(r.base_latency), "speed-up": 1.0,
                      "accuracy": float(r.base_accuracy)})
@@ -225,7 +219,7 @@ def plot(result: xr.Dataset, ax=None, *, model: str | None = None, task: str | N
 def figures(result: xr.Dataset) -> dict:
     """One accuracy/speed-up figure per (model, task)."""
     return {f"early_exit_{_name(m)}_{_name(t)}": plot(result, model=m, task=t).figure
-            for m, t, _ in _cells(result)}
+            for m, t, _ in model_task_cells(result)}
 
 
 # ---- saved classifiers ------------------------------------------------------------------------
@@ -238,7 +232,7 @@ def save_classifiers(cfg: Config, result: xr.Dataset, folder: Path) -> None:
     """One EarlyExitClassifier per (model, task) at its best exit, unless already saved."""
     if not cfg.save_classifiers:
         return
-    for m, t, r in _cells(result):
+    for m, t, r in model_task_cells(result):
         path = classifier_dir(folder, m, t)
         stamp = {"config_digest": cfg.digest(), "exit_layer": int(r.best_exit_layer)}
         if (path / "analysis.json").exists() and \

@@ -25,7 +25,7 @@ from sn_interp.analyses import _data
 from sn_interp.analyses._common import StudyConfig, make_main
 from sn_interp.analyses._common import file_name as _name
 from sn_interp.analyses._evidence import add_holm, cell_evidence, evidence_tables
-from sn_interp.analyses._result import Headline, cell_value, combine_cells
+from sn_interp.analyses._result import Headline, cell_value, combine_cells, panel_figures
 from sn_interp.names import ALL_SITES
 
 log = logging.getLogger(__name__)
@@ -239,23 +239,19 @@ def plot(result: xr.Dataset, ax=None, *, model: str | None = None):
 
 def figures(result: xr.Dataset) -> dict:
     """Accuracy bars per model; best-neuron heatmap and SN locations per (model, task)."""
-    import matplotlib.pyplot as plt
-
     from sn_interp.plotting import counts_by_layer, layer_site_heatmap
 
-    figs = {}
-    for m in result.model.values:
-        ax = plot(result, model=str(m))
-        figs[f"accuracy_{_name(m)}"] = ax.figure
-        for t in result.task.values:
-            r = result.sel(model=m, task=t)
-            fig, axes = plt.subplots(1, 2, figsize=(7, 2.2), layout="constrained")
-            layer_site_heatmap(r.test_best.dropna("layer", how="all"), ax=axes[0])
-            axes[0].set_title(f"{m} / {t}: best neuron per layer and site", fontsize=8)
-            counts = r.sn_count.to_dataframe().reset_index().dropna()
-            counts_by_layer(counts.rename(columns={"sn_count": "count"}), ax=axes[1])
-            axes[1].set_title(f"where the top-{result.attrs['k']} SNs live", fontsize=8)
-            figs[f"layers_{_name(m)}_{_name(t)}"] = fig
+    def draw(axes, m: str, t: str) -> None:
+        r = result.sel(model=m, task=t)
+        layer_site_heatmap(r.test_best.dropna("layer", how="all"), ax=axes[0])
+        axes[0].set_title(f"{m} / {t}: best neuron per layer and site", fontsize=8)
+        counts = r.sn_count.to_dataframe().reset_index().dropna()
+        counts_by_layer(counts.rename(columns={"sn_count": "count"}), ax=axes[1])
+        axes[1].set_title(f"where the top-{result.attrs['k']} SNs live", fontsize=8)
+
+    figs = {f"accuracy_{_name(m)}": plot(result, model=str(m)).figure
+            for m in result.model.values}
+    figs.update(panel_figures(result, "layers", draw, figsize=(7, 2.2)))
     return figs
 
 

@@ -36,6 +36,7 @@ from sn_interp.analyses import _outputs
 from sn_interp.analyses._common import (
     StudyConfig,
     build_parser,
+    cli_logging,
     config_from,
     execute,
     markdown_table,
@@ -340,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     origin = str(args.config or "flags")
     own = {k: v for k, v in top.items() if k in fields_of(Config)}
     cfg = config_from(Config, {**own, **tables.get(ANALYSIS, {}), **flags}, origin=origin)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cli_logging()
     command = "python -m sn_interp.analyses.report " + " ".join(
         map(str, sys.argv[1:] if argv is None else argv))
     try:

@@ -40,9 +40,8 @@ import xarray as xr
 
 from sn_interp.analyses import _data
 from sn_interp.analyses._common import StudyConfig, make_main
-from sn_interp.analyses._common import file_name as _name
 from sn_interp.analyses._evidence import add_holm, cell_evidence
-from sn_interp.analyses._result import Headline, cell_value, combine_cells
+from sn_interp.analyses._result import Headline, cell_value, combine_cells, panel_figures
 
 log = logging.getLogger(__name__)
 ANALYSIS = "sav_comparison"
@@ -394,20 +393,14 @@ def plot(result: xr.Dataset, ax=None, *, model: str | None = None, task: str | N
 
 def figures(result: xr.Dataset) -> dict:
     """Per (model, task): accuracy vs k and accuracy vs shots side by side."""
-    import matplotlib.pyplot as plt
-
     from sn_interp.plotting import COLUMN_WIDTH
 
-    figs = {}
-    for m in result.model.values:
-        for t in result.task.values:
-            fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN_WIDTH, 2.4),
-                                     layout="constrained", sharey=True)
-            plot(result, axes[0], model=str(m), task=str(t), x="k")
-            plot(result, axes[1], model=str(m), task=str(t), x="shots")
-            axes[1].set_ylabel("")
-            figs[f"sav_vs_sn_{_name(m)}_{_name(t)}"] = fig
-    return figs
+    def draw(axes, m: str, t: str) -> None:
+        plot(result, axes[0], model=m, task=t, x="k")
+        plot(result, axes[1], model=m, task=t, x="shots")
+        axes[1].set_ylabel("")
+
+    return panel_figures(result, "sav_vs_sn", draw, figsize=(2 * COLUMN_WIDTH, 2.4), sharey=True)
 
 
 

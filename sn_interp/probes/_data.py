@@ -7,11 +7,14 @@ never forces the whole of a dask-backed variable into memory.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import dask.array as da
 import numpy as np
 import xarray as xr
+from dask.highlevelgraph import HighLevelGraph
+from jaxtyping import Float
 
 from sn_interp.names import SAMPLE_COORDS, SITES_WITH_VISION, VISION_SITE
 
@@ -99,9 +102,24 @@ def unit_matrix(acts: xr.Dataset, site: str, layer: int, block: int) -> da.Array
     if isinstance(data, da.Array):
         data = data.rechunk({i: -1 for i in range(data.ndim)} if data.ndim > 2 else {0: -1})  # pyright: ignore[reportArgumentType]  (dask's stub: str only)
         data = data.reshape(n, -1)
-    else:
-        data = da.from_array(np.asarray(data).reshape(n, -1), chunks=(n, block))  # pyright: ignore[reportArgumentType]
-    return data.rechunk((n, block))
+        return data.rechunk((n, block))
+    return _view_blocks(np.asarray(data).reshape(n, -1), block)
+
+
+def _view_blocks(x: Float[np.ndarray, "sample unit"], block: int) -> da.Array:
+    """``x`` as a dask array of (all samples, ``block`` units) chunks that are views of it.
+
+    ``da.from_array`` copies a numpy input and hashes every byte of it to name the graph,
+    which costs more than scoring it; the blocks here are views and the name is random (no
+    graph caching across calls is lost: each call scores its own input once).
+    """
+    n, w = x.shape
+    name = f"unit-matrix-{uuid.uuid4().hex}"
+    starts = range(0, w, block) if w else [0]
+    dsk = {(name, 0, j): x[:, s:s + block] for j, s in enumerate(starts)}
+    chunks = ((n,), tuple(min(block, w - s) for s in starts) if w else (0,))
+    return da.Array(HighLevelGraph.from_collections(name, dsk, dependencies=()), name, chunks,
+                    dtype=x.dtype)
 
 
 def unit_values(acts: xr.Dataset, site: str, layer: int, units: np.ndarray) -> np.ndarray:

@@ -218,6 +218,52 @@ def _bounds_tile(means: np.ndarray, tw: int, lo: np.ndarray, hi: np.ndarray, srt
 
 
 @njit(cache=True, nogil=True)
+def _bounds_scratch(n_cls: int):
+    """The per-sub-tile scratch of :func:`_fold_bounds`: class sums and means (float64),
+    then :func:`_bounds_tile`'s arrays."""
+    return (np.empty((n_cls, SUB), np.float64), np.empty((n_cls, SUB), np.float64),
+            np.empty((n_cls, SUB), np.float64), np.empty((n_cls, SUB), np.int64),
+            np.empty((n_cls, SUB), np.int64), np.empty((n_cls, SUB), np.bool_),
+            np.empty((n_cls, SUB), np.float32), np.empty((n_cls, SUB), np.float32),
+            np.empty(SUB, np.float32), np.empty(SUB, np.bool_))
+
+
+@njit(cache=True, nogil=True)
+def _class_means(sums: np.ndarray, base: int, s0: int, sw: int, n_folds: int,
+                 class_counts: np.ndarray, csum: np.ndarray, means: np.ndarray) -> None:
+    """Class sums ``csum`` (float64 over folds, as ``sums.astype(float64).sum(0)``) and means
+    of units ``s0 .. s0+sw`` from the float32 segment sums rows ``base + f * n_cls + c``."""
+    n_cls = class_counts.shape[0]
+    for c in range(n_cls):
+        for j in range(sw):
+            t = 0.0
+            for f in range(n_folds):
+                t += np.float64(sums[base + f * n_cls + c, s0 + j])
+            csum[c, j] = t
+            means[c, j] = t / class_counts[c]
+
+
+@njit(cache=True, nogil=True)
+def _fold_bounds(sums: np.ndarray, base: int, s0: int, sw: int, class_counts: np.ndarray,
+                 counts: np.ndarray, lo: np.ndarray, hi: np.ndarray, scratch) -> None:
+    """Each fold's class intervals ``lo``/``hi`` (fold, class, unit) of units ``s0 .. s0+sw``:
+    the means without the fold's samples (one fold: the means as they are), then
+    :func:`_bounds_tile`. ``scratch`` is from :func:`_bounds_scratch`, its means filled by
+    :func:`_class_means` (overwritten here)."""
+    csum, means, srt, order, rep, first, lo_s, hi_s, rf, bump = scratch
+    n_folds, n_cls = counts.shape
+    for f in range(n_folds):
+        if n_folds > 1:  # the means without fold f
+            for c in range(n_cls):
+                k = base + f * n_cls + c
+                for j in range(sw):
+                    means[c, j] = ((csum[c, j] - np.float64(sums[k, s0 + j]))
+                                   / (class_counts[c] - counts[f, c]))
+        _bounds_tile(means, sw, lo[f, :, s0:s0 + sw], hi[f, :, s0:s0 + sw], srt, order,
+                     rep, first, lo_s, hi_s, rf, bump)
+
+
+@njit(cache=True, nogil=True)
 def centroid_block_nb(x: np.ndarray, n: int, w: int, rs: int, y: np.ndarray, fold: np.ndarray,
                       counts: np.ndarray, out: np.ndarray, tile: int) -> None:
     """Centroid stats of a float32 block (sample, unit) into ``out`` (2 + class, unit).
@@ -249,19 +295,11 @@ def centroid_block_nb(x: np.ndarray, n: int, w: int, rs: int, y: np.ndarray, fol
             s += counts[f, c]
         class_counts[c] = s
     sums = np.empty((n_seg, tile), np.float32)
-    csum = np.empty((n_cls, SUB), np.float64)
-    means = np.empty((n_cls, SUB), np.float64)
     lo = np.empty((n_folds, n_cls, tile), np.float32)
     hi = np.empty((n_folds, n_cls, tile), np.float32)
     cnt = np.empty((n_folds, tile), np.int32)
-    srt = np.empty((n_cls, SUB), np.float64)
-    order = np.empty((n_cls, SUB), np.int64)
-    rep = np.empty((n_cls, SUB), np.int64)
-    first = np.empty((n_cls, SUB), np.bool_)
-    lo_s = np.empty((n_cls, SUB), np.float32)
-    hi_s = np.empty((n_cls, SUB), np.float32)
-    rf = np.empty(SUB, np.float32)
-    bump = np.empty(SUB, np.bool_)
+    scratch = _bounds_scratch(n_cls)
+    csum, means = scratch[0], scratch[1]
     for j0 in range(0, w, tile):
         tw = min(tile, w - j0)
         sums[:, :tw] = 0.0
@@ -272,28 +310,16 @@ def centroid_block_nb(x: np.ndarray, n: int, w: int, rs: int, y: np.ndarray, fol
                 sr[j] += xr[j]
         for s0 in range(0, tw, SUB):  # means and bounds per sub-tile: scratch stays in L1/L2
             sw = min(SUB, tw - s0)
+            _class_means(sums, 0, s0, sw, n_folds, class_counts, csum, means)
             for c in range(n_cls):
                 for j in range(sw):
-                    t = 0.0  # float64 sum over folds, as sums.astype(float64).sum(0)
-                    for f in range(n_folds):
-                        t += np.float64(sums[f * n_cls + c, s0 + j])
-                    csum[c, j] = t
-                    means[c, j] = t / class_counts[c]
                     out[2 + c, j0 + s0 + j] = means[c, j]
             for j in range(sw):
                 finite = True
                 for c in range(n_cls):
                     finite = finite and np.isfinite(csum[c, j])
                 out[1, j0 + s0 + j] = 0.0 if finite else 1.0
-            for f in range(n_folds):
-                if n_folds > 1:  # the means without fold f
-                    for c in range(n_cls):
-                        k = f * n_cls + c
-                        for j in range(sw):
-                            means[c, j] = ((csum[c, j] - np.float64(sums[k, s0 + j]))
-                                           / (class_counts[c] - counts[f, c]))
-                _bounds_tile(means, sw, lo[f, :, s0:s0 + sw], hi[f, :, s0:s0 + sw], srt, order,
-                             rep, first, lo_s, hi_s, rf, bump)
+            _fold_bounds(sums, 0, s0, sw, class_counts, counts, lo, hi, scratch)
         cnt[:, :tw] = 0
         i = 0
         while i < n:  # pass 2: each row against its own class's interval (in its fold)
@@ -372,19 +398,11 @@ def centroid_perm_block_nb(x: np.ndarray, n: int, w: int, rs: int, ys: np.ndarra
             class_counts[p, c] = s
     seg = folds * n_cls + ys
     sums = np.empty((group * n_seg, tile), np.float32)
-    csum = np.empty((n_cls, SUB), np.float64)
-    means = np.empty((n_cls, SUB), np.float64)
     lo = np.empty((group, n_folds, n_cls, tile), np.float32)
     hi = np.empty((group, n_folds, n_cls, tile), np.float32)
     cnt = np.empty((group, n_folds, tile), np.int32)
-    srt = np.empty((n_cls, SUB), np.float64)
-    order = np.empty((n_cls, SUB), np.int64)
-    rep = np.empty((n_cls, SUB), np.int64)
-    first = np.empty((n_cls, SUB), np.bool_)
-    lo_s = np.empty((n_cls, SUB), np.float32)
-    hi_s = np.empty((n_cls, SUB), np.float32)
-    rf = np.empty(SUB, np.float32)
-    bump = np.empty(SUB, np.bool_)
+    scratch = _bounds_scratch(n_cls)
+    csum, means = scratch[0], scratch[1]
     bad[:] = 0.0
     for j0 in range(0, w, tile):
         tw = min(tile, w - j0)
@@ -401,27 +419,13 @@ def centroid_perm_block_nb(x: np.ndarray, n: int, w: int, rs: int, ys: np.ndarra
                 p = p0 + q
                 for s0 in range(0, tw, SUB):
                     sw = min(SUB, tw - s0)
-                    for c in range(n_cls):
-                        for j in range(sw):
-                            t = 0.0
-                            for f in range(n_folds):
-                                t += np.float64(sums[q * n_seg + f * n_cls + c, s0 + j])
-                            csum[c, j] = t
-                            means[c, j] = t / class_counts[p, c]
+                    _class_means(sums, q * n_seg, s0, sw, n_folds, class_counts[p], csum, means)
                     for j in range(sw):
                         for c in range(n_cls):
                             if not np.isfinite(csum[c, j]):
                                 bad[j0 + s0 + j] = 1.0
-                    for f in range(n_folds):
-                        if n_folds > 1:
-                            for c in range(n_cls):
-                                k = q * n_seg + f * n_cls + c
-                                for j in range(sw):
-                                    means[c, j] = ((csum[c, j] - np.float64(sums[k, s0 + j]))
-                                                   / (class_counts[p, c] - counts[p, f, c]))
-                        _bounds_tile(means, sw, lo[q, f, :, s0:s0 + sw],
-                                     hi[q, f, :, s0:s0 + sw], srt, order, rep, first, lo_s,
-                                     hi_s, rf, bump)
+                    _fold_bounds(sums, q * n_seg, s0, sw, class_counts[p], counts[p], lo[q],
+                                 hi[q], scratch)
             cnt[:g, :, :tw] = 0
             for i in range(n):  # pass 2: the same rows, still in cache, per permutation
                 v = x[i * rs + j0:i * rs + j0 + tw]
