@@ -28,7 +28,32 @@ import pandas as pd
 
 from sn_interp.checkpoints.micro.config import DEFAULT_TASKS
 
-__all__ = ["ALL_TASKS", "letter_table", "letters_markdown", "model_card", "to_markdown"]
+__all__ = ["ALL_TASKS", "ATTEMPTS", "TARGETS", "letter_table", "letters_markdown", "model_card",
+           "targets_markdown", "to_markdown"]
+
+#: Accuracy targets of the pretrained-LM mini model on the eval partition, every training
+#: template (issue 11); the held-out template should come within :data:`HELDOUT_GAP` of them.
+TARGETS: dict[str, float] = {"digits": 0.70, "mnist": 0.70, "fashion-mnist": 0.60,
+                             "shapes-color": 0.90, "shapes-shape": 0.60, "shapes-count": 0.60,
+                             "shapes-position": 0.75}
+HELDOUT_GAP = 0.15
+
+#: Earlier training runs of a model (what was tried, what it reached), newest last; the card
+#: lists them under its targets.
+ATTEMPTS: dict[str, tuple[str, ...]] = {"mini-llava-smollm2": (
+    "run 1: LM frozen, no LoRA, no stage 0; vision tower and projector trained 41 min: digits "
+    "0.04-0.15, mnist 0.10-0.15, shapes-count 0.18-0.33, shapes-position 0.35-0.48; digits "
+    "`mc` answered A or B to 31 of 40 images (letter bias)",
+    "run 2 (seed 7003): stage 0 of 400 steps (linear heads on mean-pooled patch features; "
+    "kept-aside accuracy digits 0.67, mnist 0.74, fashion 0.72, count 0.45), rank-8 LoRA, "
+    "label-balanced batches, 360 stage-1 steps of batch 8, 1 thread, 59 min on a machine "
+    "shared with 7 other jobs (4.5-19 s per step): digits 0.16-0.24, mnist 0.12-0.26, "
+    "fashion 0.28-0.46, colour 0.86-1.00, shape 0.52-0.58, count 0.36-0.46, position "
+    "0.40-0.54; digits `mc` answered A 58% of the time",
+    "run 3 (seed 7004, this checkpoint): stage 0 of 2,000 steps on flattened patch features "
+    "(position and count stay decodable) with shift augmentation of the digit images, then "
+    "1,800 stage-1 steps, 2 threads: the table above",
+)}
 
 ALL_TASKS: tuple[str, ...] = (*DEFAULT_TASKS, "shapes-exists", "shapes-occlusion")
 
@@ -70,6 +95,35 @@ def letters_markdown(table: pd.DataFrame) -> str:
             return " ".join(f"{chr(65 + i)}{100 * x:.0f}" for i, x in enumerate(v))
         lines.append(f"| {r.task} | {r.prompt} | {fmt(r.labels)} | {fmt(r.answers)} | "
                      f"{r.max_ratio:.2f} | {'**yes**' if r.biased else 'no'} |")
+    return "\n".join(lines)
+
+
+def targets_markdown(table: pd.DataFrame, name: str = "") -> str:
+    """Per trained task with a target (:data:`TARGETS`): the worst training-template accuracy
+    against its target, and the held-out template's gap to the training templates' mean."""
+    lines = ["| task | worst training template | target | met? | held-out template | "
+             "gap to training mean | within 0.15? |", "|---|---|---|---|---|---|---|"]
+    for task, target in TARGETS.items():
+        rows = table[(table["task"] == task) & table["trained_task"]]
+        if rows.empty:
+            continue
+        train, held = rows[~rows["heldout"]], rows[rows["heldout"]]
+        worst = train.loc[train["accuracy"].idxmin()]
+        met = "yes" if worst["accuracy"] >= target else \
+            f"**no** (short by {target - worst['accuracy']:.3f})"
+        if held.empty:
+            held_cell, gap_cell, ok = "–", "–", "–"
+        else:
+            h = held.iloc[0]
+            gap = float(train["accuracy"].mean() - h["accuracy"])
+            held_cell = f"{h['prompt']} {h['accuracy']:.3f}"
+            gap_cell, ok = f"{gap:+.3f}", "yes" if abs(gap) <= HELDOUT_GAP else "**no**"
+        lines.append(f"| {task} | {worst['prompt']} {worst['accuracy']:.3f} | {target:.2f} | "
+                     f"{met} | {held_cell} | {gap_cell} | {ok} |")
+    tried = ATTEMPTS.get(name, ())
+    if tried:
+        lines += ["", "What was tried (training runs of this model, on this machine):", "",
+                  *[f"- {t}" for t in tried]]
     return "\n".join(lines)
 
 
@@ -218,4 +272,8 @@ def model_card(name: str, summary: dict[str, Any], table: pd.DataFrame, size_mb:
         "answers against its share among the labels (options are listed in class order, so "
         "letter i is class i). A letter answered more than twice as often as its label share "
         "would be a letter bias.", "",
-        letters_markdown(table), ""])
+        letters_markdown(table), "",
+        *(["## Targets", "",
+           "The accuracy targets of issue 11 for this model (eval partition, every training "
+           "template; the held-out template within 0.15 of them), against the table above.", "",
+           targets_markdown(table, name), ""] if cfg.get("language_model") else [])])
