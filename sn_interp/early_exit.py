@@ -17,10 +17,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 import xarray as xr
+from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from sn_interp import __version__
@@ -39,6 +40,7 @@ from sn_interp.probes._selection import Selection, _meta_digest
 from sn_interp.sample import Sample, sample_coords
 
 log = logging.getLogger(__name__)
+K = TypeVar("K")  # what interleaved_latency's callables are keyed by
 
 _KINDS = {SuperNeurons.kind: SuperNeurons, SAVHeads.kind: SAVHeads}
 
@@ -191,8 +193,8 @@ def timed_predict(clf: EarlyExitClassifier, samples: Sequence[Sample]) -> tuple[
     return pred, (time.perf_counter() - start) / len(samples)
 
 
-def interleaved_latency(runs: Mapping[Any, Callable[[], object]], n: int, *,
-                        repeats: int = 5) -> dict[Any, np.ndarray]:
+def interleaved_latency(runs: Mapping[K, Callable[[], object]], n: int, *,
+                        repeats: int = 5) -> dict[K, Float[np.ndarray, " repeat"]]:
     """Seconds per sample of each callable, ``repeats`` times, the callables interleaved.
 
     Each repeat runs every callable once, in order (the base model first, then each early
@@ -206,7 +208,7 @@ def interleaved_latency(runs: Mapping[Any, Callable[[], object]], n: int, *,
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    out: dict[Any, list[float]] = {key: [] for key in runs}
+    out: dict[K, list[float]] = {key: [] for key in runs}
     for _ in range(repeats):
         for key, run in runs.items():
             start = time.perf_counter()

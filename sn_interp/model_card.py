@@ -23,14 +23,14 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from sn_interp.checkpoints.micro.card import ALL_TASKS, model_card, to_markdown
 from sn_interp.checkpoints.micro.config import DEFAULT_TASKS
-from sn_interp.models import DATA_MODELS, load_model
+from sn_interp.models import DATA_MODELS, VLM, load_model
 from sn_interp.probes.baseline import zero_shot
 from sn_interp.probes.evaluate import evaluate
 from sn_interp.tasks import load_task
@@ -40,11 +40,11 @@ log = logging.getLogger(__name__)
 __all__ = ["accuracy_table", "main", "write_card"]
 
 
-def _accuracy(pred: Any) -> float:
+def _accuracy(pred: xr.DataArray) -> float:
     return float(evaluate(pred, n_boot=1)["accuracy"])
 
 
-def accuracy_table(vlm: Any, tasks: Sequence[str] = ALL_TASKS, *, n: int = 100,
+def accuracy_table(vlm: VLM, tasks: Sequence[str] = ALL_TASKS, *, n: int = 100,
                    trained: Sequence[str] = DEFAULT_TASKS, batch_size: int = 25,
                    seed: int = 0) -> pd.DataFrame:
     """One row per (task, prompt): format, held out?, trained task?, chance, accuracy, mapped.

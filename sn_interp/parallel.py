@@ -31,14 +31,14 @@ import multiprocessing
 import os
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:  # pragma: no cover
-    from distributed import Client
+    from distributed import Client, Future
 
     from sn_interp.models.vlm import VLM
 
@@ -74,7 +74,7 @@ class ModelRecipe:
                    revision=None if local else vlm.revision, expected_revision=vlm.revision)
 
 
-def host_slots(workers: dict[str, dict[str, Any]]) -> dict[str, int]:
+def host_slots(workers: Mapping[str, Mapping[str, object]]) -> dict[str, int]:
     """Worker name -> its index among the workers of its host (ordered by name).
 
     ``workers`` is ``client.scheduler_info()["workers"]`` (address -> info with ``name``
@@ -201,7 +201,7 @@ def fill(workers: int | Client, run_batch: Callable[[VLM, list], dict],
             cluster.close()
 
 
-def _result(future: Any) -> None:
+def _result(future: Future) -> None:
     """A finished batch's outcome; a dead worker becomes a message on how to resume."""
     from distributed.scheduler import KilledWorker
 

@@ -25,14 +25,23 @@ import logging
 import tomllib
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import xarray as xr
 
 from sn_interp.analyses import _outputs, _validate
 from sn_interp.store import StoreDamagedError, StoreMismatchError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from distributed import Client
+    from matplotlib.figure import Figure
+
+# Any is kept for values read from TOML/JSON and for argparse keyword arguments (mixed types
+# by nature) and for annotation objects handed to typing.get_args (no common static type).
+C = TypeVar("C", bound="StudyConfig")  # an analysis's Config dataclass
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +174,7 @@ def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentPar
     return p
 
 
-def make_config(cls: type, analysis: str, argv: Sequence[str] | None) -> Any:
+def make_config(cls: type[C], analysis: str, argv: Sequence[str] | None) -> C:
     """A Config from a TOML study file (optional) and flags."""
     parser = build_parser(cls, f"python -m sn_interp.analyses.{analysis}",
                           (inspect.getmodule(cls).__doc__ or "").strip().split("\n\n")[0])
@@ -197,14 +206,14 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise SystemExit(f"error: {path} is not UTF-8 text ({err.reason})") from None
 
 
-def config_from(cls: type, values: dict[str, Any], origin: str = "") -> Any:
+def config_from(cls: type[C], values: Mapping[str, Any], origin: str = "") -> C:
     """Build a Config, turning lists into tuples and naming unknown keys."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise SystemExit(f"error: unknown option(s) {unknown} in {origin}; "
                          f"{cls.__module__} knows {sorted(names)}")
-    clean = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    clean: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     try:
         return cls(**clean)
     except (TypeError, ValueError) as err:
@@ -217,15 +226,15 @@ def out_dir(cfg: StudyConfig, analysis: str) -> Path:
     return Path(cfg.out) if cfg.out else Path("results") / analysis / cfg.study
 
 
-def write_table(df: Any, folder: Path, name: str) -> None:
+def write_table(df: pd.DataFrame, folder: Path, name: str) -> None:
     """A pandas DataFrame as ``<name>.csv`` and ``<name>.md``."""
     _outputs.atomic_write(folder / f"{name}.csv", lambda tmp: df.to_csv(tmp, index=False))
     _outputs.write_text(folder / f"{name}.md", markdown_table(df) + "\n")
 
 
-def markdown_table(df: Any, floatfmt: str = ".3f") -> str:
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
     """A GitHub-flavoured Markdown table (no extra dependency); NaN shows as an en dash."""
-    def cell(v: Any) -> str:
+    def cell(v: object) -> str:
         if isinstance(v, float):
             return "–" if v != v else format(v, floatfmt)  # NaN: not computed
         return str(v)
@@ -240,7 +249,7 @@ def file_name(text: object) -> str:
     return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in str(text))
 
 
-def save_figure(fig: Any, folder: Path, name: str) -> list[Path]:
+def save_figure(fig: Figure, folder: Path, name: str) -> list[Path]:
     """A matplotlib figure as PNG (200 dpi) and PDF; closes it."""
     import matplotlib.pyplot as plt
 
@@ -254,7 +263,8 @@ def save_figure(fig: Any, folder: Path, name: str) -> list[Path]:
     return paths
 
 
-Extras = Callable[[Any, xr.Dataset, Path], None]
+#: ``extras(cfg, result, folder)``: an analysis's outputs beyond tables and figures.
+Extras = Callable[[C, xr.Dataset, Path], None]
 
 
 def cli_logging() -> None:
@@ -265,11 +275,11 @@ def cli_logging() -> None:
         logging.getLogger(name).setLevel(logging.INFO)
 
 
-def make_main(analysis: str, cls: type, run: Callable[..., xr.Dataset],
-              tables: Callable[[xr.Dataset], dict[str, Any]],
-              figures: Callable[[xr.Dataset], dict[str, Any]],
-              extras: Extras | None = None,
-              load: Callable[[Any], Any] | None = None) -> Callable[..., Path]:
+def make_main(analysis: str, cls: type[C], run: Callable[..., xr.Dataset],
+              tables: Callable[[xr.Dataset], Mapping[str, pd.DataFrame]],
+              figures: Callable[[xr.Dataset], Mapping[str, Figure]],
+              extras: Extras[C] | None = None,
+              load: Callable[[C], object] | None = None) -> Callable[..., Path]:
     """The ``main(argv=None)`` of an analysis module (see the module docstring)."""
 
     def main(argv: Sequence[str] | None = None) -> Path:
@@ -284,10 +294,10 @@ def make_main(analysis: str, cls: type, run: Callable[..., xr.Dataset],
     return main
 
 
-def execute(analysis: str, cfg: StudyConfig, run: Callable[..., xr.Dataset],
-            tables: Callable[[xr.Dataset], dict[str, Any]],
-            figures: Callable[[xr.Dataset], dict[str, Any]], *,
-            extras: Extras | None = None, load: Callable[[Any], Any] | None = None) -> Path:
+def execute(analysis: str, cfg: C, run: Callable[..., xr.Dataset],
+            tables: Callable[[xr.Dataset], Mapping[str, pd.DataFrame]],
+            figures: Callable[[xr.Dataset], Mapping[str, Figure]], *,
+            extras: Extras[C] | None = None, load: Callable[[C], object] | None = None) -> Path:
     """Write config.json, reuse or compute result.nc, then tables and figures; return the folder.
 
     Figures are redrawn only with a fresh result, or when ``figures.json`` (the names drawn
@@ -400,9 +410,9 @@ class _scheduler:
             self.cluster.close()
 
 
-_EXTRACT_WORKERS: Any = None
+_EXTRACT_WORKERS: Client | None = None
 
 
-def extraction_workers() -> Any:
+def extraction_workers() -> Client | None:
     """The ``distributed.Client`` the running analysis extracts on (None: this process)."""
     return _EXTRACT_WORKERS

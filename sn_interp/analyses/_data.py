@@ -10,20 +10,30 @@ import dataclasses
 import functools
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
 import numpy as np
 import xarray as xr
+from jaxtyping import Float
 
 from sn_interp.analyses._common import StudyConfig
+
+if TYPE_CHECKING:
+    from sn_interp.models import VLM
+    from sn_interp.probes import SuperNeurons
+    from sn_interp.sample import Sample
+    from sn_interp.tasks import Task
+
+CfgT = TypeVar("CfgT", bound=StudyConfig)
+CellT = TypeVar("CellT")
 
 log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=4)
-def model(name: str, dtype: str = "float32", device_map: str | None = None):
+def model(name: str, dtype: str = "float32", device_map: str | None = None) -> VLM:
     """A loaded VLM, kept for the process so several analyses of a report share it."""
     from sn_interp.models import load_model
 
@@ -32,7 +42,7 @@ def model(name: str, dtype: str = "float32", device_map: str | None = None):
     return load_model(name, dtype=dtype, device_map=device_map)
 
 
-def vlm(cfg: StudyConfig, name: str):
+def vlm(cfg: StudyConfig, name: str) -> VLM:
     """The model ``name`` as ``cfg`` asks for it (dtype, device map), cached per process.
 
     Calls :func:`model` exactly as ``model(name, cfg.dtype)`` without a device map, so both
@@ -44,7 +54,7 @@ def vlm(cfg: StudyConfig, name: str):
 
 
 def split(cfg: StudyConfig, task: str, *, prompt: str | None = None,
-          shift: str | None = None):
+          shift: str | None = None) -> tuple[Task, Task]:
     """The (probe, test) split of a task under a prompt and shift, as the config draws it."""
     from sn_interp.tasks import load_task
 
@@ -56,7 +66,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
 
 
-def store_path(cfg: StudyConfig, vlm, samples, tag: str) -> Path:
+def store_path(cfg: StudyConfig, vlm: VLM, samples: Sequence[Sample], tag: str) -> Path:
     """Where the activations of ``samples`` live: one zarr store per model/task/prompt/split."""
     first = samples[0]
     parts = [first.task or "samples", first.prompt_id or "p", tag,
@@ -64,7 +74,8 @@ def store_path(cfg: StudyConfig, vlm, samples, tag: str) -> Path:
     return Path(cfg.stores) / _slug(vlm.model_id) / ("-".join(_slug(p) for p in parts) + ".zarr")
 
 
-def acts(cfg: StudyConfig, vlm, samples, tag: str, *, sites=None, layers=None) -> xr.Dataset:
+def acts(cfg: StudyConfig, vlm: VLM, samples: Iterable[Sample], tag: str, *,
+         sites: Sequence[str] | None = None, layers: Sequence[int] | None = None) -> xr.Dataset:
     """Activations of ``samples`` (all sites, all layers by default), through a reused store.
 
     ``tag`` names the sample set (``probe``, ``test``, ``test-noisy``, ...). A finished store is
@@ -83,7 +94,8 @@ def acts(cfg: StudyConfig, vlm, samples, tag: str, *, sites=None, layers=None) -
                    progress=cfg.progress)
 
 
-def head_acts(cfg: StudyConfig, vlm, samples, tag: str, acts_all: xr.Dataset) -> xr.Dataset:
+def head_acts(cfg: StudyConfig, vlm: VLM, samples: Iterable[Sample], tag: str,
+              acts_all: xr.Dataset) -> xr.Dataset:
     """Activations with the per-head site ``z``, for SAV heads.
 
     ``acts_all`` itself when it has ``z``; for models with ``z`` on some layers only (hybrid
@@ -94,7 +106,7 @@ def head_acts(cfg: StudyConfig, vlm, samples, tag: str, acts_all: xr.Dataset) ->
     return acts(cfg, vlm, samples, tag, sites=("z",), layers=vlm.site_layers("z"))
 
 
-def n_heads(vlm) -> int:
+def n_heads(vlm: VLM) -> int:
     """Attention heads of the language model (layers with ``z`` x heads per layer)."""
     return len(vlm.site_layers("z")) * vlm.dims.n_heads
 
@@ -104,7 +116,7 @@ def accuracy_fields(ev: xr.Dataset) -> tuple[float, float, float]:
     return float(ev.accuracy), float(ev.accuracy_low), float(ev.accuracy_high)
 
 
-def pad_layers(values: dict[int, float], n_layers: int, size: int) -> np.ndarray:
+def pad_layers(values: dict[int, float], n_layers: int, size: int) -> Float[np.ndarray, " layer"]:
     """Per-layer values in an array of ``size`` (NaN past the model's own ``n_layers``)."""
     out = np.full(size, np.nan)
     for layer, v in values.items():
@@ -116,14 +128,14 @@ def pad_layers(values: dict[int, float], n_layers: int, size: int) -> np.ndarray
 # ---- the load stage -------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
-class Loaded:
+class Loaded(Generic[CellT]):
     """What an analysis's load stage produced: the models and each (model, task)'s inputs."""
 
-    models: dict[str, Any]
-    cells: dict[tuple[str, str], Any]
+    models: dict[str, VLM]
+    cells: dict[tuple[str, str], CellT]
 
 
-def load_cells(cfg: StudyConfig, load_cell: Callable[[Any, Any, str], Any]) -> Loaded:
+def load_cells(cfg: CfgT, load_cell: Callable[[CfgT, VLM, str], CellT]) -> Loaded[CellT]:
     """Load every model of ``cfg`` once and ``load_cell(cfg, vlm, task)`` for every cell."""
     models = {m: vlm(cfg, m) for m in cfg.models}
     return Loaded(models, {(m, t): load_cell(cfg, models[m], t)
@@ -137,7 +149,7 @@ class Acts(NamedTuple):
     test: xr.Dataset
 
 
-def split_acts(cfg: StudyConfig, vlm: Any, task: str, *, prompt: str | None,
+def split_acts(cfg: StudyConfig, vlm: VLM, task: str, *, prompt: str | None,
                shift: str | None = None, with_test: bool = True) -> Acts:
     """Activations of a task's probe split (and test split) under a prompt and shift."""
     probe, test = split(cfg, task, prompt=prompt, shift=shift)
@@ -147,7 +159,7 @@ def split_acts(cfg: StudyConfig, vlm: Any, task: str, *, prompt: str | None,
     return Acts(a_probe, a_test)
 
 
-def select(cfg: StudyConfig, a_probe: xr.Dataset) -> Any:
+def select(cfg: StudyConfig, a_probe: xr.Dataset) -> SuperNeurons:
     """Super Neurons selected on probe activations with the study's k, rule, score, seed."""
     from sn_interp.probes import find_super_neurons
 
@@ -158,7 +170,7 @@ def select(cfg: StudyConfig, a_probe: xr.Dataset) -> Any:
 # ---- task prompts and shifts ----------------------------------------------------------------
 
 @functools.lru_cache(maxsize=16)
-def task_meta(task: str, n: int | None, seed: int) -> Any:
+def task_meta(task: str, n: int | None, seed: int) -> Task:
     """The loaded task (for its prompts, shifts and classes), cached per process."""
     from sn_interp.tasks import load_task
 

@@ -21,11 +21,16 @@ Example:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from sn_interp.probes.stats import holm, paired_tests
+
+if TYPE_CHECKING:
+    from sn_interp.probes import SuperNeurons
 
 NULL_OF = {"sn_top1": "top1", "sn_topk": "topk"}
 
@@ -43,7 +48,7 @@ def _pairwise(preds: dict[str, xr.DataArray], labels: np.ndarray) -> tuple[np.nd
     return mat, vs
 
 
-def cell_evidence(found, a_probe: xr.Dataset, a_test: xr.Dataset,
+def cell_evidence(found: SuperNeurons, a_probe: xr.Dataset, a_test: xr.Dataset,
                   preds: dict[str, xr.DataArray], *, n_perm: int, n_boot: int, seed: int,
                   null_of: dict[str, str] | None = None, progress: bool = False) -> xr.Dataset:
     """Paired tests, selection null and stability of one cell (see the module docstring).

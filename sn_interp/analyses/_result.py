@@ -20,19 +20,22 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+if TYPE_CHECKING:
+    from sn_interp.analyses._common import StudyConfig
+
 CELL_DIMS = ("model", "task")
 
 
-def _first_seen(cells: Sequence[xr.Dataset], dim: str) -> list[Any]:
+def _first_seen(cells: Sequence[xr.Dataset], dim: str) -> list[Hashable]:
     """The values of coordinate ``dim`` over ``cells``, in order of first appearance."""
-    seen: dict[Any, None] = {}
+    seen: dict[Hashable, None] = {}
     for c in cells:
         if dim in c.indexes:
             seen.update(dict.fromkeys(c.indexes[dim].tolist()))
@@ -41,10 +44,10 @@ def _first_seen(cells: Sequence[xr.Dataset], dim: str) -> list[Any]:
 
 def combine_cells(cells: Mapping[tuple[str, str], xr.Dataset], *, models: Sequence[str],
                   tasks: Sequence[str], per_model: Sequence[str] = (),
-                  per_task: Sequence[str] = (), fill: Mapping[str, Any] | None = None,
-                  order: Mapping[str, Sequence[Any]] | None = None,
+                  per_task: Sequence[str] = (), fill: Mapping[str, object] | None = None,
+                  order: Mapping[str, Sequence[Hashable]] | None = None,
                   extra: Sequence[xr.Dataset] = (),
-                  attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
+                  attrs: Mapping[str, object] | None = None) -> xr.Dataset:
     """Stack (model, task) cells into one Dataset over ``model``, ``task`` and the cells' dims.
 
     Args:
@@ -62,6 +65,7 @@ def combine_cells(cells: Mapping[tuple[str, str], xr.Dataset], *, models: Sequen
     grid = [[cells[m, t] for t in tasks] for m in models]
     flat = [c for row in grid for c in row]
     fills = dict(fill or {})
+    # Any: keyword arguments of mixed types for xr.concat
     kw: dict[str, Any] = dict(join="outer", fill_value=fills, data_vars="all",
                               coords="different", compat="equals",
                               combine_attrs="override")
@@ -82,7 +86,7 @@ def combine_cells(cells: Mapping[tuple[str, str], xr.Dataset], *, models: Sequen
 
 
 def frame_to_dataset(rows: list[dict], dims: Sequence[str],
-                     order: Mapping[str, Sequence[Any]]) -> xr.Dataset:
+                     order: Mapping[str, Sequence[Hashable]]) -> xr.Dataset:
     """Long-form records to a Dataset over ``dims`` (NaN where absent), coords in ``order``.
 
     Example:
@@ -96,7 +100,7 @@ def frame_to_dataset(rows: list[dict], dims: Sequence[str],
 
 # ---- headline columns -----------------------------------------------------------------------
 
-def pick(result: xr.Dataset | None, var: str, **where: Any) -> float:
+def pick(result: xr.Dataset | None, var: str, **where: object) -> float:
     """A scalar of ``result[var]`` at ``where`` (keys that are not its dims ignored), else NaN.
 
     Example:
@@ -130,22 +134,23 @@ class Headline:
     """
 
     column: str
-    value: Callable[[xr.Dataset, Mapping[str, str], Any], float]
+    value: Callable[[xr.Dataset, Mapping[str, str], StudyConfig], float]
     integer: bool = False
     note: str = ""
 
-    def name(self, cfg: Any) -> str:
+    def name(self, cfg: StudyConfig) -> str:
         """The column name for a report config."""
         return self.column.format(**dataclasses.asdict(cfg))
 
 
-def cell_value(var: str, **fixed: Any) -> Callable[[xr.Dataset, Mapping[str, str], Any], float]:
+def cell_value(var: str, **fixed: object
+               ) -> Callable[[xr.Dataset, Mapping[str, str], StudyConfig], float]:
     """A :attr:`Headline.value` reading ``result[var]`` at the cell (and ``fixed`` coords).
 
     A fixed value that is a string naming a config field in braces (``"{shots}"``) is read
     from the report config.
     """
-    def value(result: xr.Dataset, cell: Mapping[str, str], cfg: Any) -> float:
+    def value(result: xr.Dataset, cell: Mapping[str, str], cfg: StudyConfig) -> float:
         at = {k: getattr(cfg, v[1:-1]) if isinstance(v, str) and v.startswith("{") else v
               for k, v in fixed.items()}
         return pick(result, var, **at, **cell)

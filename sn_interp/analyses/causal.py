@@ -30,15 +30,27 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+from jaxtyping import Float, Int
 
 from sn_interp.analyses import _data
 from sn_interp.analyses._common import StudyConfig, make_main
 from sn_interp.analyses._result import Headline, combine_cells, panel_figures
+
+if TYPE_CHECKING:
+    from sn_interp.models import VLM
+    from sn_interp.probes import SuperNeurons
+    from sn_interp.sample import Sample
+
+#: (site, layer) -> sorted flat unit indices of that block.
+Blocks = dict[tuple[str, int], Int[np.ndarray, " unit"]]
+#: (site, layer) -> the (sample, unit) values written into that block.
+BlockValues = dict[tuple[str, int], Float[np.ndarray, "sample unit"]]
 
 log = logging.getLogger(__name__)
 ANALYSIS = "causal"
@@ -85,7 +97,7 @@ class Config(StudyConfig):
 
 # ---- the model's answer ----------------------------------------------------------------------
 
-def answer_token_ids(vlm, sample) -> list[list[int]]:
+def answer_token_ids(vlm: VLM, sample: Sample) -> list[list[int]]:
     """Per class, the first tokens of its answer string (as ``zero_shot`` first_token reads)."""
     from sn_interp.probes.baseline import class_answer_strings, first_token_ids
 
@@ -93,12 +105,14 @@ def answer_token_ids(vlm, sample) -> list[list[int]]:
             for a in class_answer_strings(sample.class_names, sample.answer_format)]
 
 
-def class_scores(logits: np.ndarray, cands: list[list[int]]) -> np.ndarray:
+def class_scores(logits: Float[np.ndarray, "sample vocab"], cands: list[list[int]]
+                 ) -> Float[np.ndarray, "sample cls"]:
     """(sample, class): the highest logit among each class's answer tokens."""
     return np.stack([logits[:, ids].max(1) for ids in cands], axis=1)
 
 
-def logit_diff(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+def logit_diff(scores: Float[np.ndarray, "sample cls"], y: Int[np.ndarray, " sample"]
+               ) -> Float[np.ndarray, " sample"]:
     """Correct class's score minus the best other class's, per sample."""
     rows = np.arange(len(y))
     other = scores.copy()
@@ -109,15 +123,15 @@ def logit_diff(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
 class Runner:
     """Edited forwards over a fixed list of encoded test batches."""
 
-    def __init__(self, vlm, samples, batch_size: int) -> None:
+    def __init__(self, vlm: VLM, samples: Sequence[Sample], batch_size: int) -> None:
         self.vlm = vlm
         self.batches = [(s, min(s + batch_size, len(samples)))
                         for s in range(0, len(samples), batch_size)]
         self.encs = [vlm.encode(samples[a:b]) for a, b in self.batches]
         self.cands = answer_token_ids(vlm, samples[0])
 
-    def scores(self, blocks: dict[tuple[str, int], np.ndarray] | None = None,
-               values: dict[tuple[str, int], np.ndarray] | None = None) -> np.ndarray:
+    def scores(self, blocks: Blocks | None = None,
+               values: BlockValues | None = None) -> Float[np.ndarray, "sample cls"]:
         """(sample, class) answer scores with ``values[key]`` (sample, units) written."""
         from sn_interp.intervene import edited_logits
 
@@ -142,7 +156,8 @@ class ProbeStats:
         self.y = np.asarray(acts["label"].values, np.int64)
         self._cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
 
-    def block(self, key: tuple[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    def block(self, key: tuple[str, int]
+              ) -> tuple[Float[np.ndarray, " unit"], Float[np.ndarray, "cls unit"]]:
         """(mean (unit,), centroids (class, unit)) of every unit of a block (float64)."""
         if key not in self._cache:
             from sn_interp.probes._data import unit_matrix
@@ -153,8 +168,8 @@ class ProbeStats:
         return self._cache[key]
 
 
-def edit_values(stats: ProbeStats, blocks: dict, edit: str, y: np.ndarray,
-                offset: int = 0) -> dict[tuple[str, int], np.ndarray]:
+def edit_values(stats: ProbeStats, blocks: Blocks, edit: str, y: Int[np.ndarray, " sample"],
+                offset: int = 0) -> BlockValues:
     """Per block, (sample, units) values: the probe mean, or the centroid of class y+offset."""
     out = {}
     for key, units in blocks.items():
@@ -166,12 +181,12 @@ def edit_values(stats: ProbeStats, blocks: dict, edit: str, y: np.ndarray,
     return out
 
 
-def sn_blocks(found, k: int) -> dict[tuple[str, int], np.ndarray]:
+def sn_blocks(found: SuperNeurons, k: int) -> Blocks:
     """The top-k SNs grouped by (site, layer): sorted flat unit indices."""
     return found.requirements(k)
 
 
-def random_blocks(vlm, blocks: dict, rng: np.random.Generator) -> dict:
+def random_blocks(vlm: VLM, blocks: Blocks, rng: np.random.Generator) -> Blocks:
     """As many random units per block as ``blocks`` holds, excluding those units."""
     out = {}
     for (site, layer), units in blocks.items():
@@ -181,8 +196,9 @@ def random_blocks(vlm, blocks: dict, rng: np.random.Generator) -> dict:
     return out
 
 
-def effect(runner: Runner, stats: ProbeStats, blocks: dict, edit: str, y: np.ndarray,
-           base: np.ndarray, offsets: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def effect(runner: Runner, stats: ProbeStats, blocks: Blocks, edit: str,
+           y: Int[np.ndarray, " sample"], base: Float[np.ndarray, "sample cls"], offsets: list[int]
+           ) -> tuple[Float[np.ndarray, " sample"], Float[np.ndarray, " sample"]]:
     """Per-sample logit-difference drop and flip (averaged over ``offsets`` for patch)."""
     base_ld, base_choice = logit_diff(base, y), base.argmax(1)
     drops, flips = [], []
@@ -193,7 +209,7 @@ def effect(runner: Runner, stats: ProbeStats, blocks: dict, edit: str, y: np.nda
     return np.mean(drops, 0), np.mean(flips, 0)
 
 
-def mean_interval(x: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, float]:
+def mean_interval(x: Float[np.ndarray, " sample"], n_boot: int, seed: int) -> tuple[float, float, float]:
     """Mean and 95% percentile bootstrap interval (scipy.stats.bootstrap)."""
     from scipy.stats import bootstrap
 
@@ -204,14 +220,14 @@ def mean_interval(x: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, 
     return float(np.mean(x)), float(ci.low), float(ci.high)
 
 
-def empirical_p(control: np.ndarray, observed: float) -> float:
+def empirical_p(control: Float[np.ndarray, " draw"], observed: float) -> float:
     """``(1 + #{control >= observed}) / (1 + n)``."""
     return float((1 + np.sum(np.asarray(control) >= observed)) / (1 + len(control)))
 
 
 # ---- one (model, task) cell ------------------------------------------------------------------
 
-def load_cell(cfg: Config, vlm, task: str) -> dict:
+def load_cell(cfg: Config, vlm: VLM, task: str) -> dict:
     """The probe activations (store) and the test samples of one (model, task)."""
     probe, test = _data.split(cfg, task)
     return {"task": task, "a_probe": _data.acts(cfg, vlm, probe, "probe"),
@@ -223,12 +239,12 @@ def load(cfg: Config) -> _data.Loaded:
     return _data.load_cells(cfg, load_cell)
 
 
-def one(cfg: Config, vlm, task: str) -> xr.Dataset:
+def one(cfg: Config, vlm: VLM, task: str) -> xr.Dataset:
     """One (model, task) cell, loaded and computed (see :func:`cell`)."""
     return cell(cfg, vlm, load_cell(cfg, vlm, task))
 
 
-def cell(cfg: Config, vlm, inputs: dict) -> xr.Dataset:
+def cell(cfg: Config, vlm: VLM, inputs: dict) -> xr.Dataset:
     """Every number of one (model, task) cell, over (edit, k[, draw])."""
     from sn_interp.names import ALL_SITES
     from sn_interp.probes import find_super_neurons
@@ -263,8 +279,8 @@ def cell(cfg: Config, vlm, inputs: dict) -> xr.Dataset:
     return cell_dataset(cfg, sn_v, ctrl, base, y, found, n_cand)
 
 
-def cell_dataset(cfg: Config, sn_v: dict, ctrl: dict, base: np.ndarray, y: np.ndarray, found,
-                 n_cand: int) -> xr.Dataset:
+def cell_dataset(cfg: Config, sn_v: dict, ctrl: dict, base: Float[np.ndarray, "sample cls"],
+                 y: Int[np.ndarray, " sample"], found: SuperNeurons, n_cand: int) -> xr.Dataset:
     ek, ekd = ("edit", "k"), ("edit", "k", "draw")
     data = {}
     for name, what in (("drop", "logit-difference drop"), ("flip", "answer flip rate")):

@@ -35,7 +35,7 @@ import dataclasses
 import itertools
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -48,6 +48,12 @@ from sn_interp.analyses._data import check_names, resolve, task_meta
 from sn_interp.analyses._overlap import overlap
 from sn_interp.analyses._result import combine_cells, frame_to_dataset
 from sn_interp.names import ALL_SITES
+
+if TYPE_CHECKING:
+    from sn_interp.models import VLM
+    from sn_interp.probes import SuperNeurons
+
+K = TypeVar("K", str, int)  # what a family of selections is keyed by: prompt id or seed
 
 log = logging.getLogger(__name__)
 ANALYSIS = "cross_model_overlap"
@@ -75,7 +81,7 @@ class Config(StudyConfig):
 
 # ---- load stage ----------------------------------------------------------------------------
 
-def load_cell(cfg: Config, vlm: Any, task: str) -> dict[str, Any]:
+def load_cell(cfg: Config, vlm: VLM, task: str) -> dict[str, Any]:
     """The stores of one (model, task): reference probe + test, other prompts, other seeds."""
     meta = task_meta(task, cfg.n, cfg.seed)
     prompts = resolve(cfg.prompts, list(meta.prompts), "prompt", task)
@@ -102,14 +108,14 @@ def load(cfg: Config) -> _data.Loaded:
 class Selections(NamedTuple):
     """The selections of one (model, task) and the reference's test predictions."""
 
-    ref: Any
-    by_prompt: dict[str, Any]
-    by_seed: dict[int, Any]
+    ref: SuperNeurons
+    by_prompt: dict[str, SuperNeurons]
+    by_seed: dict[int, SuperNeurons]
     pred: xr.DataArray
     n_layers: int
 
 
-def _pairs(name: str, fits: Mapping[Any, Any]) -> list[dict]:
+def _pairs(name: str, fits: Mapping[K, SuperNeurons]) -> list[dict]:
     """Overlap rows ``<name>_a``, ``<name>_b`` over every ordered pair of selections."""
     rows = []
     for a, b in itertools.combinations_with_replacement(list(fits), 2):
@@ -132,7 +138,7 @@ def select_cell(cfg: Config, inputs: dict[str, Any]) -> Selections:
                       inputs["n_layers"])
 
 
-def sn_rows(found: Any, n_layers: int) -> list[dict]:
+def sn_rows(found: SuperNeurons, n_layers: int) -> list[dict]:
     """The top-k SNs of a selection: rank, id, site, layer, relative depth."""
     sel = found.selected
     return [{"rank": r, "sn_id": str(i), "sn_site": str(s), "sn_layer": int(la),

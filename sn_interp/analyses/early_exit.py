@@ -29,6 +29,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,9 @@ from sn_interp.analyses import _data
 from sn_interp.analyses._common import StudyConfig, make_main
 from sn_interp.analyses._common import file_name as _name
 from sn_interp.analyses._result import Headline, cell_value, combine_cells, model_task_cells
+
+if TYPE_CHECKING:
+    from sn_interp.models import VLM
 
 log = logging.getLogger(__name__)
 ANALYSIS = "early_exit"
@@ -99,7 +103,7 @@ def best_exit(sweep: xr.Dataset, tolerance: float) -> int:
     return int(ok.min())
 
 
-def load_cell(cfg: Config, vlm, task: str) -> dict:
+def load_cell(cfg: Config, vlm: VLM, task: str) -> dict:
     """The probe and test samples of one (model, task) (the sweep extracts in memory)."""
     probe, test = _data.split(cfg, task)
     return {"task": task, "probe": probe, "test": test}
@@ -110,7 +114,7 @@ def load(cfg: Config) -> _data.Loaded:
     return _data.load_cells(cfg, load_cell)
 
 
-def cell(cfg: Config, vlm, inputs: dict) -> xr.Dataset:
+def cell(cfg: Config, vlm: VLM, inputs: dict) -> xr.Dataset:
     """The sweep of one (model, task) cell (dim ``exit_layer``), with its best exit point."""
     from sn_interp.early_exit import sweep
 
@@ -133,7 +137,7 @@ def cell(cfg: Config, vlm, inputs: dict) -> xr.Dataset:
         n_layers=((), np.int64(vlm.dims.n_layers)))
 
 
-def one(cfg: Config, vlm, task: str) -> xr.Dataset:
+def one(cfg: Config, vlm: VLM, task: str) -> xr.Dataset:
     """One (model, task) cell, loaded and computed (see :func:`cell`)."""
     return cell(cfg, vlm, load_cell(cfg, vlm, task))
 

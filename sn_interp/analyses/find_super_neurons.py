@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,10 @@ from sn_interp.analyses._common import file_name as _name
 from sn_interp.analyses._evidence import add_holm, cell_evidence, evidence_tables
 from sn_interp.analyses._result import Headline, cell_value, combine_cells, panel_figures
 from sn_interp.names import ALL_SITES
+
+if TYPE_CHECKING:
+    from sn_interp.models import VLM
+    from sn_interp.probes import SuperNeurons
 
 log = logging.getLogger(__name__)
 ANALYSIS = "find_super_neurons"
@@ -58,7 +63,7 @@ class Config(StudyConfig):
                              f"got {self.zero_shot_mode!r}")
 
 
-def best_per_cell(found, acts_test: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
+def best_per_cell(found: SuperNeurons, acts_test: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
     """Probe score and test accuracy of the best neuron of each (site, layer).
 
     The table is ranked best first, so each cell's first row is its best neuron.
@@ -85,7 +90,7 @@ def best_per_cell(found, acts_test: xr.Dataset) -> tuple[xr.DataArray, xr.DataAr
     return probe, test
 
 
-def _counts(found) -> dict[tuple[str, int], int]:
+def _counts(found: SuperNeurons) -> dict[tuple[str, int], int]:
     sel = found.selected
     out: dict[tuple[str, int], int] = {}
     for site, layer in zip(sel["site"].values.tolist(), sel["layer"].values.tolist(),
@@ -94,7 +99,7 @@ def _counts(found) -> dict[tuple[str, int], int]:
     return out
 
 
-def load_cell(cfg: Config, vlm, task: str) -> dict:
+def load_cell(cfg: Config, vlm: VLM, task: str) -> dict:
     """The probe and test samples of one (model, task) and their activations (stores)."""
     probe, test = _data.split(cfg, task)
     acts = _data.Acts(_data.acts(cfg, vlm, probe, "probe"), _data.acts(cfg, vlm, test, "test"))
@@ -108,7 +113,7 @@ def load(cfg: Config) -> _data.Loaded:
     return _data.load_cells(cfg, load_cell)
 
 
-def cell(cfg: Config, vlm, inputs: dict) -> xr.Dataset:
+def cell(cfg: Config, vlm: VLM, inputs: dict) -> xr.Dataset:
     """One (model, task) cell: dims ``classifier`` and (``site``, ``layer``), and scalars."""
     from sn_interp.probes import evaluate, find_sav_heads, zero_shot
 

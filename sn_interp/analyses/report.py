@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -101,7 +102,7 @@ def known_analyses() -> list[str]:
                   if not m.name.startswith("_") and m.name != ANALYSIS)
 
 
-def load_module(name: str) -> Any:
+def load_module(name: str) -> ModuleType:
     """``sn_interp.analyses.<name>``; an unknown name exits listing the known analyses."""
     full = f"sn_interp.analyses.{name}"
     try:
@@ -126,7 +127,7 @@ def read_study(path: Path | None) -> tuple[dict[str, Any], dict[str, dict], str]
     return {k: v for k, v in data.items() if k not in tables}, tables, text
 
 
-def check_keys(top: dict[str, Any], tables: dict[str, dict], modules: dict[str, Any],
+def check_keys(top: dict[str, Any], tables: dict[str, dict], modules: dict[str, ModuleType],
                origin: str) -> None:
     """Refuse top-level keys no analysis knows and tables that name no analysis.
 
@@ -144,7 +145,7 @@ def check_keys(top: dict[str, Any], tables: dict[str, dict], modules: dict[str, 
                          f"(known: {sorted(set(ANALYSES) | set(modules))})")
 
 
-def sub_config(module: Any, name: str, top: dict[str, Any], table: dict[str, Any],
+def sub_config(module: ModuleType, name: str, top: dict[str, Any], table: dict[str, Any],
                flags: dict[str, Any], out: Path, origin: str) -> StudyConfig:
     """An analysis's Config: known top-level keys < its table < known report flags."""
     known = fields_of(module.Config)
@@ -157,7 +158,7 @@ def sub_config(module: Any, name: str, top: dict[str, Any], table: dict[str, Any
 
 # ---- running ----------------------------------------------------------------------------------
 
-def run_one(name: str, module: Any, cfg: StudyConfig) -> Section:
+def run_one(name: str, module: ModuleType, cfg: StudyConfig) -> Section:
     """Execute one analysis, keeping its result, tables and figure names for the report."""
     sec = Section(name, question=(module.__doc__ or "").strip().split("\n")[0])
     keep: dict[str, Any] = {}
@@ -233,7 +234,7 @@ def headline(cfg: Config, sections: Sequence[Section]) -> pd.DataFrame:
     for m in cfg.models:
         for t in cfg.tasks:
             at = {"model": m, "task": t}
-            row: dict[str, Any] = {"model": m, "task": t}
+            row: dict[str, object] = {"model": m, "task": t}
             for column, sources in columns.items():
                 value = _first(*(h.value(r, at, cfg) for n, h in sources
                                  if (r := res.get(n)) is not None))

@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,10 @@ from sn_interp.analyses._common import file_name as _name
 from sn_interp.analyses._data import check_names, resolve, task_meta
 from sn_interp.analyses._overlap import jaccard, overlap, rank_correlation, top_ids  # noqa: F401  (re-exported)
 from sn_interp.analyses._result import combine_cells, frame_to_dataset
+
+if TYPE_CHECKING:
+    from sn_interp.models import VLM
+    from sn_interp.probes import SuperNeurons
 
 log = logging.getLogger(__name__)
 ANALYSIS = "robustness"
@@ -76,13 +80,13 @@ class Config(StudyConfig):
 class Fit(NamedTuple):
     """SNs selected on one probe split, and the activations of the matching test split."""
 
-    found: Any
+    found: SuperNeurons
     test: xr.Dataset
 
 
 # ---- load stage: every store a cell needs ---------------------------------------------------
 
-def other_domain_acts(cfg: Config, vlm: Any, task: str, prompt: str,
+def other_domain_acts(cfg: Config, vlm: VLM, task: str, prompt: str,
                       class_names: tuple[str, ...]) -> _data.Acts | None:
     """The other domain's probe and test activations, or None when the task has none."""
     other = OTHER_DOMAIN.get(task)
@@ -98,7 +102,7 @@ def other_domain_acts(cfg: Config, vlm: Any, task: str, prompt: str,
     return _data.split_acts(cfg, vlm, other, prompt=prompt)
 
 
-def load_cell(cfg: Config, vlm: Any, task: str) -> dict[str, Any]:
+def load_cell(cfg: Config, vlm: VLM, task: str) -> dict[str, Any]:
     """The activations of one (model, task) cell: per prompt, per shift, other domain."""
     meta = task_meta(task, cfg.n, cfg.seed)
     prompts = resolve(cfg.prompts, list(meta.prompts), "prompt", task)
@@ -125,14 +129,14 @@ def load(cfg: Config) -> _data.Loaded:
 
 # ---- computation --------------------------------------------------------------------------
 
-def fit(cfg: StudyConfig, vlm: Any, task: str, *, prompt: str | None,
+def fit(cfg: StudyConfig, vlm: VLM, task: str, *, prompt: str | None,
         shift: str | None = None) -> Fit:
     """Select SNs on one probe split and extract the matching test split (load + compute)."""
     a = _data.split_acts(cfg, vlm, task, prompt=prompt, shift=shift)
     return Fit(_data.select(cfg, a.probe), a.test)
 
 
-def _accuracy(cfg: Config, found: Any, test: xr.Dataset) -> tuple[float, float, float]:
+def _accuracy(cfg: Config, found: SuperNeurons, test: xr.Dataset) -> tuple[float, float, float]:
     from sn_interp.probes import evaluate
 
     return _data.accuracy_fields(evaluate(found.predict(test), seed=cfg.seed))
@@ -201,7 +205,7 @@ def _prefixed(ov: dict[str, float]) -> dict[str, float]:
     return {f"shift_{k}": v for k, v in ov.items()}
 
 
-def cell(cfg: Config, vlm: Any, inputs: dict[str, Any]) -> xr.Dataset:
+def cell(cfg: Config, vlm: VLM, inputs: dict[str, Any]) -> xr.Dataset:
     """One (model, task) cell: dims prompt_fit, prompt_eval, prompt_a, prompt_b, condition."""
     fits = {p: Fit(_data.select(cfg, a.probe), a.test) for p, a in inputs["prompts"].items()}
     conds = {c: Fit(_data.select(cfg, a.probe), a.test)
@@ -219,7 +223,7 @@ def cell(cfg: Config, vlm: Any, inputs: dict[str, Any]) -> xr.Dataset:
                      chance=((), inputs["chance"], {"long_name": "1 / number of classes"}))
 
 
-def one(cfg: Config, vlm: Any, task: str) -> xr.Dataset:
+def one(cfg: Config, vlm: VLM, task: str) -> xr.Dataset:
     """One (model, task) cell, loaded and computed (see :func:`cell`)."""
     return cell(cfg, vlm, load_cell(cfg, vlm, task))
 

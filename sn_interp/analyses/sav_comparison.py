@@ -33,15 +33,25 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+from jaxtyping import Float
 
 from sn_interp.analyses import _data
 from sn_interp.analyses._common import StudyConfig, make_main
 from sn_interp.analyses._evidence import add_holm, cell_evidence
 from sn_interp.analyses._result import Headline, cell_value, combine_cells, panel_figures
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from sn_interp.models import VLM
+    from sn_interp.probes._selection import Selection
+    from sn_interp.sample import Sample
+    from sn_interp.tasks import Task
 
 log = logging.getLogger(__name__)
 ANALYSIS = "sav_comparison"
@@ -85,7 +95,7 @@ class Config(StudyConfig):
 
 # ---- one (model, task) cell -------------------------------------------------------------------
 
-def feasible_shots(task, wanted: list[int], needed: int) -> list[int]:
+def feasible_shots(task: Task, wanted: list[int], needed: int) -> list[int]:
     """The probe sizes ``task`` can provide while leaving every class an image to test."""
     counts = np.bincount(task.labels, minlength=len(task.class_names))
     top = int(counts.min()) - 1
@@ -100,7 +110,7 @@ def feasible_shots(task, wanted: list[int], needed: int) -> list[int]:
     return [s for s in wanted if s <= top]
 
 
-def probe_subset(acts: xr.Dataset, probe) -> xr.Dataset:
+def probe_subset(acts: xr.Dataset, probe: Iterable[Sample]) -> xr.Dataset:
     """The rows of ``acts`` holding the samples of ``probe`` (a smaller split of one seed)."""
     ids = [s.sample_id for s in probe]
     index = {sid: i for i, sid in enumerate(acts["sample_id"].values.tolist())}
@@ -111,7 +121,8 @@ def probe_subset(acts: xr.Dataset, probe) -> xr.Dataset:
     return acts.isel(sample=sorted(index[sid] for sid in ids))
 
 
-def vote_accuracy(sel, acts_test: xr.Dataset, ks: list[int], seed: int) -> np.ndarray:
+def vote_accuracy(sel: Selection, acts_test: xr.Dataset, ks: list[int], seed: int
+                  ) -> Float[np.ndarray, "k 3"]:
     """(len(ks), 3) accuracy, low, high of the top-k vote of ``sel`` for each k (NaN if k > n).
 
     Equal to ``evaluate(sel.predict(acts_test, k=k))``, with one read of the voters' values.
@@ -148,14 +159,14 @@ def fit(cfg: Config, acts_probe: xr.Dataset, n_heads: int,
     return {"sn": found, "sav": heads}
 
 
-def best_feature(sel, n_layers: int) -> tuple[float, float, str, float]:
+def best_feature(sel: Selection, n_layers: int) -> tuple[float, float, str, float]:
     """(layer, relative depth, id, probe score) of the top-ranked voter."""
     top = sel.table.isel({sel.dim: 0})
     layer = int(top["layer"].values)
     return float(layer), (layer + 1) / n_layers, str(top["id"].values), float(top["score"])
 
 
-def load_cell(cfg: Config, vlm, task_name: str) -> dict:
+def load_cell(cfg: Config, vlm: VLM, task_name: str) -> dict:
     """The largest probe split's and the test split's activations (stores) of one cell."""
     from sn_interp.tasks import load_task
 
@@ -174,7 +185,7 @@ def load(cfg: Config) -> _data.Loaded:
     return _data.load_cells(cfg, load_cell)
 
 
-def evidence(cfg: Config, vlm, inputs: dict, fitted: dict, a_probe: xr.Dataset,
+def evidence(cfg: Config, vlm: VLM, inputs: dict, fitted: dict, a_probe: xr.Dataset,
              tests: dict) -> xr.Dataset:
     """At --shots: McNemar of SN and SAV vs zero-shot and each other, SN null ceiling."""
     from sn_interp.probes import zero_shot
@@ -199,7 +210,7 @@ def evidence(cfg: Config, vlm, inputs: dict, fitted: dict, a_probe: xr.Dataset,
     return out
 
 
-def _fits_by_shots(cfg: Config, vlm, inputs: dict) -> tuple[dict, dict, xr.Dataset | None]:
+def _fits_by_shots(cfg: Config, vlm: VLM, inputs: dict) -> tuple[dict, dict, xr.Dataset | None]:
     """Per probe size: each classifier's top-k accuracy and best feature; by k at --shots."""
     task, (a_big, a_test), (z_big, z_test) = inputs["task"], inputs["acts"], inputs["heads"]
     tests = {"sn": a_test, "sav": z_test}  # z on its own layers for hybrid-attention models
@@ -227,7 +238,7 @@ def _fits_by_shots(cfg: Config, vlm, inputs: dict) -> tuple[dict, dict, xr.Datas
     return by_shots, by_k, ev
 
 
-def cell(cfg: Config, vlm, inputs: dict) -> xr.Dataset:
+def cell(cfg: Config, vlm: VLM, inputs: dict) -> xr.Dataset:
     """One (model, task) cell: dims (``classifier``, ``k``), (``classifier``, ``shots``)."""
     by_shots, by_k, ev = _fits_by_shots(cfg, vlm, inputs)
     shots, n_cls = cfg.shots_all, len(CLASSIFIERS)

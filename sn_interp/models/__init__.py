@@ -242,8 +242,10 @@ def _load_remote(model_id: str, source: Path | str, adapter: Adapter, dtype: tor
         raise ValueError("remote=True needs a hub id that the remote service hosts, "
                          f"not a local directory ({source})")
     nn = TransformersModel(source, task="image-text-to-text", revision=revision, dtype=dtype)
-    dims = adapter.validate(cast("PreTrainedModel", nn._module))  # nnsight's meta copy
-    return VLM(model=nn._module, processor=nn.processor, nn=nn, adapter=adapter, dims=dims,
+    module = cast("PreTrainedModel", nn._module)  # nnsight's meta copy
+    dims = adapter.validate(module)
+    processor = cast("ProcessorMixin", nn.processor)  # loaded with the model by nnsight
+    return VLM(model=module, processor=processor, nn=nn, adapter=adapter, dims=dims,
                model_id=model_id, revision=revision or "main", remote=True,
                meta={"architecture": type(nn._module).__name__, "source": source,
                      "vision_blocks": adapter.vision_path(nn._module)})

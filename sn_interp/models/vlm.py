@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
-from transformers import BatchFeature
+from transformers import BatchFeature, PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
 from sn_interp.models.adapter import Adapter, Dims
 from sn_interp.sample import Sample
+
+if TYPE_CHECKING:
+    from nnsight.modeling.transformers import TransformersModel
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +40,9 @@ class VLM:
         ('llava', 2)
     """
 
-    model: Any
-    processor: Any
-    nn: Any
+    model: PreTrainedModel
+    processor: ProcessorMixin
+    nn: TransformersModel
     adapter: Adapter
     dims: Dims
     model_id: str
@@ -52,7 +55,7 @@ class VLM:
         return self.adapter.family
 
     @property
-    def tokenizer(self) -> Any:
+    def tokenizer(self) -> PreTrainedTokenizerBase:
         return self.processor.tokenizer
 
     @property
@@ -63,7 +66,7 @@ class VLM:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def messages(self, question: str) -> list[dict[str, Any]]:
+    def messages(self, question: str) -> list[dict[str, Any]]:  # Any: HF types content as str
         """The chat for one question about one image (image first, as both families train)."""
         return [{"role": "user", "content": [{"type": "image"},
                                              {"type": "text", "text": question}]}]
@@ -99,7 +102,10 @@ class VLM:
         if self.adapter.nested_images:
             images = [[image] for image in images]
         self.tokenizer.padding_side = "left"
-        enc = self.processor(images=images, text=texts, return_tensors="pt", padding=True)
+        # Any: ProcessorMixin.__call__ is typed with per-modality kwargs only; the call takes
+        # the flat ones (return_tensors, padding) every HF processor accepts.
+        processor = cast(Any, self.processor)
+        enc = processor(images=images, text=texts, return_tensors="pt", padding=True)
         enc.pop("labels", None)  # some processors add training labels; a forward needs none
         if enc["attention_mask"][:, -1].eq(0).any():
             raise RuntimeError("the processor did not left-pad the batch; the last position "

@@ -19,9 +19,12 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 #: Width attributes that must agree between fit and prediction (when both record them).
 WIDTHS = ("n_layers", "n_heads", "d_head", "d_model", "d_mlp", "n_vision_layers")
@@ -62,11 +65,11 @@ def check_compatible(fitted: dict[str, Any], class_names: Sequence[str],
                          "be meaningless; use samples of the task it was fitted on")
 
 
-def _known(v: Any) -> bool:
+def _known(v: object) -> bool:
     return v not in (None, "") and not (isinstance(v, float) and np.isnan(v))
 
 
-def widths_of(acts: Any) -> dict[str, int]:
+def widths_of(acts: xr.Dataset | xr.DataArray) -> dict[str, int]:
     """The widths an activation Dataset actually has (from its dims, whatever its attrs say)."""
     names = {"d_model": "d_model", "d_mlp": "d_mlp", "d_head": "d_head", "head": "n_heads"}
     return {key: int(acts.sizes[dim]) for dim, key in names.items() if dim in acts.sizes}
@@ -120,7 +123,7 @@ def verify_checksum(path: Path, expected: str | None, what: str) -> None:
                                   "again")
 
 
-def check_finite(table: Any, path: Path, names: Sequence[str]) -> None:
+def check_finite(table: xr.Dataset, path: Path, names: Sequence[str]) -> None:
     """Refuse a table whose parameters hold NaN, naming the file and variables.
 
     (Infinite thresholds are legitimate: a rule that puts every value on one side.)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
 
 import dask.array as da
 import numpy as np
 import xarray as xr
 from dask.highlevelgraph import HighLevelGraph
-from jaxtyping import Float
+from jaxtyping import Float, Int
 
 from sn_interp.names import SAMPLE_COORDS, SITES_WITH_VISION, VISION_SITE
 
@@ -38,7 +37,7 @@ def class_names_of(acts: xr.Dataset | xr.DataArray, n_min: int = 0) -> tuple[str
     return tuple(str(i) for i in range(n_min))
 
 
-def probe_labels(acts: xr.Dataset) -> tuple[np.ndarray, tuple[str, ...]]:
+def probe_labels(acts: xr.Dataset) -> tuple[Int[np.ndarray, " sample"], tuple[str, ...]]:
     """Validated int64 labels and class names of a probe set; one clear error per problem."""
     if "label" not in acts.coords and "label" not in acts:
         raise ValueError("acts has no 'label' coordinate: scoring needs the labelled probe split "
@@ -62,7 +61,7 @@ def probe_labels(acts: xr.Dataset) -> tuple[np.ndarray, tuple[str, ...]]:
     return y, names
 
 
-def sample_coords(obj: xr.Dataset | xr.DataArray) -> dict[str, Any]:
+def sample_coords(obj: xr.Dataset | xr.DataArray) -> dict[str, tuple[str, np.ndarray]]:
     """The per-sample coords (``sample_id``, ``label``, ...) of ``obj``, as plain arrays."""
     return {c: ("sample", np.asarray(obj[c].values)) for c in SAMPLE_COORDS
             if c in obj.coords and obj[c].dims == ("sample",)}
@@ -122,7 +121,8 @@ def _view_blocks(x: Float[np.ndarray, "sample unit"], block: int) -> da.Array:
                     dtype=x.dtype)
 
 
-def unit_values(acts: xr.Dataset, site: str, layer: int, units: np.ndarray) -> np.ndarray:
+def unit_values(acts: xr.Dataset, site: str, layer: int, units: Int[np.ndarray, " unit"]
+                ) -> Float[np.ndarray, "sample unit"]:
     """float32 values (sample, len(units)) of the given flat units of one site and layer."""
     var = acts[site].sel({layer_dim(site): layer}).transpose("sample", ...)
     n = var.shape[0]

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import xarray as xr
-from jaxtyping import Int
+from jaxtyping import Float, Int
 
 from sn_interp.probes import _checks
 from sn_interp.probes._data import check_available, sample_coords, unit_values
@@ -95,7 +96,7 @@ class Selection:
         """The deepest language-model layer needed (-1 if only the vision tower is read)."""
         return max(self.layers, default=-1)
 
-    def requirements(self, k: int | None = None) -> dict[tuple[str, int], np.ndarray]:
+    def requirements(self, k: int | None = None) -> dict[tuple[str, int], Int[np.ndarray, " unit"]]:
         """(site, layer) -> sorted flat unit indices the top-``k`` voters read.
 
         Example:
@@ -126,8 +127,8 @@ class Selection:
             out.append(arr[:, np.searchsorted(req[site, layer], units)])
         return out
 
-    def predict_values(self, values: dict[tuple[str, int], np.ndarray],
-                       k: int | None = None) -> np.ndarray:
+    def predict_values(self, values: dict[tuple[str, int], Float[np.ndarray, "sample unit"]],
+                       k: int | None = None) -> Int[np.ndarray, " sample"]:
         """Class indices from raw values, one array per :meth:`requirements` key.
 
         Args:
@@ -240,14 +241,14 @@ class Selection:
                 f"sites={self.sites}, layers={self.layers}, top={ids})")
 
 
-def _meta_digest(meta: dict[str, Any]) -> str:
+def _meta_digest(meta: Mapping[str, object]) -> str:
     """sha256 of ``meta`` without its ``sha256`` entry, as canonical JSON."""
     body = {k: v for k, v in meta.items() if k != "sha256"}
     text = json.dumps(body, sort_keys=True, default=_jsonable)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _jsonable(o: Any) -> Any:
+def _jsonable(o: object) -> object:
     if isinstance(o, np.generic):
         return o.item()
     raise TypeError(f"cannot store {type(o).__name__} in JSON")

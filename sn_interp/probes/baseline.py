@@ -35,7 +35,7 @@ import logging
 import re
 import string
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
@@ -46,6 +46,12 @@ from sn_interp.sample import sample_coords
 # class_answer_strings is defined below probes (checkpoint building uses it) and stays
 # importable from here, where the zero-shot baseline and its callers have always found it.
 from sn_interp.tasks.prompts import class_answer_strings, yes_no_classes
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from sn_interp.models.vlm import VLM
+    from sn_interp.sample import Sample
 
 log = logging.getLogger(__name__)
 MODES = ("generate", "first_token")
@@ -90,7 +96,7 @@ def map_answer(text: str, class_names: Sequence[str], answer_format: str = "open
     return _match_open(t, class_names)
 
 
-def first_token_ids(tokenizer: Any, answer: str) -> list[int]:
+def first_token_ids(tokenizer: PreTrainedTokenizerBase, answer: str) -> list[int]:
     """Distinct first tokens of ``answer`` with/without a leading space, in three casings."""
     ids = []
     for v in {answer, answer.lower(), answer.capitalize()}:
@@ -101,19 +107,21 @@ def first_token_ids(tokenizer: Any, answer: str) -> list[int]:
     return ids
 
 
-def _batch_generate(vlm: Any, batch: Sequence[Any], max_new_tokens: int) -> tuple[list, list]:
+def _batch_generate(vlm: VLM, batch: Sequence[Sample], max_new_tokens: int) -> tuple[list, list]:
     import torch
     enc = vlm.encode(batch)
     tok = vlm.processor.tokenizer
     with torch.no_grad():
-        out = vlm.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tok.pad_token_id or tok.eos_token_id)
+        # Any: PreTrainedModel does not declare generate(); every family's model class does.
+        model: Any = vlm.model
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tok.pad_token_id or tok.eos_token_id)
     texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     preds = [map_answer(t, s.class_names, s.answer_format) for t, s in zip(texts, batch, strict=True)]
     return [t.strip() for t in texts], preds
 
 
-def _batch_first_token(vlm: Any, batch: Sequence[Any]) -> tuple[list, list]:
+def _batch_first_token(vlm: VLM, batch: Sequence[Sample]) -> tuple[list, list]:
     import torch
     enc = vlm.encode(batch)
     tok = vlm.processor.tokenizer
@@ -130,7 +138,7 @@ def _batch_first_token(vlm: Any, batch: Sequence[Any]) -> tuple[list, list]:
     return texts, preds
 
 
-def zero_shot(vlm: Any, samples: Sequence[Any], *, mode: str = "generate",
+def zero_shot(vlm: VLM, samples: Sequence[Sample], *, mode: str = "generate",
               max_new_tokens: int = 16, batch_size: int = 8, progress: bool = True) -> xr.Dataset:
     """The model's own answers, mapped to class indices.
 
@@ -177,6 +185,6 @@ def zero_shot(vlm: Any, samples: Sequence[Any], *, mode: str = "generate",
                              **_shared_class_names(samples)})
 
 
-def _shared_class_names(samples: Sequence[Any]) -> dict[str, str]:
+def _shared_class_names(samples: Sequence[Sample]) -> dict[str, str]:
     names = {tuple(s.class_names) for s in samples}
     return {"class_names": json.dumps(list(names.pop()))} if len(names) == 1 else {}

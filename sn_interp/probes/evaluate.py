@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
+from jaxtyping import Int
 
 from sn_interp.probes._data import class_names_of
 
@@ -52,7 +53,8 @@ def _check_classes(pred: xr.DataArray | np.ndarray, p: np.ndarray, y: np.ndarray
                              f"{names[y[i]]!r} in the classifier's class list {list(names)}")
 
 
-def evaluate(pred: xr.DataArray, labels: xr.DataArray | np.ndarray | None = None, *,
+def evaluate(pred: xr.DataArray | Int[np.ndarray, " sample"],
+             labels: xr.DataArray | Int[np.ndarray, " sample"] | None = None, *,
              n_boot: int = 1000, seed: int = 0,
              class_names: tuple[str, ...] | list[str] | None = None) -> xr.Dataset:
     """Accuracy with a seeded 95% bootstrap interval, macro-F1, per-class accuracy, confusion.

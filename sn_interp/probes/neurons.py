@@ -26,7 +26,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 from dask.base import compute
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
 from sn_interp.probes._data import unit_matrix
@@ -77,7 +77,7 @@ def make_plan(y: Int[np.ndarray, " sample"], n_classes: int, rule: str, score: s
 
 def score_blocks(acts: xr.Dataset, blocks: list[tuple[str, int]], plan: Plan, *,
                  block: int | None = None, progress: bool = True
-                 ) -> dict[tuple[str, int], np.ndarray]:
+                 ) -> dict[tuple[str, int], Float[np.ndarray, "stat unit"]]:
     """Score every unit of each (site, layer) block; returns stats (n_stats, unit) per block.
 
     Row 0 is the score, row 1 a non-finite flag, the rest the fitted params. Each block is a

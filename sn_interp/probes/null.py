@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 from dask.base import compute
+from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
 from sn_interp.names import SITE_ORDER, VISION_SITE
@@ -70,7 +71,8 @@ def _block_kernel(rule: str):
     return kernel
 
 
-def perm_scores(x: np.ndarray, pp: _PermPlans) -> tuple[np.ndarray, bool]:
+def perm_scores(x: Float[np.ndarray, "sample unit"], pp: _PermPlans
+                ) -> tuple[Float[np.ndarray, "perm unit"], bool]:
     """(perm, unit) scores of one block under every permutation, and a non-finite flag.
 
     Equal, per permutation, to row 0 of the rule's one-plan block kernel (tested); the centroid
@@ -89,7 +91,7 @@ def perm_scores(x: np.ndarray, pp: _PermPlans) -> tuple[np.ndarray, bool]:
     return np.stack([s[0] for s in stats]), bool(any(s[1].any() for s in stats))
 
 
-def top_rows(scores: np.ndarray, kk: int) -> np.ndarray:
+def top_rows(scores: Float[np.ndarray, "row col"], kk: int) -> Int[np.ndarray, "row kk"]:
     """Per row, the columns of the ``kk`` best scores, best first, ties to the lower column."""
     w = scores.shape[1]
     kth = np.partition(scores, w - kk, axis=1)[:, w - kk]
@@ -231,7 +233,7 @@ def _test_labels(test_acts: xr.Dataset, class_names: tuple[str, ...]) -> np.ndar
     return y
 
 
-def p_value(null: np.ndarray, observed: float) -> float:
+def p_value(null: Float[np.ndarray, " draw"], observed: float) -> float:
     """Permutation p-value ``(1 + #{null >= observed}) / (1 + n)`` (never 0).
 
     Example:

@@ -17,6 +17,7 @@ import logging
 
 import numpy as np
 import xarray as xr
+from jaxtyping import Bool, Int
 from tqdm.auto import tqdm
 
 from sn_interp.probes._data import probe_labels
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 STABLE = 0.5  # selection frequency from which a neuron is called stable
 
 
-def expected_jaccard(selected: np.ndarray) -> float:
+def expected_jaccard(selected: Bool[np.ndarray, "draw neuron"]) -> float:
     """Mean Jaccard overlap of the row sets of a (draw, neuron) bool matrix over all pairs.
 
     Example:
@@ -45,7 +46,8 @@ def expected_jaccard(selected: np.ndarray) -> float:
     return float(np.mean(inter[iu] / np.maximum(union[iu], 1)))
 
 
-def bootstrap_indices(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def bootstrap_indices(y: Int[np.ndarray, " sample"], rng: np.random.Generator
+                      ) -> Int[np.ndarray, " sample"]:
     """A stratified bootstrap resample of sample positions (each class to its own size)."""
     parts = [rng.choice(np.flatnonzero(y == c), size=int((y == c).sum()), replace=True)
              for c in np.unique(y)]

@@ -22,8 +22,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, cast, overload
 
+# Any: a row of a `datasets.Dataset` (datasets types its values as Any) and the task
+# manifest's JSON shift parameters.
 import datasets
 import numpy as np
+from jaxtyping import Int
 from PIL import Image
 
 from sn_interp.sample import AnswerFormat, Sample
@@ -58,7 +61,8 @@ class Shift:
         return self.fn(image, row, rng, **self.params).convert("RGB")
 
 
-def stratified_take(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+def stratified_take(labels: Int[np.ndarray, " row"], n: int, rng: np.random.Generator
+                    ) -> Int[np.ndarray, " n"]:
     """``n`` indices drawn per class in proportion to the class sizes, sorted.
 
     Classes get ``floor(n * share)`` rows and the remainders go to the largest fractional
@@ -181,7 +185,7 @@ class Task:
         return next((p for p, t in self.prompts.items() if t.heldout), None)
 
     @cached_property
-    def labels(self) -> np.ndarray:
+    def labels(self) -> Int[np.ndarray, " row"]:
         """Class indices, one per row (int64)."""
         return np.asarray(self.data["label"], dtype=np.int64)
 
@@ -290,7 +294,8 @@ class Task:
         """
         return self._derive(shift=name)
 
-    def select(self, indices: Sequence[int] | np.ndarray, split_name: str | None = None) -> Task:
+    def select(self, indices: Sequence[int] | Int[np.ndarray, " row"],
+               split_name: str | None = None) -> Task:
         """The rows at ``indices`` (in that order), optionally relabelled as a split."""
         return self._derive(data=self.data.select(np.asarray(indices, dtype=np.int64)),
                             split_name=self.split_name if split_name is None else split_name)

@@ -23,7 +23,7 @@ import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any  # rows and manifest specs are mixed-type JSON/datasets values
 
 import datasets
 import numpy as np

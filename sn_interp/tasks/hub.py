@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any  # datasets types row values and image cells as Any
 
 import datasets
 import numpy as np
@@ -155,7 +155,7 @@ def _naturalbench(b: Batch, idx: list[int]) -> Batch:
 
 
 # ---- adapters -----------------------------------------------------------------------------
-def _norm(name: Any) -> str:
+def _norm(name: object) -> str:
     return re.sub(r"[_\s]+", " ", str(name).strip().lower())
 
 
@@ -240,7 +240,7 @@ class HubAdapter:
         return Task(self.name, rows, prompts=templates_from_manifest(spec["prompts"]),
                     description=f"{self.description}{suffix}")
 
-    def _label_index(self, value: Any, classes: list[str], row: int) -> int:
+    def _label_index(self, value: object, classes: list[str], row: int) -> int:
         if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
             if 0 <= value < len(classes):
                 return int(value)

@@ -15,7 +15,7 @@ import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any  # an undecoded datasets image cell (dict, path or PIL) is untyped
 
 import datasets
 from PIL import Image

@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any  # records are parsed JSON objects (values of mixed types)
 
 import datasets
 from PIL import Image, UnidentifiedImageError
@@ -75,7 +75,7 @@ def _build(name: str, rows: list[dict[str, Any]], classes: Sequence[str]) -> Tas
     return Task(name, data, prompts=_templates(len(classes)), description=f"user data {name}")
 
 
-def _label_index(label: Any, classes: Sequence[str], where: str, by_index: bool) -> int:
+def _label_index(label: object, classes: Sequence[str], where: str, by_index: bool) -> int:
     """The class index of a record's label: a class name, or (``by_index``, i.e. with
     ``classes=`` given) an integer index into ``classes``."""
     if by_index and isinstance(label, int) and 0 <= label < len(classes):
@@ -109,7 +109,7 @@ def _parse_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return records
 
 
-def _check_label(label: Any, where: str) -> None:
+def _check_label(label: object, where: str) -> None:
     """Refuse labels that are neither a class name nor an integer index."""
     if isinstance(label, bool) or label is None or not isinstance(label, str | int):
         shown = json.dumps(label)

@@ -13,7 +13,7 @@ import os
 import tomllib
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any  # a task manifest is parsed JSON (mixed types)
 
 
 def manifest_dir() -> Path:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any  # template fields come from datasets rows and JSON manifests (mixed types)
 
 from sn_interp.sample import ANSWER_FORMATS, AnswerFormat
 

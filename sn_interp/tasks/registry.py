@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any  # loader options are forwarded as given (each loader checks its own)
 
 from sn_interp.tasks.base import Task
 

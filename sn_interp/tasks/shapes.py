@@ -20,9 +20,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any  # a scene is a JSON-like dict of mixed values (module docstring)
 
 import numpy as np
+from jaxtyping import UInt8
 from PIL import Image, ImageDraw
 
 SHAPES = ("circle", "square", "triangle", "star")
@@ -127,7 +128,8 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
 
 
 def render(scene: Mapping[str, Any], size: int = 64, *, scale: float = 1.0,
-           outline: int = 0, background: np.ndarray | None = None) -> Image.Image:
+           outline: int = 0, background: UInt8[np.ndarray, "size size 3"] | None = None
+           ) -> Image.Image:
     """Draw a scene.
 
     Args:

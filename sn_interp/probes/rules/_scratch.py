@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+from jaxtyping import Shaped
 from numpy.typing import DTypeLike
 
 _local = threading.local()
 
 
-def buffer(name: str, shape: tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
+def buffer(name: str, shape: tuple[int, ...], dtype: DTypeLike) -> Shaped[np.ndarray, "*shape"]:
     """A per-thread scratch array of ``shape`` (reused across blocks: no allocation)."""
     size = int(np.prod(shape))
     buf = getattr(_local, name, None)

@@ -8,16 +8,22 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 import numpy as np
 from jaxtyping import Float, Int
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+#: One neuron-table variable as ``xr.Dataset`` takes it: (dims, data, attrs).
+TableVar = tuple[str | tuple[str, ...], np.ndarray, dict[str, str]]
 
 #: Rows of a block's stats array before the fitted params: the score and the non-finite flag.
 HEAD = 2
 
 
-def _as_labels(labels: Any) -> np.ndarray:
+def _as_labels(labels: object) -> Int[np.ndarray, " sample"]:
     return np.asarray(labels, np.int64)
 
 
@@ -53,11 +59,11 @@ class Plan:
         return cls(y, c, rule, "cv", fold, int(fold.max()) + 1)
 
     @property
-    def folds(self) -> np.ndarray | None:
+    def folds(self) -> Int[np.ndarray, " sample"] | None:
         """Fold ids for :meth:`Rule.score_block`: None for ``score="probe"``."""
         return self.fold if self.score == "cv" else None
 
-    def seg_order(self) -> tuple[np.ndarray, np.ndarray]:
+    def seg_order(self) -> tuple[Int[np.ndarray, " sample"], Int[np.ndarray, " sample"]]:
         """Rows sorted by (fold, class) and the (fold*C + class) segment of each sorted row."""
         seg = self.fold * self.n_classes + self.y
         perm = np.argsort(seg, kind="stable")
@@ -119,11 +125,11 @@ class Rule(ABC):
 
     @abstractmethod
     def table_vars(self, params: Float[np.ndarray, "param neuron"],
-                   n_classes: int) -> dict[str, tuple[Any, ...]]:
+                   n_classes: int) -> dict[str, TableVar]:
         """The neuron table's variables holding ``params``: name -> (dims, data, attrs)."""
 
     @abstractmethod
-    def table_params(self, table: Any) -> Float[np.ndarray, "param neuron"]:
+    def table_params(self, table: xr.Dataset) -> Float[np.ndarray, "param neuron"]:
         """The params array back from a neuron table (an ``xr.Dataset`` over ``neuron``)."""
 
     def score_block(self, values: Float[np.ndarray, "sample neuron"],

@@ -20,14 +20,17 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from jaxtyping import Float, Int
 
 from sn_interp.probes._kernels import TILE, centroid_block_nb, flat_rows
 from sn_interp.probes.rules._scratch import buffer
-from sn_interp.probes.rules.base import HEAD, Layout, Plan, Rule, register
+from sn_interp.probes.rules.base import HEAD, Layout, Plan, Rule, TableVar, register
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 
 def _next_up_bits(r: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -80,7 +83,8 @@ def _sorted_classes(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def centroid_bounds(means: Float[np.ndarray, "cls neuron"],
-                    out: tuple[np.ndarray, np.ndarray] | None = None
+                    out: tuple[Float[np.ndarray, "cls neuron"],
+                               Float[np.ndarray, "cls neuron"]] | None = None
                     ) -> tuple[Float[np.ndarray, "cls neuron"], Float[np.ndarray, "cls neuron"]]:
     """Closed float32 intervals ``(lo, hi)``, each (class, neuron), of the centroid rule.
 
@@ -269,10 +273,10 @@ class CentroidRule(Rule):
         return centroid_predict(x, lo, hi)
 
     def table_vars(self, params: Float[np.ndarray, "param neuron"],
-                   n_classes: int) -> dict[str, tuple[Any, ...]]:
+                   n_classes: int) -> dict[str, TableVar]:
         return {"centroids": (("neuron", "class"), params.T, {"long_name": "class mean"})}
 
-    def table_params(self, table: Any) -> Float[np.ndarray, "param neuron"]:
+    def table_params(self, table: xr.Dataset) -> Float[np.ndarray, "param neuron"]:
         return np.asarray(table["centroids"].values, np.float64).T
 
     def score_block(self, values: Float[np.ndarray, "sample neuron"],

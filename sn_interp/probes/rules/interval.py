@@ -33,12 +33,15 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from jaxtyping import Float, Int
 
-from sn_interp.probes.rules.base import Rule, register
+from sn_interp.probes.rules.base import Rule, TableVar, register
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 _NEG = np.int32(-(2**30))  # below every reachable count: marks a position no cut may use
 
@@ -128,13 +131,13 @@ class IntervalRule(Rule):
         return interval_predict(x, params, n_classes)
 
     def table_vars(self, params: Float[np.ndarray, "param neuron"],
-                   n_classes: int) -> dict[str, tuple[Any, ...]]:
+                   n_classes: int) -> dict[str, TableVar]:
         c = n_classes
         return {"cuts": (("neuron", "cut"), params[:c - 1].T,
                         {"long_name": "upper bound of each interval but the last"}),
                 "interval_class": (("neuron", "interval"), params[c - 1:].T.astype(np.int64),
                                    {"long_name": "class of each interval, lowest first"})}
 
-    def table_params(self, table: Any) -> Float[np.ndarray, "param neuron"]:
+    def table_params(self, table: xr.Dataset) -> Float[np.ndarray, "param neuron"]:
         return np.concatenate([np.asarray(table["cuts"].values, np.float64).T,
                                np.asarray(table["interval_class"].values, np.float64).T])

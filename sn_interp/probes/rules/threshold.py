@@ -19,14 +19,17 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from jaxtyping import Bool, Float, Int
 
 from sn_interp.probes._kernels import flat_rows
 from sn_interp.probes._threshold_kernels import threshold_block_nb
-from sn_interp.probes.rules.base import Plan, Rule, register
+from sn_interp.probes.rules.base import Plan, Rule, TableVar, register
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 
 def _fit_binary(x: Float[np.ndarray, "sample neuron"], pos: Bool[np.ndarray, " sample"]
@@ -106,7 +109,7 @@ class ThresholdRule(Rule):
         return threshold_predict(x, params[:n_classes], params[n_classes:])
 
     def table_vars(self, params: Float[np.ndarray, "param neuron"],
-                   n_classes: int) -> dict[str, tuple[Any, ...]]:
+                   n_classes: int) -> dict[str, TableVar]:
         if n_classes == 2:
             return {"threshold": ("neuron", params[0], {"long_name": "decision threshold"}),
                     "polarity": ("neuron", params[1].astype(np.int8), {"long_name": "polarity"})}
@@ -115,7 +118,7 @@ class ThresholdRule(Rule):
                 "polarity": (("neuron", "class"), params[n_classes:].T.astype(np.int8),
                              {"long_name": "one-vs-rest polarity"})}
 
-    def table_params(self, table: Any) -> Float[np.ndarray, "param neuron"]:
+    def table_params(self, table: xr.Dataset) -> Float[np.ndarray, "param neuron"]:
         t = np.asarray(table["threshold"].values, np.float64)
         pol = np.asarray(table["polarity"].values, np.float64)
         return np.concatenate([t.reshape(-1, t.shape[0]) if t.ndim == 1 else t.T,
