@@ -5,8 +5,12 @@ Each function takes a tidy ``pandas.DataFrame`` (or a DataArray it turns into on
 and returns the ``Axes``. Sizes suit a paper column (3.3-3.5 in wide).
 
 Example:
+    >>> import pandas as pd
     >>> import sn_interp.plotting as snp
-    >>> ax = snp.method_bars(df)           # doctest: +SKIP
+    >>> df = pd.DataFrame({"k": [1, 5], "classifier": ["sn_topk"] * 2, "accuracy": [0.6, 0.8]})
+    >>> ax = snp.accuracy_lines(df, x="k")     # one line per classifier
+    >>> ax.get_ylabel()
+    'test accuracy'
 """
 
 from __future__ import annotations
@@ -37,7 +41,15 @@ def _ax(ax: Axes | None, width: float = COLUMN_WIDTH, height: float = 2.4) -> Ax
 
 
 def tidy(obj: xr.DataArray | pd.DataFrame) -> pd.DataFrame:
-    """A long-form frame from a DataArray (its name becomes the value column)."""
+    """A long-form frame from a DataArray (its name becomes the value column).
+
+    Example:
+        >>> import numpy as np, xarray as xr
+        >>> da = xr.DataArray(np.eye(2), dims=("site", "layer"), name="accuracy",
+        ...                   coords={"site": ["z", "mlp_post"], "layer": [0, 1]})
+        >>> tidy(da).columns.tolist(), len(tidy(da))        # (site x layer) -> 4 rows
+        (['site', 'layer', 'accuracy'], 4)
+    """
     if isinstance(obj, pd.DataFrame):
         return obj
     return obj.to_dataframe().reset_index()
@@ -64,6 +76,14 @@ def method_bars(df: pd.DataFrame, *, x: str = "task", hue: str = "classifier",
     """Test accuracy per task and method with 95% bootstrap intervals.
 
     ``df`` has columns ``x``, ``hue``, ``accuracy``, ``accuracy_low``, ``accuracy_high``.
+
+    Example:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"task": ["digits"] * 2, "classifier": ["zero_shot", "sn_topk"],
+        ...                    "accuracy": [0.4, 0.9], "accuracy_low": [0.3, 0.85],
+        ...                    "accuracy_high": [0.5, 0.95]})
+        >>> method_bars(df, chance={"digits": 0.1}).get_ylabel()
+        'test accuracy'
     """
     ax = _ax(ax, height=2.6)
     order = list(dict.fromkeys(df[x]))
@@ -86,7 +106,15 @@ def method_bars(df: pd.DataFrame, *, x: str = "task", hue: str = "classifier",
 
 def layer_site_heatmap(da: xr.DataArray, *, ax: Axes | None = None,
                        label: str = "test accuracy of the best neuron") -> Axes:
-    """A (site x layer) heatmap, e.g. the best single-neuron accuracy per layer and site."""
+    """A (site x layer) heatmap, e.g. the best single-neuron accuracy per layer and site.
+
+    Example:
+        >>> import numpy as np, xarray as xr
+        >>> da = xr.DataArray(np.array([[0.5, 0.9], [0.6, 0.7]]), dims=("site", "layer"),
+        ...                   coords={"site": ["z", "mlp_post"], "layer": [0, 1]})
+        >>> layer_site_heatmap(da).get_xlabel()            # da: (site, layer)
+        'layer'
+    """
     ax = _ax(ax, height=2.0)
     frame = da.transpose("site", "layer").to_pandas()
     frame = frame.loc[:, ~frame.isna().all(axis=0)]
@@ -99,7 +127,15 @@ def layer_site_heatmap(da: xr.DataArray, *, ax: Axes | None = None,
 
 def accuracy_lines(df: pd.DataFrame, *, x: str, hue: str = "classifier", ax: Axes | None = None,
                    xlabel: str | None = None, logx: bool = False) -> Axes:
-    """Accuracy against ``x`` (k, shots, exit layer, ...) with a shaded 95% interval."""
+    """Accuracy against ``x`` (k, shots, exit layer, ...) with a shaded 95% interval.
+
+    Example:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"k": [1, 5, 1, 5], "classifier": ["sn_topk"] * 2 + ["sav"] * 2,
+        ...                    "accuracy": [0.6, 0.8, 0.5, 0.7]})
+        >>> accuracy_lines(df, x="k", logx=True).get_xscale()
+        'log'
+    """
     ax = _ax(ax)
     palette = dict(zip(dict.fromkeys(df[hue]), sns.color_palette("colorblind"), strict=False))
     for h, part in df.groupby(hue, sort=False):
@@ -119,7 +155,15 @@ def accuracy_lines(df: pd.DataFrame, *, x: str, hue: str = "classifier", ax: Axe
 def matrix_heatmap(da: xr.DataArray, *, ax: Axes | None = None, label: str = "",
                    vmin: float | None = 0, vmax: float | None = 1, fmt: str = ".2f",
                    cmap: str = "viridis") -> Axes:
-    """A labelled 2-D heatmap with annotated cells (e.g. prompt A x prompt B accuracy)."""
+    """A labelled 2-D heatmap with annotated cells (e.g. prompt A x prompt B accuracy).
+
+    Example:
+        >>> import numpy as np, xarray as xr
+        >>> da = xr.DataArray(np.full((2, 2), 0.8), dims=("probe_prompt", "test_prompt"),
+        ...                   coords={"probe_prompt": ["a", "b"], "test_prompt": ["a", "b"]})
+        >>> matrix_heatmap(da, label="accuracy").get_xlabel()   # da: (row dim, column dim)
+        'test prompt'
+    """
     ax = _ax(ax, height=2.6)
     frame = da.to_pandas()
     sns.heatmap(frame, ax=ax, annot=frame.shape[0] * frame.shape[1] <= 64, fmt=fmt,
@@ -131,7 +175,14 @@ def matrix_heatmap(da: xr.DataArray, *, ax: Axes | None = None, label: str = "",
 
 def counts_by_layer(df: pd.DataFrame, *, x: str = "layer", hue: str = "site",
                     ax: Axes | None = None, xlabel: str = "layer") -> Axes:
-    """Stacked counts (e.g. where the top-k SNs live) per layer, coloured by site."""
+    """Stacked counts (e.g. where the top-k SNs live) per layer, coloured by site.
+
+    Example:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"layer": [0, 0, 1], "site": ["z", "mlp_post", "z"], "count": [2, 1, 3]})
+        >>> counts_by_layer(df).get_ylabel()
+        'number of selected SNs'
+    """
     ax = _ax(ax)
     wide = df.pivot_table(index=x, columns=hue, values="count", aggfunc="sum", fill_value=0,
                           sort=False)
@@ -155,6 +206,15 @@ def early_exit_axes(df: pd.DataFrame, *, base: tuple[float, float, float] | None
     ``df`` has columns ``exit_layer``, ``accuracy``, ``accuracy_low``, ``accuracy_high`` and
     ``speedup``; ``exit_layer`` -1 (vision tower only) is labelled ``vision``. ``base`` is the
     base model's (accuracy, low, high); ``best`` marks the chosen exit layer.
+
+    Example:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"exit_layer": [-1, 0, 1], "accuracy": [0.5, 0.7, 0.8],
+        ...                    "accuracy_low": [0.4, 0.6, 0.7], "accuracy_high": [0.6, 0.8, 0.9],
+        ...                    "speedup": [9.0, 5.0, 3.0]})
+        >>> ax = early_exit_axes(df, base=(0.75, 0.7, 0.8), best=1)
+        >>> [t.get_text() for t in ax.get_xticklabels()]
+        ['vision', '0', '1']
     """
     ax = _ax(ax, height=2.4)
     df = df.sort_values("exit_layer")
@@ -185,7 +245,15 @@ def early_exit_axes(df: pd.DataFrame, *, base: tuple[float, float, float] | None
 
 def drop_bars(df: pd.DataFrame, *, x: str = "shift", hue: str = "task", value: str = "drop",
               ax: Axes | None = None, ylabel: str = "accuracy drop (clean − shifted)") -> Axes:
-    """Signed bars of ``value`` per ``x`` and ``hue`` (e.g. the accuracy drop per shift)."""
+    """Signed bars of ``value`` per ``x`` and ``hue`` (e.g. the accuracy drop per shift).
+
+    Example:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"shift": ["blur", "blur"], "task": ["digits", "shapes"],
+        ...                    "drop": [0.1, -0.02]})
+        >>> drop_bars(df).get_ylabel()
+        'accuracy drop (clean − shifted)'
+    """
     ax = _ax(ax)
     order = list(dict.fromkeys(df[x]))
     hue_order = list(dict.fromkeys(df[hue]))
@@ -201,7 +269,15 @@ def drop_bars(df: pd.DataFrame, *, x: str = "shift", hue: str = "task", value: s
 def depth_strips(df: pd.DataFrame, *, x: str = "relative_depth", y: str = "task",
                  hue: str = "model", ax: Axes | None = None,
                  xlabel: str = "relative depth of SN, (layer + 1) / n_layers") -> Axes:
-    """Distribution of SN relative depths: one jittered strip per ``y`` and ``hue``, with medians."""
+    """Distribution of SN relative depths: one jittered strip per ``y`` and ``hue``, with medians.
+
+    Example:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"relative_depth": [0.1, 0.5, 0.9, 0.3], "task": ["digits"] * 4,
+        ...                    "model": ["a", "a", "b", "b"]})
+        >>> tuple(float(v) for v in depth_strips(df).get_xlim())
+        (0.0, 1.02)
+    """
     n_y, n_hue = len(set(df[y].dropna())), len(set(df[hue].dropna()))
     ax = _ax(ax, height=0.6 + 0.5 * n_y * max(1, n_hue) ** 0.5)
     hue_order = list(dict.fromkeys(df[hue]))
@@ -219,7 +295,14 @@ def depth_strips(df: pd.DataFrame, *, x: str = "relative_depth", y: str = "task"
 
 def site_bars(df: pd.DataFrame, *, x: str = "site", hue: str = "model", value: str = "count",
               ax: Axes | None = None, normalize: bool = True) -> Axes:
-    """Where SNs live by site: the share (or count) of selected SNs per site, one bar per ``hue``."""
+    """Where SNs live by site: the share (or count) of selected SNs per site, one bar per ``hue``.
+
+    Example:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"site": ["z", "mlp_post"], "model": ["a", "a"], "count": [3, 1]})
+        >>> site_bars(df).get_ylabel()                      # shares: 0.75 and 0.25
+        'share of selected SNs'
+    """
     ax = _ax(ax)
     df = df.copy()
     if normalize:
@@ -248,7 +331,15 @@ def _sparse_labels(x: np.ndarray, slots: int = 14) -> list[str]:
 
 
 def tidy_ticks(ax: Axes, rotation: float = 0) -> None:
-    """Horizontal row labels, optionally slanted column labels, no grid through empty cells."""
+    """Horizontal row labels, optionally slanted column labels, no grid through empty cells.
+
+    Example:
+        >>> import matplotlib.pyplot as plt
+        >>> _, ax = plt.subplots()
+        >>> tidy_ticks(ax, rotation=30)
+        >>> ax.xaxis.get_gridlines()[0].get_visible()
+        False
+    """
     ax.grid(False)
     ax.tick_params(axis="y", rotation=0)
     if rotation:
@@ -258,7 +349,16 @@ def tidy_ticks(ax: Axes, rotation: float = 0) -> None:
 
 def overlap_pair(jaccard: xr.DataArray, spearman: xr.DataArray, *, xlabel: str, ylabel: str,
                  title: str, height: float = 2.6, wrap: bool = False):
-    """Two heatmaps side by side: Jaccard of top-k SN ids and Spearman of neuron scores."""
+    """Two heatmaps side by side: Jaccard of top-k SN ids and Spearman of neuron scores.
+
+    Example:
+        >>> import numpy as np, xarray as xr
+        >>> m = xr.DataArray(np.eye(2), dims=("model_a", "model_b"),
+        ...                  coords={"model_a": ["x", "y"], "model_b": ["x", "y"]})
+        >>> fig = overlap_pair(m, m, xlabel="model", ylabel="model", title="overlap")
+        >>> len(fig.axes)                                  # two heatmaps and their colour bars
+        4
+    """
     fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN_WIDTH, height), layout="constrained")
     sep = "\n" if wrap else " "
     matrix_heatmap(jaccard, ax=axes[0], label=f"Jaccard of{sep}top-k SN ids")
@@ -277,6 +377,15 @@ def effect_vs_k(sn_df: pd.DataFrame, control: pd.DataFrame, *, ax: Axes | None =
 
     ``sn_df`` has columns ``hue``, ``k``, ``effect``, ``effect_low``, ``effect_high``;
     ``control`` has ``hue``, ``k``, ``effect`` (one row per random draw), drawn as faint dots.
+
+    Example:
+        >>> import pandas as pd
+        >>> sn_df = pd.DataFrame({"edit": ["ablate"] * 2, "k": [1, 10], "effect": [0.1, 0.4],
+        ...                       "effect_low": [0.0, 0.3], "effect_high": [0.2, 0.5]})
+        >>> control = pd.DataFrame({"edit": ["ablate"] * 4, "k": [1, 1, 10, 10],
+        ...                         "effect": [0.0, 0.01, 0.02, -0.01]})
+        >>> effect_vs_k(sn_df, control).get_xlabel()
+        'k (neurons edited)'
     """
     ax = _ax(ax)
     levels = list(dict.fromkeys([*sn_df[hue], *control[hue]]))
