@@ -187,7 +187,17 @@ def _check_model(vlm: VLM, attrs: dict) -> None:
 
 def timed_predict(clf: EarlyExitClassifier, samples: Sequence[Sample]) -> tuple[xr.DataArray,
                                                                                  float]:
-    """Predictions and wall-clock seconds per sample."""
+    """Predictions and wall-clock seconds per sample.
+
+    Example:
+        >>> import sn_interp as sn
+        >>> vlm = sn.load_model("tiny-llava")
+        >>> probe, test = sn.load_task("shapes-color", n=60).split(shots=5, seed=0)
+        >>> found = sn.find_super_neurons(sn.extract(vlm, probe, progress=False), k=3, max_layer=0)
+        >>> pred, seconds = timed_predict(sn.EarlyExitClassifier(vlm, found), test[:4])
+        >>> pred.dims, seconds > 0                          # pred: (sample,)
+        (('sample',), True)
+    """
     start = time.perf_counter()
     pred = clf.predict(samples)
     return pred, (time.perf_counter() - start) / len(samples)
@@ -242,6 +252,14 @@ def sweep(vlm: VLM, probe: Sequence[Sample], test: Sequence[Sample], *,
         ``best_neuron``; scalars ``base_accuracy`` (+ interval) and ``base_latency``; the
         timings of every repeat as ``latency_repeats`` (exit_layer, repeat) and
         ``base_latency_repeats`` (repeat).
+
+    Example:
+        >>> import sn_interp as sn
+        >>> vlm = sn.load_model("tiny-llava")
+        >>> probe, test = sn.load_task("shapes-color", n=60).split(shots=5, seed=0)
+        >>> res = sweep(vlm, probe, test[:8], k=3, repeats=1, timing_samples=4, progress=False)
+        >>> res.accuracy.dims, res.exit_layer.values.tolist()   # one row per exit layer
+        (('exit_layer',), [0, 1])
     """
     from sn_interp.extraction import extract
     from sn_interp.names import ALL_SITES, VISION_SITE

@@ -44,7 +44,13 @@ POSITION = "last_prompt_token"
 
 @dataclass(frozen=True)
 class Site:
-    """One canonical site: its TransformerLens hook, dims after ``sample`` and a description."""
+    """One canonical site: its TransformerLens hook, dims after ``sample`` and a description.
+
+    Example:
+        >>> site = SITES["z"]
+        >>> site.hook_name(3), ("sample", *site.dims)      # z is (sample, layer, head, d_head)
+        ('blocks.3.attn.hook_z', ('sample', 'layer', 'head', 'd_head'))
+    """
 
     name: str
     hook: str  # format string with {l}
@@ -92,7 +98,15 @@ SITE_ORDER: dict[str, int] = {
 
 def check_sites(sites: str | tuple[str, ...] | list[str] | None, *,
                 allow_vision: bool = True) -> tuple[str, ...]:
-    """Normalise a site selection to a tuple in canonical order, refusing unknown names."""
+    """Normalise a site selection to a tuple in canonical order, refusing unknown names.
+
+    Example:
+        >>> check_sites(["mlp_post", "resid_pre"])          # canonical order
+        ('resid_pre', 'mlp_post')
+        >>> check_sites("resid")
+        Traceback (most recent call last):
+        ValueError: unknown site(s) ['resid']; the sites are [...]
+    """
     if sites is None:
         return ALL_SITES
     if isinstance(sites, str):
@@ -163,7 +177,14 @@ _ID_RE = re.compile(r"^(?P<hook>.+)\[(?P<idx>\d+(?:,\d+)?)\]$")
 
 
 def parse_neuron_id(text: str, *, d_head: int | None = None) -> tuple[str, int, int]:
-    """Inverse of :func:`neuron_id`: ``(site, layer, flat unit)``."""
+    """Inverse of :func:`neuron_id`: ``(site, layer, flat unit)``.
+
+    Example:
+        >>> parse_neuron_id("blocks.3.mlp.hook_post[1234]")
+        ('mlp_post', 3, 1234)
+        >>> parse_neuron_id("blocks.0.attn.hook_z[2,1]", d_head=4)   # flat unit head * d_head + i
+        ('z', 0, 9)
+    """
     m = _ID_RE.match(text.strip())
     if m:
         for site in SITES_WITH_VISION.values():

@@ -38,7 +38,13 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 
 def supported_architectures() -> dict[str, tuple[str, ...]]:
-    """Family -> supported HF model class names (see :mod:`sn_interp.models.registry`)."""
+    """Family -> supported HF model class names (see :mod:`sn_interp.models.registry`).
+
+    Example:
+        >>> from sn_interp.models import supported_architectures
+        >>> supported_architectures()["llava"][0]
+        'LlavaForConditionalGeneration'
+    """
     from sn_interp.models.registry import supported_architectures as archs
 
     return archs()
@@ -52,7 +58,13 @@ def adapter_for(architecture: str) -> Adapter:
 
 
 def registry_names() -> tuple[str, ...]:
-    """Every name :func:`load_model` resolves without a path or hub id."""
+    """Every name :func:`load_model` resolves without a path or hub id.
+
+    Example:
+        >>> from sn_interp.models import registry_names
+        >>> "tiny-llava" in registry_names()
+        True
+    """
     from sn_interp.models.registry import tiny_specs
 
     embedded = sorted(p.name for p in DATA_MODELS.glob("*") if (p / "config.json").exists()
@@ -61,7 +73,13 @@ def registry_names() -> tuple[str, ...]:
 
 
 def resolve(name_or_path: str | Path) -> tuple[Path | str, bool]:
-    """Where a model lives: ``(local directory, True)`` or ``(hub id, False)``."""
+    """Where a model lives: ``(local directory, True)`` or ``(hub id, False)``.
+
+    Example:
+        >>> from sn_interp.models import resolve
+        >>> resolve("llava-hf/llava-1.5-7b-hf")            # not local: a hub id
+        ('llava-hf/llava-1.5-7b-hf', False)
+    """
     text = str(name_or_path)
     from sn_interp.models.registry import tiny_specs
 
@@ -219,6 +237,14 @@ def wrap(model: PreTrainedModel, processor: ProcessorMixin, *, model_id: str, re
 
     Use it for models built in code (benchmarks, training recipes); :func:`load_model` calls
     it after loading.
+
+    Example:
+        >>> import sn_interp as sn
+        >>> from sn_interp.models import wrap
+        >>> built = sn.load_model("tiny-llava")
+        >>> vlm = wrap(built.model, built.processor, model_id="my-llava")
+        >>> vlm.model_id, vlm.dims.n_layers
+        ('my-llava', 2)
     """
     from nnsight.modeling.transformers import TransformersModel
 

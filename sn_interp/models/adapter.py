@@ -49,6 +49,12 @@ class Dims:
 
     ``layer_types`` is the config's per-layer type (``full_attention``, ``sliding_attention``,
     ``linear_attention``, ...) or ``*`` for every layer when the config lists none.
+
+    Example:
+        >>> import sn_interp as sn
+        >>> dims = sn.load_model("tiny-llava").dims
+        >>> dims.n_layers, dims.d_model, dims.width("z"), dims.width("mlp_post")
+        (2, 64, (4, 16), (128,))
     """
 
     n_layers: int
@@ -97,6 +103,12 @@ class Adapter:
             prompt is this format of ``question`` (for processors without a chat template).
         nested_images: Whether the processor takes images as one list per sample.
         notes: Quirks worth knowing (logged with the model, listed in the README).
+
+    Example:
+        >>> import sn_interp as sn
+        >>> ad = sn.load_model("tiny-llava").adapter
+        >>> ad.family, ad.layers
+        ('llava', 'model.language_model.layers')
     """
 
     family: str

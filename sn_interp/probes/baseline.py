@@ -78,7 +78,14 @@ def _match_open(text: str, class_names: Sequence[str]) -> int:
 
 
 def map_answer(text: str, class_names: Sequence[str], answer_format: str = "open") -> int:
-    """Class index of a free-text answer, or -1 (rules in the module docstring)."""
+    """Class index of a free-text answer, or -1 (rules in the module docstring).
+
+    Example:
+        >>> map_answer("(B) Coat", ("shirt", "coat"), "multiple_choice")
+        1
+        >>> map_answer("banana", ("cat", "dog"))
+        -1
+    """
     t = " ".join(str(text).lower().replace("*", "").split())
     if answer_format == "multiple_choice":
         letters = string.ascii_lowercase[:len(class_names)]

@@ -27,6 +27,15 @@ def linear_probe(acts_probe: xr.Dataset, acts_test: xr.Dataset, site: str, layer
     Returns:
         Dataset with scalar ``accuracy`` (nan when the test set is unlabelled) and ``pred``
         over ``sample`` with the test set's label coords.
+
+    Example:
+        >>> import sn_interp as sn
+        >>> vlm = sn.load_model("tiny-llava")
+        >>> probe, test = sn.load_task("shapes-color", n=60).split(shots=5, seed=0)
+        >>> res = linear_probe(sn.extract(vlm, probe, progress=False),
+        ...                    sn.extract(vlm, test, progress=False), "resid_post", 1)
+        >>> res.pred.dims, 0 <= float(res.accuracy) <= 1   # pred: (sample,)
+        (('sample',), True)
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline

@@ -49,6 +49,13 @@ class Shift:
         fn: ``fn(image, row, rng, **params) -> image``; ``row`` holds the row's columns
             (``image_id``, ``scene``, ...); ``rng`` is seeded from the shift and image id.
         params: Keyword parameters for ``fn`` (from the task manifest).
+
+    Example:
+        >>> import sn_interp as sn
+        >>> task = sn.load_task("shapes-color", n=20)
+        >>> shift = task.shifts["scale"]
+        >>> shift.name, dict(shift.params)
+        ('scale', {'factor': 0.6})
     """
 
     name: str

@@ -26,7 +26,13 @@ _BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "
 
 
 class HubUnavailableError(RuntimeError):
-    """The benchmark could not be loaded from the Hub (offline, no network, or gated)."""
+    """The benchmark could not be loaded from the Hub (offline, no network, or gated).
+
+    Example:
+        >>> from sn_interp.tasks import HubUnavailableError
+        >>> issubclass(HubUnavailableError, RuntimeError)
+        True
+    """
 
 
 def _from_disk(path: Path, split: str) -> datasets.Dataset:

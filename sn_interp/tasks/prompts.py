@@ -69,6 +69,12 @@ class Template:
         text: The ``str.format`` template (fields listed in the module docstring).
         answer_format: ``open``, ``multiple_choice`` or ``yes_no``.
         heldout: True for the template kept out of the micro VLMs' training prompts.
+
+    Example:
+        >>> import sn_interp as sn
+        >>> tpl = sn.load_task("shapes-color", n=20).prompts["mc"]
+        >>> tpl.answer_format, "{options}" in tpl.text
+        ('multiple_choice', True)
     """
 
     id: str

@@ -46,7 +46,13 @@ def register_task(name: str, loader: Callable[..., Task], *, kind: str = "user",
 
 
 def list_tasks() -> dict[str, TaskEntry]:
-    """The registered tasks by name (embedded first, then hub adapters, then user ones)."""
+    """The registered tasks by name (embedded first, then hub adapters, then user ones).
+
+    Example:
+        >>> from sn_interp.tasks import list_tasks
+        >>> list(list_tasks())[:3]
+        ['digits', 'mnist', 'fashion-mnist']
+    """
     _register_builtins()
     return dict(REGISTRY)
 
