@@ -60,11 +60,30 @@ REBUILD = ("rebuild it with sn.extract(..., overwrite=True) (analyses: --overwri
 
 
 class StoreMismatchError(ValueError):
-    """An existing store was written for other content (model, prompt, samples, weights)."""
+    """An existing store was written for other content (model, prompt, samples, weights).
+
+    Example:
+        >>> import tempfile, numpy as np, xarray as xr
+        >>> from sn_interp import store
+        >>> ds = xr.Dataset({"resid_post": (("sample", "layer", "d_model"), np.ones((4, 2, 3), "f4"))},
+        ...                 coords={"sample_id": ("sample", list("abcd"))}, attrs={"model_id": "m"})
+        >>> path = tempfile.mkdtemp() + "/acts.zarr"
+        >>> store.create(path, ds, chunk=2)                  # 2 samples per chunk
+        True
+        >>> store.check_fingerprint(path, {"model_id": "other"})
+        Traceback (most recent call last):
+        sn_interp.store.StoreMismatchError: the store ... was written for other content (another model: ...
+    """
 
 
 class StoreDamagedError(ValueError):
-    """A store's chunk files were deleted or truncated after it was written."""
+    """A store's chunk files were deleted or truncated after it was written.
+
+    Example:
+        >>> from sn_interp.store import StoreDamagedError
+        >>> issubclass(StoreDamagedError, ValueError)      # raised by extract / open on lost chunks
+        True
+    """
 
 
 def create(path: str | Path, template: xr.Dataset, chunk: int) -> bool:
@@ -73,6 +92,19 @@ def create(path: str | Path, template: xr.Dataset, chunk: int) -> bool:
     The store is built under a private temporary name and renamed into place, so a reader
     never sees half a store and, when several workers start at once, exactly one creates it
     (the others get False and check its fingerprint instead).
+
+    Example:
+        >>> import tempfile, numpy as np, xarray as xr
+        >>> from sn_interp import store
+        >>> ds = xr.Dataset({"resid_post": (("sample", "layer", "d_model"), np.ones((4, 2, 3), "f4"))},
+        ...                 coords={"sample_id": ("sample", list("abcd"))}, attrs={"model_id": "m"})
+        >>> path = tempfile.mkdtemp() + "/acts.zarr"
+        >>> store.create(path, ds, chunk=2)                  # 2 samples per chunk
+        True
+        >>> store.pending(path).tolist()                     # nothing written yet
+        [True, True, True, True]
+        >>> store.create(path, ds, chunk=2)                  # exists already: another worker's
+        False
     """
     path = Path(path)
     ds = vlen_strings(template)
@@ -113,13 +145,33 @@ def vlen_strings(ds: xr.Dataset) -> xr.Dataset:
 
     NumPy ``<U`` arrays map to Zarr v3's ``fixed_length_utf32``, which has no specification
     yet (zarr-python warns on write and read); object strings map to the ``string`` type.
+
+    Example:
+        >>> import xarray as xr
+        >>> from sn_interp.store import vlen_strings
+        >>> ds = xr.Dataset(coords={"sample_id": ("sample", ["a", "bc"])})
+        >>> ds.sample_id.dtype.kind, vlen_strings(ds).sample_id.dtype.kind
+        ('U', 'O')
     """
     fixed = [name for name, var in ds.variables.items() if var.dtype.kind == "U"]
     return ds.assign({name: ds[name].astype(object) for name in fixed}) if fixed else ds.copy()
 
 
 def write_region(path: str | Path, batch: xr.Dataset, start: int) -> None:
-    """Write one batch's data variables into ``sample[start:start+len]``, then mark it done."""
+    """Write one batch's data variables into ``sample[start:start+len]``, then mark it done.
+
+    Example:
+        >>> import tempfile, numpy as np, xarray as xr
+        >>> from sn_interp import store
+        >>> ds = xr.Dataset({"resid_post": (("sample", "layer", "d_model"), np.ones((4, 2, 3), "f4"))},
+        ...                 coords={"sample_id": ("sample", list("abcd"))}, attrs={"model_id": "m"})
+        >>> path = tempfile.mkdtemp() + "/acts.zarr"
+        >>> store.create(path, ds, chunk=2)                  # 2 samples per chunk
+        True
+        >>> store.write_region(path, ds.isel(sample=slice(0, 2)), start=0)
+        >>> store.pending(path).tolist()
+        [False, False, True, True]
+    """
     stop = start + batch.sizes["sample"]
     region = {"sample": slice(start, stop)}
     data = batch.drop_vars(list(batch.coords)).drop_vars(DONE, errors="ignore")
@@ -129,7 +181,20 @@ def write_region(path: str | Path, batch: xr.Dataset, start: int) -> None:
 
 
 def pending(path: str | Path) -> np.ndarray:
-    """Boolean mask over samples not yet written."""
+    """Boolean mask over samples not yet written.
+
+    Example:
+        >>> import tempfile, numpy as np, xarray as xr
+        >>> from sn_interp import store
+        >>> ds = xr.Dataset({"resid_post": (("sample", "layer", "d_model"), np.ones((4, 2, 3), "f4"))},
+        ...                 coords={"sample_id": ("sample", list("abcd"))}, attrs={"model_id": "m"})
+        >>> path = tempfile.mkdtemp() + "/acts.zarr"
+        >>> store.create(path, ds, chunk=2)                  # 2 samples per chunk
+        True
+        >>> store.write_region(path, ds.isel(sample=slice(2, 4)), start=2)
+        >>> store.pending(path).tolist()                     # (sample,) bool
+        [True, True, False, False]
+    """
     return ~xr.open_zarr(path)[DONE].values.astype(bool)
 
 
@@ -137,6 +202,19 @@ def differences(path: str | Path, expected: dict[str, object]) -> list[str]:
     """What differs between a store's fingerprint and ``expected`` (empty: the same content).
 
     A store that cannot be opened, or one written before content fingerprints, differs.
+
+    Example:
+        >>> import tempfile, numpy as np, xarray as xr
+        >>> from sn_interp import store
+        >>> ds = xr.Dataset({"resid_post": (("sample", "layer", "d_model"), np.ones((4, 2, 3), "f4"))},
+        ...                 coords={"sample_id": ("sample", list("abcd"))}, attrs={"model_id": "m"})
+        >>> path = tempfile.mkdtemp() + "/acts.zarr"
+        >>> store.create(path, ds, chunk=2)                  # 2 samples per chunk
+        True
+        >>> store.differences(path, {"model_id": "m"})
+        []
+        >>> store.differences(path, {"model_id": "m2"})
+        ["another model: model_id is 'm' in the store, 'm2' in this run"]
     """
     try:
         attrs = xr.open_zarr(path).attrs
@@ -160,7 +238,18 @@ def _short(value: object) -> str:
 
 
 def check_fingerprint(path: str | Path, expected: dict[str, object]) -> None:
-    """Refuse a store whose content fingerprint differs from this run's, naming each difference."""
+    """Refuse a store whose content fingerprint differs from this run's, naming each difference.
+
+    Example:
+        >>> import tempfile, numpy as np, xarray as xr
+        >>> from sn_interp import store
+        >>> ds = xr.Dataset({"resid_post": (("sample", "layer", "d_model"), np.ones((4, 2, 3), "f4"))},
+        ...                 coords={"sample_id": ("sample", list("abcd"))}, attrs={"model_id": "m"})
+        >>> path = tempfile.mkdtemp() + "/acts.zarr"
+        >>> store.create(path, ds, chunk=2)                  # 2 samples per chunk
+        True
+        >>> store.check_fingerprint(path, {"model_id": "m"})   # same content: no error
+    """
     diffs = differences(path, expected)
     if diffs:
         raise StoreMismatchError(
@@ -169,7 +258,21 @@ def check_fingerprint(path: str | Path, expected: dict[str, object]) -> None:
 
 
 def remove(path: str | Path) -> None:
-    """Delete a store: renamed aside first, so a half-deleted store is never opened."""
+    """Delete a store: renamed aside first, so a half-deleted store is never opened.
+
+    Example:
+        >>> import tempfile, numpy as np, xarray as xr
+        >>> from sn_interp import store
+        >>> ds = xr.Dataset({"resid_post": (("sample", "layer", "d_model"), np.ones((4, 2, 3), "f4"))},
+        ...                 coords={"sample_id": ("sample", list("abcd"))}, attrs={"model_id": "m"})
+        >>> path = tempfile.mkdtemp() + "/acts.zarr"
+        >>> store.create(path, ds, chunk=2)                  # 2 samples per chunk
+        True
+        >>> from pathlib import Path
+        >>> store.remove(path)
+        >>> Path(path).exists()
+        False
+    """
     path = Path(path)
     trash = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
     path.rename(trash)
@@ -181,7 +284,22 @@ def remove(path: str | Path) -> None:
 
 def lost_chunks(path: str | Path) -> dict[str, list[int]]:
     """Variable -> ``sample`` chunk indices marked done whose chunk files are missing or
-    truncated (checked from file sizes and Blosc headers, without reading the data)."""
+    truncated (checked from file sizes and Blosc headers, without reading the data).
+
+    Example:
+        >>> import tempfile, numpy as np, xarray as xr
+        >>> from sn_interp import store
+        >>> ds = xr.Dataset({"resid_post": (("sample", "layer", "d_model"), np.ones((4, 2, 3), "f4"))},
+        ...                 coords={"sample_id": ("sample", list("abcd"))}, attrs={"model_id": "m"})
+        >>> path = tempfile.mkdtemp() + "/acts.zarr"
+        >>> store.create(path, ds, chunk=2)                  # 2 samples per chunk
+        True
+        >>> store.write_region(path, ds, start=0)
+        >>> from pathlib import Path
+        >>> (Path(path) / "resid_post" / "c" / "0" / "0" / "0").unlink()    # lose samples 0-1, layer 0
+        >>> store.lost_chunks(path)                          # variable -> sample-chunk indices
+        {'resid_post': [0]}
+    """
     import zarr
 
     path = Path(path)
@@ -277,7 +395,22 @@ def _decodes(f: Path, arr, idx: tuple[int, ...]) -> bool:
 
 
 def forget_lost_chunks(path: str | Path) -> list[int]:
-    """Mark batches whose chunk files were lost as not done, so extraction recomputes them."""
+    """Mark batches whose chunk files were lost as not done, so extraction recomputes them.
+
+    Example:
+        >>> import tempfile, numpy as np, xarray as xr
+        >>> from sn_interp import store
+        >>> ds = xr.Dataset({"resid_post": (("sample", "layer", "d_model"), np.ones((4, 2, 3), "f4"))},
+        ...                 coords={"sample_id": ("sample", list("abcd"))}, attrs={"model_id": "m"})
+        >>> path = tempfile.mkdtemp() + "/acts.zarr"
+        >>> store.create(path, ds, chunk=2)                  # 2 samples per chunk
+        True
+        >>> store.write_region(path, ds, start=0)
+        >>> from pathlib import Path
+        >>> (Path(path) / "resid_post" / "c" / "1" / "1" / "0").unlink()    # samples 2-3, layer 1
+        >>> store.forget_lost_chunks(path), store.pending(path).tolist()
+        ([1], [False, False, True, True])
+    """
     lost = lost_chunks(path)
     if not lost:
         return []
@@ -324,5 +457,12 @@ def open_store(path: str | Path, *, complete: bool = True) -> xr.Dataset:
 
 
 def config_of(ds: xr.Dataset) -> dict:
-    """The extraction config recorded in a Dataset's ``config`` attribute."""
+    """The extraction config recorded in a Dataset's ``config`` attribute.
+
+    Example:
+        >>> import xarray as xr
+        >>> from sn_interp.store import config_of
+        >>> config_of(xr.Dataset(attrs={"config": '{"batch_size": 8}'}))
+        {'batch_size': 8}
+    """
     return json.loads(ds.attrs.get("config", "{}"))
