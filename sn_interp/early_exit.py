@@ -8,6 +8,14 @@ that layer, no final norm, no LM head, no decoding. Its predictions equal
 
 :func:`sweep` measures accuracy and latency against the exit layer, next to the base model
 answering on its own.
+
+Example:
+    >>> import sn_interp as sn
+    >>> vlm = sn.load_model("tiny-llava")
+    >>> probe, test = sn.load_task("shapes-color", n=60).split(shots=5, seed=0)
+    >>> found = sn.find_super_neurons(sn.extract(vlm, probe, progress=False), k=3, max_layer=0)
+    >>> sn.EarlyExitClassifier(vlm, found).predict(test).dims   # (sample,) over the test set
+    ('sample',)
 """
 
 from __future__ import annotations

@@ -474,7 +474,15 @@ def neuron_card(found, acts: xr.Dataset, rank: int = 0, samples: Sequence | None
         with value and class.
 
     Example:
-        >>> fig = sn.plotting.neuron_card(found, acts, 0, test, test_acts)   # doctest: +SKIP
+        >>> import sn_interp as sn
+        >>> vlm = sn.load_model("tiny-llava")
+        >>> probe, test = sn.load_task("shapes-color", n=60).split(shots=5, seed=0)
+        >>> acts = sn.extract(vlm, probe, progress=False)
+        >>> test_acts = sn.extract(vlm, test, progress=False)
+        >>> found = sn.find_super_neurons(acts, k=3, progress=False)
+        >>> fig = neuron_card(found, acts, 0, test, test_acts, n_images=2)
+        >>> str(found.table.id.values[0]) in fig.axes[0].get_title()   # id, site, layer, score
+        True
     """
     row = found.table.isel(neuron=rank)
     names = list(found.class_names)

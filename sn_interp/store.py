@@ -434,8 +434,15 @@ def open_store(path: str | Path, *, complete: bool = True) -> xr.Dataset:
         complete: Refuse a store that an interrupted extraction left unfinished.
 
     Example:
-        >>> acts = sn.open_store("runs/acts.zarr")                # doctest: +SKIP
-        >>> acts.resid_post.sel(layer=3)                          # doctest: +SKIP
+        >>> import tempfile
+        >>> import sn_interp as sn
+        >>> vlm = sn.load_model("tiny-llava")
+        >>> probe, _ = sn.load_task("shapes-color", n=30).split(shots=1, seed=0)
+        >>> path = tempfile.mkdtemp() + "/acts.zarr"
+        >>> _ = sn.extract(vlm, probe, store=path, progress=False)
+        >>> acts = sn.open_store(path)                       # lazy, dask-backed
+        >>> acts.resid_post.dims
+        ('sample', 'layer', 'd_model')
     """
     path = Path(path)
     if not path.exists():

@@ -43,7 +43,14 @@ BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A real checkpoint the guide quotes: its hub id, family class and published size."""
+    """A real checkpoint the guide quotes: its hub id, family class and published size.
+
+    Example:
+        >>> from sn_interp.models import sizing
+        >>> ckpt = sizing.CHECKPOINTS["llava-hf/llava-1.5-7b-hf"]
+        >>> ckpt.family, ckpt.params_reported, ckpt.config().text_config.hidden_size
+        ('llava', 7.06, 4096)
+    """
 
     hub_id: str
     architecture: str
@@ -285,7 +292,15 @@ CHECKPOINTS: dict[str, Checkpoint] = {c.hub_id: c for c in (
 
 
 def meta_model(config: object, architecture: str):
-    """The HF model of ``architecture`` built from ``config`` on the meta device (no memory)."""
+    """The HF model of ``architecture`` built from ``config`` on the meta device (no memory).
+
+    Example:
+        >>> from sn_interp.models import sizing
+        >>> ckpt = sizing.CHECKPOINTS["google/gemma-3-4b-it"]
+        >>> model = sizing.meta_model(ckpt.config(), ckpt.architecture)
+        >>> next(model.parameters()).device.type          # no memory allocated
+        'meta'
+    """
     import torch
     import transformers
 
@@ -308,7 +323,14 @@ def _model_of(source: str):
 
 
 def n_params(model) -> int:
-    """Parameter count of a (meta) model; tied weights count once."""
+    """Parameter count of a (meta) model; tied weights count once.
+
+    Example:
+        >>> from sn_interp.models import sizing
+        >>> ckpt = sizing.CHECKPOINTS["llava-hf/llava-1.5-7b-hf"]
+        >>> round(sizing.n_params(sizing.meta_model(ckpt.config(), ckpt.architecture)) / 1e9, 2)
+        7.06
+    """
     return sum(p.numel() for p in model.parameters())
 
 
@@ -333,7 +355,14 @@ def mtp_params(model) -> int:
 
 
 def checkpoint_dims(source: str):
-    """:class:`sn_interp.models.Dims` of a checkpoint, from its family adapter on a meta model."""
+    """:class:`sn_interp.models.Dims` of a checkpoint, from its family adapter on a meta model.
+
+    Example:
+        >>> from sn_interp.models import sizing
+        >>> dims = sizing.checkpoint_dims("Qwen/Qwen3-VL-8B-Instruct")
+        >>> dims.n_layers, dims.d_model, dims.width("z")      # z: (head, d_head) per layer
+        (36, 4096, (32, 128))
+    """
     from sn_interp.models.registry import adapter_for
 
     model, arch = _model_of(source)
@@ -341,14 +370,28 @@ def checkpoint_dims(source: str):
 
 
 def site_bytes(dims, site: str, dtype: str = "float32") -> int:
-    """Bytes one image adds to a store for one site, all its layers."""
+    """Bytes one image adds to a store for one site, all its layers.
+
+    Example:
+        >>> from sn_interp.models import sizing
+        >>> dims = sizing.checkpoint_dims("llava-hf/llava-1.5-7b-hf")
+        >>> sizing.site_bytes(dims, "mlp_post") == 32 * 11008 * 4    # layers x d_mlp x float32
+        True
+    """
     layers = dims.n_vision_layers if site == "vision_resid_post" else dims.n_layers
     return layers * int(np.prod(dims.width(site))) * BYTES[dtype]
 
 
 def store_bytes(dims, n_images: int = 1000, dtype: str = "float32",
                 sites: Sequence[str] = ALL_SITES) -> int:
-    """Bytes of a store holding ``sites`` at every layer for ``n_images`` images."""
+    """Bytes of a store holding ``sites`` at every layer for ``n_images`` images.
+
+    Example:
+        >>> from sn_interp.models import sizing
+        >>> dims = sizing.checkpoint_dims("llava-hf/llava-1.5-7b-hf")
+        >>> sizing.store_bytes(dims, 1, "float16", ("resid_post",))  # 32 layers x 4096 x 2 bytes
+        262144
+    """
     unknown = [s for s in sites if s not in SITES_WITH_VISION]
     if unknown:
         raise ValueError(f"unknown site(s) {unknown}; the sites are {list(SITES_WITH_VISION)}")
@@ -356,7 +399,14 @@ def store_bytes(dims, n_images: int = 1000, dtype: str = "float32",
 
 
 def summary(source: str) -> dict[str, object]:
-    """Dims, parameters, weight memory per dtype and store size per 1,000 images of a checkpoint."""
+    """Dims, parameters, weight memory per dtype and store size per 1,000 images of a checkpoint.
+
+    Example:
+        >>> from sn_interp.models import sizing
+        >>> row = sizing.summary("llava-hf/llava-1.5-7b-hf")
+        >>> round(row["weights_gb_bfloat16"], 1), round(row["store_gb_per_1000_float32"], 2)
+        (14.1, 4.55)
+    """
     model, arch = _model_of(source)
     from sn_interp.models.registry import adapter_for
 
@@ -374,7 +424,13 @@ def summary(source: str) -> dict[str, object]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m sn_interp.models.sizing [CHECKPOINT ...]``: print each checkpoint's sizes."""
+    """``python -m sn_interp.models.sizing [CHECKPOINT ...]``: print each checkpoint's sizes.
+
+    Example:
+        >>> from sn_interp.models import sizing
+        >>> sizing.main(["google/gemma-3-4b-it"])              # doctest: +ELLIPSIS
+        checkpoint=google/gemma-3-4b-it  architecture=Gemma3ForConditionalGeneration  params=...
+    """
     parser = argparse.ArgumentParser(prog="python -m sn_interp.models.sizing", description=(__doc__ or "")
                                      .split("\n\n")[0])
     parser.add_argument("checkpoints", nargs="*", default=list(CHECKPOINTS),

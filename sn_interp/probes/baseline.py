@@ -163,8 +163,13 @@ def zero_shot(vlm: VLM, samples: Sequence[Sample], *, mode: str = "generate",
         ``mapped`` (bool) and the label coords.
 
     Example:
-        >>> base = sn.zero_shot(vlm, test)                     # doctest: +SKIP
-        >>> sn.evaluate(base.pred)                              # doctest: +SKIP
+        >>> import sn_interp as sn
+        >>> vlm = sn.load_model("tiny-llava")
+        >>> probe, test = sn.load_task("shapes-color", n=60).split(shots=5, seed=0)
+        >>> acts = sn.extract(vlm, probe, progress=False)    # (sample, layer, ...) per site
+        >>> base = sn.zero_shot(vlm, test[:4], max_new_tokens=3, progress=False)
+        >>> base.pred.dims, base.mapped.dtype.kind           # -1 where unmapped
+        (('sample',), 'b')
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")

@@ -272,8 +272,14 @@ def selection_null(acts: xr.Dataset, test_acts: xr.Dataset | None = None, *,
         ``null_ceiling_*`` (95th percentile of the null), and the selection options.
 
     Example:
-        >>> null = sn.selection_null(acts, test_acts, n_perm=100, k=10)   # doctest: +SKIP
-        >>> null.attrs["p_best_score"] < 0.05                               # doctest: +SKIP
+        >>> import sn_interp as sn
+        >>> vlm = sn.load_model("tiny-llava")
+        >>> probe, test = sn.load_task("shapes-color", n=60).split(shots=5, seed=0)
+        >>> acts = sn.extract(vlm, probe, progress=False)    # (sample, layer, ...) per site
+        >>> test_acts = sn.extract(vlm, test, progress=False)
+        >>> null = sn.selection_null(acts, test_acts, n_perm=5, k=3, progress=False)
+        >>> 0 < null.attrs["p_best_score"] <= 1               # (1 + #null >= real) / (1 + 5)
+        True
     """
     if n_perm < 1:
         raise ValueError(f"n_perm must be >= 1, got {n_perm}")

@@ -61,8 +61,16 @@ class SAVHeads(Selection):
     variables ``score``, ``rank`` and float32 ``centroids`` (head_rank, class, d_head).
 
     Example:
-        >>> heads = sn.find_sav_heads(acts, k=20)                 # doctest: +SKIP
-        >>> heads.predict(test_acts)                              # doctest: +SKIP
+        >>> import sn_interp as sn
+        >>> vlm = sn.load_model("tiny-llava")
+        >>> probe, test = sn.load_task("shapes-color", n=60).split(shots=5, seed=0)
+        >>> acts = sn.extract(vlm, probe, progress=False)    # (sample, layer, ...) per site
+        >>> test_acts = sn.extract(vlm, test, progress=False)
+        >>> heads = sn.find_sav_heads(acts, k=4, progress=False)
+        >>> heads.table.centroids.dims                       # per head: class centroids
+        ('head_rank', 'class', 'd_head')
+        >>> heads.predict(test_acts).dims
+        ('sample',)
     """
 
     dim: ClassVar[str] = "head_rank"
@@ -91,9 +99,13 @@ def find_sav_heads(acts: xr.Dataset, *, k: int = 20, progress: bool = True) -> S
         progress: Show a tqdm bar over layers.
 
     Example:
-        >>> heads = sn.find_sav_heads(acts, k=20)                # doctest: +SKIP
-        >>> heads.layers, heads.sites                            # doctest: +SKIP
-        ((0, 1, 3), ('z',))
+        >>> import sn_interp as sn
+        >>> vlm = sn.load_model("tiny-llava")
+        >>> probe, test = sn.load_task("shapes-color", n=60).split(shots=5, seed=0)
+        >>> acts = sn.extract(vlm, probe, progress=False)    # (sample, layer, ...) per site
+        >>> heads = sn.find_sav_heads(acts, k=4, progress=False)
+        >>> heads.sites, heads.table.sizes["head_rank"]      # 2 layers x 4 heads ranked
+        (('z',), 8)
     """
     if "z" not in acts.data_vars:
         raise ValueError("find_sav_heads needs the 'z' site; extract it with "

@@ -82,8 +82,13 @@ def selection_stability(acts: xr.Dataset, *, n_boot: int = 100, seed: int = 0, k
         ``n_boot``, ``k``, ``n_stable``.
 
     Example:
-        >>> stab = sn.selection_stability(acts, n_boot=50, k=10)     # doctest: +SKIP
-        >>> float(stab.attrs["expected_jaccard"])                      # doctest: +SKIP
+        >>> import sn_interp as sn
+        >>> vlm = sn.load_model("tiny-llava")
+        >>> probe, test = sn.load_task("shapes-color", n=60).split(shots=5, seed=0)
+        >>> acts = sn.extract(vlm, probe, progress=False)    # (sample, layer, ...) per site
+        >>> stab = sn.selection_stability(acts, n_boot=5, k=3, progress=False)
+        >>> 0 <= float(stab.attrs["expected_jaccard"]) <= 1
+        True
     """
     if n_boot < 2:
         raise ValueError(f"n_boot must be >= 2, got {n_boot}")

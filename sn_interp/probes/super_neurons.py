@@ -45,9 +45,16 @@ class SuperNeurons(Selection):
         selected: the top-``k`` rows. sites, layers, max_layer: what ``predict`` reads.
 
     Example:
-        >>> found = sn.find_super_neurons(acts, k=20)             # doctest: +SKIP
-        >>> found.table[["score", "id"]].to_dataframe().head()   # doctest: +SKIP
-        >>> found.predict(test_acts, k=1)                        # doctest: +SKIP
+        >>> import sn_interp as sn
+        >>> vlm = sn.load_model("tiny-llava")
+        >>> probe, test = sn.load_task("shapes-color", n=60).split(shots=5, seed=0)
+        >>> acts = sn.extract(vlm, probe, progress=False)    # (sample, layer, ...) per site
+        >>> test_acts = sn.extract(vlm, test, progress=False)
+        >>> found = sn.find_super_neurons(acts, k=5, progress=False)
+        >>> found.table.score.dims, found.selected.sizes["neuron"]   # ranked, best first
+        (('neuron',), 5)
+        >>> found.predict(test_acts, k=1).dims                     # one prediction per sample
+        ('sample',)
     """
 
     dim: ClassVar[str] = "neuron"
@@ -160,8 +167,17 @@ def find_super_neurons(acts: xr.Dataset, *, k: int = 20, rule: str = "centroid",
             activations (the message names the neurons), ``k`` above the candidate count.
 
     Example:
-        >>> found = sn.find_super_neurons(acts, k=20, rule="centroid")  # doctest: +SKIP
-        >>> found.predict(test_acts, k=1)                              # doctest: +SKIP
+        >>> import sn_interp as sn
+        >>> vlm = sn.load_model("tiny-llava")
+        >>> probe, test = sn.load_task("shapes-color", n=60).split(shots=5, seed=0)
+        >>> acts = sn.extract(vlm, probe, progress=False)    # (sample, layer, ...) per site
+        >>> test_acts = sn.extract(vlm, test, progress=False)
+        >>> found = sn.find_super_neurons(acts, k=5, rule="centroid", progress=False)
+        >>> str(found.selected.id.values[0]).startswith("blocks.")
+        True
+        >>> pred = found.predict(test_acts)                  # (sample,), label coords kept
+        >>> 0 <= float((pred == pred.label).mean()) <= 1
+        True
     """
     y, class_names = probe_labels(acts)
     plan = neurons.make_plan(y, len(class_names), rule, score, folds, seed)
