@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -111,7 +111,7 @@ def pretrain_vision(model: torch.nn.Module, processor: Any, cfg: MicroConfig) ->
     rng = np.random.default_rng(cfg.seed + 1)
     torch.manual_seed(cfg.seed + 1)
     train, val = _split(vision_data(cfg, processor), rng)
-    vc = model.config.vision_config
+    vc = cast(Any, model.config).vision_config  # an HF config: attributes are dynamic
     width = vc.hidden_size * (vc.image_size // vc.patch_size) ** 2
     heads = torch.nn.ModuleDict({n: torch.nn.Linear(width, int(y.max()) + 1)
                                  for n, (_, y) in train.items()})
