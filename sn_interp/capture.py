@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import nnsight
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from sn_interp.models.vlm import VLM
@@ -33,7 +33,7 @@ def plan(requests: Iterable[Request]) -> list[Request]:
 
 
 def capture(vlm: VLM, enc: Mapping[str, Tensor], requests: Iterable[Request], *,
-            units: Mapping[Request, Sequence[int] | np.ndarray] | None = None,
+            units: Mapping[Request, Sequence[int] | Int[np.ndarray, " unit"]] | None = None,
             ) -> dict[Request, Float[Tensor, "batch ..."]]:
     """Run the model on ``enc`` until every requested site is read; return the reads.
 

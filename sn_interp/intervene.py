@@ -27,7 +27,7 @@ from collections.abc import Mapping
 import nnsight
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from sn_interp.capture import plan
@@ -35,7 +35,8 @@ from sn_interp.models.vlm import VLM
 from sn_interp.names import SITE_ORDER, VISION_SITE
 
 #: (site, layer) -> (flat unit indices (n,), values (batch, n) or (n,)).
-Edits = Mapping[tuple[str, int], tuple[np.ndarray, np.ndarray]]
+Edits = Mapping[tuple[str, int],
+                tuple[Int[np.ndarray, " unit"], Float[np.ndarray, "*batch unit"]]]
 
 
 def _check(vlm: VLM, edits: Edits) -> None:

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -26,6 +27,10 @@ import seaborn as sns
 import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from sn_interp.probes import SuperNeurons
+    from sn_interp.sample import Sample
 
 COLUMN_WIDTH = 3.4  # inches
 METHOD_LABELS = {"zero_shot": "zero-shot (model's answer)", "sav": "SAV heads",
@@ -348,7 +353,7 @@ def tidy_ticks(ax: Axes, rotation: float = 0) -> None:
 
 
 def overlap_pair(jaccard: xr.DataArray, spearman: xr.DataArray, *, xlabel: str, ylabel: str,
-                 title: str, height: float = 2.6, wrap: bool = False):
+                 title: str, height: float = 2.6, wrap: bool = False) -> Figure:
     """Two heatmaps side by side: Jaccard of top-k SN ids and Spearman of neuron scores.
 
     Example:
@@ -454,7 +459,8 @@ def _card_images(fig, grid, samples: Sequence, ids: np.ndarray, values: np.ndarr
         ax.set_title(f"{what}: {values[j]:.3g}\n{s.label_name}", fontsize=6)
 
 
-def neuron_card(found, acts: xr.Dataset, rank: int = 0, samples: Sequence | None = None,
+def neuron_card(found: SuperNeurons, acts: xr.Dataset, rank: int = 0,
+                samples: Sequence[Sample] | None = None,
                 test_acts: xr.Dataset | None = None, *, n_images: int = 4) -> Figure:
     """One selected neuron at a glance: what it is, how it separates classes, what drives it.
 

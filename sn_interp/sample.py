@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
+from jaxtyping import Shaped
 from PIL import Image
 
 from sn_interp.names import SAMPLE_COORDS
@@ -112,7 +113,7 @@ def sample_ids(samples: Sequence[Sample]) -> list[str]:
     return out
 
 
-def sample_coords(samples: Sequence[Sample]) -> dict[str, tuple[str, np.ndarray]]:
+def sample_coords(samples: Sequence[Sample]) -> dict[str, tuple[str, Shaped[np.ndarray, " sample"]]]:
     """The ``sample`` coordinates of a list of samples: the one builder of them.
 
     ``label`` is int64 (-1 when unknown), the others strings ("" when unset); activations

@@ -32,6 +32,7 @@ from typing import cast
 
 import numpy as np
 import xarray as xr
+from jaxtyping import Bool
 from zarr.errors import ZarrUserWarning
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ def write_region(path: str | Path, batch: xr.Dataset, start: int) -> None:
     done.to_zarr(path, mode="r+", region=region)
 
 
-def pending(path: str | Path) -> np.ndarray:
+def pending(path: str | Path) -> Bool[np.ndarray, " sample"]:
     """Boolean mask over samples not yet written.
 
     Example:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any  # Any: values of a JSON record
 
 from sn_interp.analyses import _data, _outputs
 from sn_interp.analyses._common import FIGURES_FILE, StudyConfig, file_name, save_figure

@@ -22,7 +22,7 @@ import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any  # Any: values of the JSON records written here
 
 import xarray as xr
 
@@ -37,7 +37,7 @@ class OutputConflictError(ValueError):
     """An output folder holds another config's results, or an unreadable result."""
 
 
-def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a temporary sibling of ``path`` (same suffix), then rename it.
 
     The temporary file is removed when ``write`` fails, so nothing half-written remains.

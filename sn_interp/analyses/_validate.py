@@ -15,7 +15,13 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+# Any: ``tp`` is an annotation object (a class, ``X | None``, ``tuple[X, ...]``), which has no
+# common static type.
 
 
 def describe(tp: Any) -> str:
@@ -34,7 +40,7 @@ def _plural(tp: Any) -> str:
         tp, describe(tp))
 
 
-def _what(value: Any) -> str:
+def _what(value: object) -> str:
     if isinstance(value, bool):
         return f"the boolean {str(value).lower()}"
     if isinstance(value, tuple):
@@ -44,7 +50,7 @@ def _what(value: Any) -> str:
     return f"{kind} {value!r}" if kind else f"a {type(value).__name__} {value!r}"
 
 
-def _matches(value: Any, tp: Any) -> bool:
+def _matches(value: object, tp: Any) -> bool:
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
         return any(_matches(value, a) for a in typing.get_args(tp))
     if tp is type(None):
@@ -61,7 +67,7 @@ def _matches(value: Any, tp: Any) -> bool:
     return isinstance(value, tp) if isinstance(tp, type) else True
 
 
-def check_value(name: str, value: Any, tp: Any) -> None:
+def check_value(name: str, value: object, tp: Any) -> None:
     """Raise TypeError when ``value`` does not fit annotation ``tp``, naming ``name``."""
     if _matches(value, tp):
         return
@@ -78,7 +84,7 @@ def _strip_none(tp: Any) -> Any:
     return tp
 
 
-def check_fields(cfg: Any) -> None:
+def check_fields(cfg: DataclassInstance) -> None:
     """Type-check every field of a dataclass config; lists become tuples (frozen-safe)."""
     hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):

@@ -34,8 +34,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from collections.abc import Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -81,7 +81,18 @@ class Config(StudyConfig):
 
 # ---- load stage ----------------------------------------------------------------------------
 
-def load_cell(cfg: Config, vlm: VLM, task: str) -> dict[str, Any]:
+class CellInputs(TypedDict):
+    """What the load stage gives one (model, task) cell."""
+
+    ref: _data.Acts
+    prompts: list[str]
+    by_prompt: dict[str, xr.Dataset]
+    by_seed: dict[int, xr.Dataset]
+    n_layers: int
+    family: str
+
+
+def load_cell(cfg: Config, vlm: VLM, task: str) -> CellInputs:
     """The stores of one (model, task): reference probe + test, other prompts, other seeds."""
     meta = task_meta(task, cfg.n, cfg.seed)
     prompts = resolve(cfg.prompts, list(meta.prompts), "prompt", task)
@@ -97,7 +108,7 @@ def load_cell(cfg: Config, vlm: VLM, task: str) -> dict[str, Any]:
             "n_layers": vlm.dims.n_layers, "family": str(getattr(vlm, "family", ""))}
 
 
-def load(cfg: Config) -> _data.Loaded:
+def load(cfg: Config) -> _data.Loaded[CellInputs]:
     """The IO stage: check the prompt ids, load the models, extract or open every store."""
     check_names(cfg, prompts=cfg.prompts)
     return _data.load_cells(cfg, load_cell)
@@ -126,7 +137,7 @@ def _pairs(name: str, fits: Mapping[K, SuperNeurons]) -> list[dict]:
     return rows
 
 
-def select_cell(cfg: Config, inputs: dict[str, Any]) -> Selections:
+def select_cell(cfg: Config, inputs: CellInputs) -> Selections:
     """Reference, prompt and seed selections and test predictions of one (model, task)."""
     ref = _data.select(cfg, inputs["ref"].probe)
     prompts = inputs["prompts"]
@@ -147,7 +158,7 @@ def sn_rows(found: SuperNeurons, n_layers: int) -> list[dict]:
                                                sel["layer"].values, strict=True))]
 
 
-def seed_stability(cfg: Config, inputs: dict[str, Any]) -> list[dict]:
+def seed_stability(cfg: Config, inputs: CellInputs) -> list[dict]:
     """Rows over (seed_a, seed_b): Jaccard of the seeds' stable sets; a seed's own expected
     bootstrap Jaccard on the diagonal (empty without ``stability_boot``)."""
     from sn_interp.probes import selection_stability
@@ -165,7 +176,7 @@ def seed_stability(cfg: Config, inputs: dict[str, Any]) -> list[dict]:
              else float("nan")} for a in cfg.seeds for b in cfg.seeds]
 
 
-def cell(cfg: Config, sels: Selections, inputs: dict[str, Any]) -> xr.Dataset:
+def cell(cfg: Config, sels: Selections, inputs: CellInputs) -> xr.Dataset:
     """One (model, task) cell: dims prompt_a, prompt_b, seed_a, seed_b, rank, site."""
     from sn_interp.probes import evaluate
 
@@ -237,7 +248,7 @@ def across_models(cfg: Config, sels: Mapping[tuple[str, str], Selections]) -> xr
 
 # ---- run and assemble ----------------------------------------------------------------------
 
-def run(cfg: Config, loaded: _data.Loaded | None = None) -> xr.Dataset:
+def run(cfg: Config, loaded: _data.Loaded[CellInputs] | None = None) -> xr.Dataset:
     """All models and tasks as one Dataset (see the module docstring).
 
     Pure given ``loaded`` (the output of :func:`load`); without it, loads first.
@@ -275,7 +286,7 @@ LONG_NAMES = {
 
 # ---- tables and figures --------------------------------------------------------------------
 
-def _upper(df: pd.DataFrame, a: str, b: str, order: Sequence[Any]) -> pd.DataFrame:
+def _upper(df: pd.DataFrame, a: str, b: str, order: Sequence[Hashable]) -> pd.DataFrame:
     """Rows with a before b in ``order`` (each unordered pair once, no diagonal)."""
     pos = {v: i for i, v in enumerate(order)}
     keep = df[a].map(pos.__getitem__) < df[b].map(pos.__getitem__)

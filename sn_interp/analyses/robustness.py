@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -102,7 +102,16 @@ def other_domain_acts(cfg: Config, vlm: VLM, task: str, prompt: str,
     return _data.split_acts(cfg, vlm, other, prompt=prompt)
 
 
-def load_cell(cfg: Config, vlm: VLM, task: str) -> dict[str, Any]:
+class CellInputs(TypedDict):
+    """What the load stage gives one (model, task) cell."""
+
+    prompts: dict[str, _data.Acts]
+    conditions: dict[str, _data.Acts]
+    chance: float
+    other: str
+
+
+def load_cell(cfg: Config, vlm: VLM, task: str) -> CellInputs:
     """The activations of one (model, task) cell: per prompt, per shift, other domain."""
     meta = task_meta(task, cfg.n, cfg.seed)
     prompts = resolve(cfg.prompts, list(meta.prompts), "prompt", task)
@@ -121,7 +130,7 @@ def load_cell(cfg: Config, vlm: VLM, task: str) -> dict[str, Any]:
             "other": OTHER_DOMAIN.get(task, "") if cfg.other_domain else ""}
 
 
-def load(cfg: Config) -> _data.Loaded:
+def load(cfg: Config) -> _data.Loaded[CellInputs]:
     """The IO stage: check the names, load the models, extract or open every store."""
     check_names(cfg, prompts=cfg.prompts, shifts=cfg.shifts)
     return _data.load_cells(cfg, load_cell)
@@ -205,7 +214,7 @@ def _prefixed(ov: dict[str, float]) -> dict[str, float]:
     return {f"shift_{k}": v for k, v in ov.items()}
 
 
-def cell(cfg: Config, vlm: VLM, inputs: dict[str, Any]) -> xr.Dataset:
+def cell(cfg: Config, vlm: VLM, inputs: CellInputs) -> xr.Dataset:
     """One (model, task) cell: dims prompt_fit, prompt_eval, prompt_a, prompt_b, condition."""
     fits = {p: Fit(_data.select(cfg, a.probe), a.test) for p, a in inputs["prompts"].items()}
     conds = {c: Fit(_data.select(cfg, a.probe), a.test)
@@ -228,7 +237,7 @@ def one(cfg: Config, vlm: VLM, task: str) -> xr.Dataset:
     return cell(cfg, vlm, load_cell(cfg, vlm, task))
 
 
-def run(cfg: Config, loaded: _data.Loaded | None = None) -> xr.Dataset:
+def run(cfg: Config, loaded: _data.Loaded[CellInputs] | None = None) -> xr.Dataset:
     """All (model, task) cells as one Dataset (see the module docstring).
 
     Pure given ``loaded`` (the output of :func:`load`); without it, loads first.

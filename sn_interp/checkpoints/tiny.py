@@ -22,7 +22,6 @@ import os
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import torch
 import transformers
@@ -67,7 +66,7 @@ def _spec(name: str) -> TinySpec:
         ) from None
 
 
-def _marker(spec: TinySpec) -> dict[str, Any]:
+def _marker(spec: TinySpec) -> dict[str, object]:
     """Contents of the marker file of a finished checkpoint."""
     return {
         "name": spec.name,

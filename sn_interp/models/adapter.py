@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from sn_interp.names import ALL_SITES
@@ -180,7 +181,8 @@ class Adapter:
         """The module a site is read at (its input or output, see :meth:`site_path`)."""
         return self.module(model, self.site_path(dims, site, layer)[0])
 
-    def pool_vision(self, out: Tensor | tuple, counts: list[int] | None) -> Tensor:
+    def pool_vision(self, out: Float[Tensor, "*tokens d_vision"] | tuple[Tensor, ...],
+                    counts: list[int] | None) -> Float[Tensor, "sample d_vision"]:
         """One vector per sample from a vision block's output (mean over patch tokens)."""
         hidden = out[0] if isinstance(out, tuple) else out
         start = 1 if self.vision_cls else 0

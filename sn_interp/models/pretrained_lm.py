@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
+from jaxtyping import Float
 
 from sn_interp.cache import build_atomically, cache_dir
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def load_lm(name: str, *, dtype: torch.dtype = torch.float32) -> PreTrainedModel
     return model.eval()
 
 
-def load_lm_tokenizer(name: str) -> Any:
+def load_lm_tokenizer(name: str) -> PreTrainedTokenizerBase:
     """The tokenizer stored in the GGUF file of ``name`` (a fast tokenizer)."""
     from transformers import AutoTokenizer
 
@@ -180,7 +181,7 @@ def output_head(model: PreTrainedModel) -> torch.nn.Module:
     return head
 
 
-def trained_state(model: PreTrainedModel) -> dict[str, torch.Tensor]:
+def trained_state(model: PreTrainedModel) -> dict[str, Float[torch.Tensor, "*shape"]]:
     """The parameters of ``model`` that are not the language model's (what training changed)."""
     lm = _lm_ids(model)
     return {k: p.detach().contiguous() for k, p in model.named_parameters() if id(p) not in lm}
@@ -238,8 +239,8 @@ def assemble(source: Path, out: Path) -> Path:
     return out
 
 
-def merge_low_rank(model: torch.nn.Module, factors: dict[str, torch.Tensor],
-                   lora: dict[str, Any]) -> None:
+def merge_low_rank(model: torch.nn.Module, factors: dict[str, Float[torch.Tensor, "*shape"]],
+                   lora: dict[str, Any]) -> None:  # Any: the JSON of assemble.json
     """Add the committed LoRA updates to the language model's weights in place:
     ``W += alpha / rank * B @ A`` for every ``lora.<module>.A`` / ``.B`` pair (the update
     ``peft`` applies when it merges an adapter)."""

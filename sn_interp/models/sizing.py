@@ -32,7 +32,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any  # Any: HF config keyword arguments (mixed types)
 
 import numpy as np
 

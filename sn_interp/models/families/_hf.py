@@ -6,7 +6,7 @@ fields; nothing here builds weights.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, cast  # Any: HF config keyword arguments (mixed types)
 
 import transformers
 from transformers import PreTrainedTokenizerFast

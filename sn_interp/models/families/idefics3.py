@@ -23,7 +23,7 @@ from sn_interp.models.families import _hf
 from sn_interp.models.families._spec import Family, TinySpec, TokenizerFamily
 
 
-def crops_per_sample(enc: Mapping[str, Tensor], config: Any) -> list[int]:  # a family's HF config
+def crops_per_sample(enc: Mapping[str, Tensor], config: Any) -> list[int]:  # Any: HF config attrs are dynamic
     """Crops of each sample's image: its image tokens / the tokens one crop becomes."""
     vision = config.vision_config
     per_crop = (vision.image_size // vision.patch_size) ** 2 // config.scale_factor ** 2

@@ -23,7 +23,7 @@ from sn_interp.models.families import _hf
 from sn_interp.models.families._spec import Family, TinySpec, TokenizerFamily
 
 
-def tiles_per_sample(enc: Mapping[str, Tensor], config: Any) -> list[int]:  # a family's HF config
+def tiles_per_sample(enc: Mapping[str, Tensor], config: Any) -> list[int]:  # Any: HF config attrs are dynamic
     """Crops of each sample's image: its ``<IMG_CONTEXT>`` tokens / ``image_seq_length``."""
     counts = (enc["input_ids"] == config.image_token_id).sum(1)
     if (counts % config.image_seq_length).any():

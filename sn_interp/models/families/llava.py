@@ -11,7 +11,7 @@ and reshuffled, so their vision-tower site is refused.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any  # Any: HF config keyword arguments (mixed types)
 
 import transformers
 from transformers import PretrainedConfig, PreTrainedTokenizerFast, ProcessorMixin

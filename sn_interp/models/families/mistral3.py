@@ -24,7 +24,7 @@ from sn_interp.models.families import _hf
 from sn_interp.models.families._spec import Family, TinySpec, TokenizerFamily
 
 
-def patches_per_image(enc: Mapping[str, Tensor], config: Any) -> list[int]:  # a family's HF config
+def patches_per_image(enc: Mapping[str, Tensor], config: Any) -> list[int]:  # Any: HF config attrs are dynamic
     """Pixtral patches of each image, from the processed ``image_sizes``."""
     p = config.vision_config.patch_size
     return [int(h // p) * int(w // p) for h, w in enc["image_sizes"].tolist()]

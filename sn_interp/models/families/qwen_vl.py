@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import partial
-from typing import Any, TypedDict
+from typing import Any, TypedDict  # Any: HF config keyword arguments (mixed types)
 
 import transformers
 from torch import Tensor
