@@ -28,6 +28,9 @@ import pandas as pd
 import xarray as xr
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
     from sn_interp.analyses._common import StudyConfig
 
 CELL_DIMS = ("model", "task")
@@ -170,8 +173,8 @@ def model_task_cells(result: xr.Dataset) -> Iterator[tuple[str, str, xr.Dataset]
 
 
 def panel_figures(result: xr.Dataset, prefix: str,
-                  draw: Callable[[Any, str, str], None], *, figsize: tuple[float, float],
-                  **subplots: Any) -> dict[str, Any]:
+                  draw: Callable[[Sequence[Axes], str, str], None], *,
+                  figsize: tuple[float, float], **subplots: Any) -> dict[str, Figure]:
     """One figure of two side-by-side panels per (model, task) cell, named
     ``<prefix>_<model>_<task>``; ``draw(axes, model, task)`` fills the two axes."""
     import matplotlib.pyplot as plt
