@@ -148,6 +148,26 @@ class Acts(NamedTuple):
     probe: xr.Dataset
     test: xr.Dataset
 
+    def resident(self) -> Acts:
+        """Both splits in memory when each fits :data:`RESIDENT_BYTES` (see :func:`resident`)."""
+        return Acts(resident(self.probe), resident(self.test))
+
+
+#: Largest activation Dataset a cell reads into memory (bytes); larger ones stay on disk and
+#: are scored out of core, block by block.
+RESIDENT_BYTES = 2 * 2**30
+
+
+def resident(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` computed into memory if it holds at most :data:`RESIDENT_BYTES`, else ``ds``.
+
+    A cell reads its stores many times (the search, SAV heads, every null permutation's test
+    accuracy, every stability bootstrap, predictions); from a store each pass reads and
+    decompresses every (batch, layer) chunk again. Computed once, the passes read memory.
+    The copy lives only as long as the cell's reference to it.
+    """
+    return ds.compute() if ds.nbytes <= RESIDENT_BYTES else ds
+
 
 def split_acts(cfg: StudyConfig, vlm: VLM, task: str, *, prompt: str | None,
                shift: str | None = None, with_test: bool = True) -> Acts:

@@ -117,9 +117,12 @@ def cell(cfg: Config, vlm: VLM, inputs: dict) -> xr.Dataset:
     """One (model, task) cell: dims ``classifier`` and (``site``, ``layer``), and scalars."""
     from sn_interp.probes import evaluate, find_sav_heads, zero_shot
 
-    a_probe, a_test = inputs["acts"]
+    acts, heads_acts = inputs["acts"], inputs["heads"]
+    a_probe, a_test = acts.resident()  # read many times below: from memory, not the store
     found = _data.select(cfg, a_probe)
-    h_probe, h_test = inputs["heads"]  # z on its own layers for hybrid-attention models
+    # z on its own layers for hybrid-attention models
+    h_probe, h_test = ((a_probe, a_test) if heads_acts.probe is acts.probe
+                        else heads_acts.resident())
     heads = find_sav_heads(h_probe, k=min(cfg.k, _data.n_heads(vlm)), progress=cfg.progress)
     base = zero_shot(vlm, inputs["test"], mode=cfg.zero_shot_mode,
                      max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
