@@ -184,6 +184,6 @@ def panel_figures(result: xr.Dataset, prefix: str,
     figs = {}
     for m, t, _ in model_task_cells(result):
         fig, axes = plt.subplots(1, 2, figsize=figsize, layout="constrained", **subplots)
-        draw(axes, m, t)
+        draw(list(axes), m, t)
         figs[f"{prefix}_{file_name(m)}_{file_name(t)}"] = fig
     return figs

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any, cast
 
 import dask.array as da
 import numpy as np
@@ -117,8 +118,9 @@ def _view_blocks(x: Float[np.ndarray, "sample unit"], block: int) -> da.Array:
     starts = range(0, w, block) if w else [0]
     dsk = {(name, 0, j): x[:, s:s + block] for j, s in enumerate(starts)}
     chunks = ((n,), tuple(min(block, w - s) for s in starts) if w else (0,))
-    return da.Array(HighLevelGraph.from_collections(name, dsk, dependencies=()), name, chunks,
-                    dtype=x.dtype)
+    graph = HighLevelGraph.from_collections(name, cast(Any, dsk), dependencies=())
+    # dask's constructor takes (graph, name, chunks, dtype); its type stub declares one argument
+    return cast(Any, da.Array)(graph, name, chunks, dtype=x.dtype)
 
 
 def unit_values(acts: xr.Dataset, site: str, layer: int, units: Int[np.ndarray, " unit"]

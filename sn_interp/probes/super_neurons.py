@@ -119,7 +119,7 @@ def _build_table(stats: dict[tuple[str, int], np.ndarray], rule: str, n_classes:
     st = np.concatenate([stats[k] for k in keys], axis=1)
     if (st[1] > 0).any():
         bad = np.flatnonzero(st[1] > 0)[:10]
-        ids = [neuron_ids(keys[block[i]][0], keys[block[i]][1], [unit[i]], d_head=d_head)[0]
+        ids = [neuron_ids(keys[block[i]][0], keys[block[i]][1], [int(unit[i])], d_head=d_head)[0]
                for i in bad]
         raise ValueError(f"non-finite activations (NaN/inf) in {int((st[1] > 0).sum())} "
                          f"neuron(s), e.g. {ids}; fix or drop them (or exclude their sites "

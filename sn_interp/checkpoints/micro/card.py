@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -104,10 +104,11 @@ def targets_markdown(table: pd.DataFrame, name: str = "") -> str:
     lines = ["| task | worst training template | target | met? | held-out template | "
              "gap to training mean | within 0.15? |", "|---|---|---|---|---|---|---|"]
     for task, target in TARGETS.items():
-        rows = table[(table["task"] == task) & table["trained_task"]]
+        rows = cast(pd.DataFrame, table[(table["task"] == task) & table["trained_task"]])
         if rows.empty:
             continue
-        train, held = rows[~rows["heldout"]], rows[rows["heldout"]]
+        train = cast(pd.DataFrame, rows[~rows["heldout"]])
+        held = cast(pd.DataFrame, rows[rows["heldout"]])
         worst = train.loc[train["accuracy"].idxmin()]
         met = "yes" if worst["accuracy"] >= target else \
             f"**no** (short by {target - worst['accuracy']:.3f})"

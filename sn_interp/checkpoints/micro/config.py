@@ -10,7 +10,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import transformers
 from transformers import PretrainedConfig, PreTrainedTokenizerFast, ProcessorMixin
@@ -217,7 +217,7 @@ def _renamed_token_tokenizer(cfg: MicroConfig) -> PreTrainedTokenizerFast:
     from sn_interp.models.pretrained_lm import load_lm_tokenizer
 
     base = load_lm_tokenizer(cfg.lm_name)
-    spec = json.loads(base.backend_tokenizer.to_str())
+    spec = json.loads(cast(Any, base).backend_tokenizer.to_str())  # a fast tokenizer's backend
     hits = [t for t in spec["added_tokens"] if t["content"] == cfg.reuse_token]
     if len(hits) != 1 or cfg.reuse_token not in spec["model"]["vocab"]:
         raise ValueError(f"{cfg.language_model}'s tokenizer has no special token "
