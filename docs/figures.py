@@ -18,10 +18,10 @@ from PIL import Image, PngImagePlugin
 #: analysis -> figure file of the embedded study shown on its page.
 CHOSEN = {
     "find_super_neurons": "accuracy_mini-llava-smollm2.png",
-    "sav_comparison": "sav_vs_sn_mini-llava-smollm2_shapes-color.png",
+    "sav_comparison": "sav_vs_sn_mini-llava-smollm2_shapes-count.png",
     "robustness": "shift_drop_mini-llava-smollm2.png",
     "cross_model_overlap": "relative_depth.png",
-    "early_exit": "early_exit_mini-llava-smollm2_shapes-color.png",
+    "early_exit": "early_exit_mini-llava-smollm2_shapes-count.png",
     "causal": "effect_micro-llava_digits.png",
 }
 WIDTH = 900
