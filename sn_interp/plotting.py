@@ -218,7 +218,8 @@ def early_exit_axes(df: pd.DataFrame, *, base: tuple[float, float, float] | None
         ...                    "accuracy_low": [0.4, 0.6, 0.7], "accuracy_high": [0.6, 0.8, 0.9],
         ...                    "speedup": [9.0, 5.0, 3.0]})
         >>> ax = early_exit_axes(df, base=(0.75, 0.7, 0.8), best=1)
-        >>> [t.get_text() for t in ax.get_xticklabels()]
+        >>> labels = [t.get_text() for t in ax.get_xticklabels()]
+        >>> labels
         ['vision', '0', '1']
     """
     ax = _ax(ax, height=2.4)

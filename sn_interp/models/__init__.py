@@ -48,7 +48,8 @@ def supported_architectures() -> dict[str, tuple[str, ...]]:
 
     Example:
         >>> from sn_interp.models import supported_architectures
-        >>> supported_architectures()["llava"][0]
+        >>> llava = supported_architectures()["llava"]
+        >>> llava[0]
         'LlavaForConditionalGeneration'
     """
     from sn_interp.models.registry import supported_architectures as archs

@@ -50,7 +50,8 @@ def list_tasks() -> dict[str, TaskEntry]:
 
     Example:
         >>> from sn_interp.tasks import list_tasks
-        >>> list(list_tasks())[:3]
+        >>> names = list(list_tasks())[:3]
+        >>> names
         ['digits', 'mnist', 'fashion-mnist']
     """
     _register_builtins()
