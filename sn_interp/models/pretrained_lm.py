@@ -55,7 +55,7 @@ CONFIG_FILE = "llava_config.json"
 a loadable checkpoint)."""
 LORA_PREFIX = "lora."
 """Keys of the committed LoRA factors in :data:`TRAINED_FILE`: ``lora.<module>.A``/``.B``."""
-_FORMAT = 1
+_FORMAT = 2  # 2: processor JSON without loading options (save_processor)
 _MARKER = ".assembled"
 
 
@@ -231,12 +231,30 @@ def assemble(source: Path, out: Path) -> Path:
         model.generation_config = transformers.GenerationConfig.from_pretrained(source)
     out.mkdir(parents=True)
     model.save_pretrained(out)
-    AutoProcessor.from_pretrained(source).save_pretrained(out)
+    save_processor(AutoProcessor.from_pretrained(source), out)
     for extra in ("README.md", ASSEMBLE_FILE):
         if (source / extra).exists():
             shutil.copy(source / extra, out / extra)
     (out / _MARKER).write_text(json.dumps({"format": _FORMAT, "key": _key(source)}))
     return out
+
+
+#: Loading options transformers records in a saved processor's JSON files although they say
+#: how the files were read, not what they hold (``local_files_only`` follows HF_HUB_OFFLINE).
+_LOADING_KEYS = ("local_files_only",)
+
+
+def save_processor(processor: Any, out: Path) -> None:  # Any: a processor of any family
+    """``processor.save_pretrained(out)`` without the loading options in its JSON files, so an
+    assembly's bytes (and so its content fingerprint, the stores' ``model_revision``) do not
+    depend on the environment it was built in."""
+    processor.save_pretrained(out)
+    for path in sorted(out.glob("*.json")):
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and any(k in data for k in _LOADING_KEYS):
+            for key in _LOADING_KEYS:
+                data.pop(key, None)
+            path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def merge_low_rank(model: torch.nn.Module, factors: dict[str, Float[torch.Tensor, "*shape"]],

@@ -143,3 +143,28 @@ def test_assembly_errors_name_the_fix(tmp_path: Path) -> None:
     (source / plm.TRAINED_FILE).unlink()
     with pytest.raises(FileNotFoundError, match=r"trained\.safetensors.*git checkout"):
         plm.assembled_path(source)
+
+
+def test_saved_processor_does_not_depend_on_how_it_was_loaded(tmp_path: Path) -> None:
+    """An assembly's files (hence its fingerprint, the stores' model_revision) are the same
+    whether the processor was read with HF_HUB_OFFLINE set or not: transformers records
+    ``local_files_only`` in tokenizer_config.json, ``save_processor`` drops it."""
+    from transformers import AutoProcessor
+
+    from sn_interp.checkpoints.tiny import tiny_path
+    from sn_interp.fingerprint import checkpoint_sha256
+
+    src = tiny_path("tiny-llava")
+    outs = [tmp_path / "offline", tmp_path / "default"]
+    for out, kwargs in zip(outs, ({"local_files_only": True}, {}), strict=True):
+        out.mkdir()
+        plm.save_processor(AutoProcessor.from_pretrained(src, **kwargs), out)
+    files = sorted(p.name for p in outs[0].iterdir())
+    assert files == sorted(p.name for p in outs[1].iterdir()) and "tokenizer_config.json" in files
+    for name in files:
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    assert "local_files_only" not in (outs[0] / "tokenizer_config.json").read_text()
+    assert checkpoint_sha256(outs[0]) == checkpoint_sha256(outs[1])
+    # the saved processor still loads and tokenizes as the original
+    orig, saved = AutoProcessor.from_pretrained(src), AutoProcessor.from_pretrained(outs[0])
+    assert saved.tokenizer("a red circle").input_ids == orig.tokenizer("a red circle").input_ids
