@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -143,16 +143,21 @@ def neuron_ids(site: str, layer: int, units: Iterable[int], *,
 
 def neuron_id_array(site: str, layer: int, units: Int[np.ndarray, " unit"], *,
                     d_head: int | None = None) -> np.ndarray:
-    """The ids of ``units`` of one site and layer as a numpy string array: the one builder of
-    neuron ids (vectorised with :mod:`numpy.strings`, so a million ids take well under a
-    second, where Python string formatting takes several).
+    """The ids of ``units`` of one site and layer as a numpy string array (vectorised with
+    :mod:`numpy.strings`, so a million ids take well under a second, where Python string
+    formatting takes several); :func:`neuron_id_blocks` builds whole tables of them.
 
     Example:
         >>> neuron_id_array("mlp_post", 0, np.arange(2)).tolist()
         ['blocks.0.mlp.hook_post[0]', 'blocks.0.mlp.hook_post[1]']
     """
-    units = np.asarray(units, np.int64)
     hook = SITES_WITH_VISION[site].hook_name(layer)
+    return np.strings.add(hook + "[", _index_text(site, units, d_head))
+
+
+def _index_text(site: str, units: Int[np.ndarray, " unit"], d_head: int | None) -> np.ndarray:
+    """The part of each id after ``[``: ``"u]"``, or ``"head,i]"`` for ``z``."""
+    units = np.asarray(units, np.int64)
     if site == "z":
         if not d_head:
             raise ValueError("neuron ids of site 'z' need d_head to split the flat unit index")
@@ -160,7 +165,53 @@ def neuron_id_array(site: str, layer: int, units: Int[np.ndarray, " unit"], *,
                                (units % d_head).astype(str))
     else:
         index = units.astype(str)
-    return np.strings.add(np.strings.add(hook + "[", index), "]")
+    return np.strings.add(index, "]")
+
+
+def _code_points(text: np.ndarray) -> np.ndarray:
+    """A 1-D str array at its tightest width, as its (n, width) uint32 code points."""
+    width = max(int(np.strings.str_len(text).max(initial=0)), 1)
+    return np.ascontiguousarray(text, dtype=f"<U{width}").view(np.uint32).reshape(-1, width)
+
+
+def neuron_id_blocks(blocks: Sequence[tuple[str, int, int]], *, d_head: int | None = None,
+                     positions: Int[np.ndarray, " neuron"] | None = None) -> np.ndarray:
+    """The ids of units ``0..n-1`` of every ``(site, layer, n)`` block, concatenated in order.
+
+    Equal element for element to concatenating :func:`neuron_id_array` over the blocks, at
+    the tightest string width: each block's ids are its hook prefix and the index texts of
+    ``0..n-1`` (built once per site kind and width) copied as code points, so a table of a
+    million ids costs about one write of it. ``positions`` (a permutation of the ids' indices)
+    puts id ``i`` at ``positions[i]`` of the result instead, as the only copy.
+
+    Example:
+        >>> neuron_id_blocks([("mlp_post", 9, 1), ("z", 10, 2)], d_head=2).tolist()
+        ['blocks.9.mlp.hook_post[0]', 'blocks.10.attn.hook_z[0,0]', 'blocks.10.attn.hook_z[0,1]']
+    """
+    kind = {site: "z" if site == "z" else "unit" for site, _, _ in blocks}
+    longest: dict[str, int] = {}
+    for site, _, n in blocks:
+        longest[kind[site]] = max(longest.get(kind[site], 0), int(n))
+    texts = {k: _index_text(k, np.arange(n), d_head) for k, n in longest.items()}
+    index = {k: _code_points(t) for k, t in texts.items()}
+    upto = {k: np.maximum.accumulate(np.strings.str_len(t)) for k, t in texts.items()}
+    prefixes = [_code_points(np.array([SITES_WITH_VISION[s].hook_name(la) + "["]))[0]
+                for s, la, _ in blocks]
+    width = max([len(p) + int(upto[kind[s]][n - 1]) for p, (s, _, n)
+                 in zip(prefixes, blocks, strict=True) if n], default=1)
+    out = np.zeros((sum(int(n) for _, _, n in blocks), width), np.uint32)
+    scratch = np.empty((max([n for _, _, n in blocks], default=0), width), np.uint32)
+    start = 0
+    for p, (site, _, n) in zip(prefixes, blocks, strict=True):
+        rows = out[start:start + n] if positions is None else scratch[:n]
+        rows[:, :len(p)] = p
+        text = index[kind[site]][:n, :width - len(p)]  # past the width: zeros only
+        rows[:, len(p):len(p) + text.shape[1]] = text
+        rows[:, len(p) + text.shape[1]:] = 0
+        if positions is not None:
+            out[positions[start:start + n]] = rows
+        start += n
+    return out.view(f"<U{width}").reshape(-1)
 
 
 def head_id(layer: int, head: int) -> str:

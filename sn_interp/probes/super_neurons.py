@@ -22,7 +22,7 @@ from sn_interp.names import (
     SITE_ORDER,
     VISION_SITE,
     check_sites,
-    neuron_id_array,
+    neuron_id_blocks,
     neuron_ids,
 )
 from sn_interp.probes import neurons
@@ -101,39 +101,54 @@ def _candidate_blocks(acts: xr.Dataset, sites: tuple[str, ...] | str | None,
     return blocks
 
 
+def _check_finite(stats: dict[tuple[str, int], np.ndarray], keys: list[tuple[str, int]],
+                  d_head: int | None) -> None:
+    """Refuse blocks whose non-finite flag (stats row 1) is set, naming the first neurons."""
+    bad = [(key, np.flatnonzero(stats[key][1] > 0)) for key in keys]
+    total = sum(len(units) for _, units in bad)
+    if total:
+        first = [(key, int(u)) for key, units in bad for u in units[:10]][:10]
+        ids = [neuron_ids(site, layer, [u], d_head=d_head)[0] for (site, layer), u in first]
+        raise ValueError(f"non-finite activations (NaN/inf) in {total} "
+                         f"neuron(s), e.g. {ids}; fix or drop them (or exclude their sites "
+                         "with sites=) before scoring")
+
+
 def _build_table(stats: dict[tuple[str, int], np.ndarray], rule: str, n_classes: int,
                  d_head: int | None) -> xr.Dataset:
     """Concatenate per-block stats into one table, ranked best first, ties by position.
 
-    Vectorised over neurons (a million neurons take about a second): ids come from
-    :func:`~sn_interp.names.neuron_id_array`, the order from one stable sort of the score
-    over neurons laid out in tie-break order, (layer, site in forward order, unit), with the
-    vision tower's layers before every language-model layer.
+    The order is one stable sort of the score over neurons laid out in tie-break order,
+    (layer, site in forward order, unit), with the vision tower's layers before every
+    language-model layer. Every column is written once, straight into its ranked position
+    (block by block through the inverse permutation): fresh memory is what a million-neuron
+    table costs most, so no concatenated or layout-ordered copy is made; ids come from
+    :func:`~sn_interp.names.neuron_id_blocks`.
     """
     keys = sorted(stats, key=lambda k: (k[1] - 10**6 if k[0] == VISION_SITE.name else k[1],
                                         SITE_ORDER[k[0]]))
-    sizes = np.array([stats[k].shape[1] for k in keys], np.int64)
-    block = np.repeat(np.arange(len(keys)), sizes)
-    unit = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes,
-                                                                   sizes)
-    st = np.concatenate([stats[k] for k in keys], axis=1)
-    if (st[1] > 0).any():
-        bad = np.flatnonzero(st[1] > 0)[:10]
-        ids = [neuron_ids(keys[block[i]][0], keys[block[i]][1], [int(unit[i])], d_head=d_head)[0]
-               for i in bad]
-        raise ValueError(f"non-finite activations (NaN/inf) in {int((st[1] > 0).sum())} "
-                         f"neuron(s), e.g. {ids}; fix or drop them (or exclude their sites "
-                         "with sites=) before scoring")
-    order = np.argsort(-st[0], kind="stable")
-    ob = block[order]
-    ids = np.concatenate([neuron_id_array(site, layer, np.arange(n), d_head=d_head)
-                          for (site, layer), n in zip(keys, sizes, strict=True)])
-    coords = {"site": ("neuron", np.array([k[0] for k in keys])[ob]),
-              "layer": ("neuron", np.array([k[1] for k in keys], np.int64)[ob]),
-              "unit": ("neuron", unit[order]), "id": ("neuron", ids[order])}
-    data = {"score": ("neuron", st[0][order], {"long_name": "classification accuracy"}),
-            "rank": ("neuron", np.arange(len(order), dtype=np.int64), {"long_name": "rank"})}
-    data.update(get_rule(rule).table_vars(st[2:][:, order], n_classes))
+    _check_finite(stats, keys, d_head)
+    sizes = [stats[k].shape[1] for k in keys]
+    starts = np.cumsum([0, *sizes])
+    score = np.concatenate([stats[k][0] for k in keys])
+    order = np.argsort(-score, kind="stable")
+    rank = np.arange(len(order), dtype=np.int64)
+    where = np.empty_like(order)
+    where[order] = rank  # the ranked position of each neuron in layout order
+    params = np.empty((stats[keys[0]].shape[0] - 2, len(order)))
+    site = np.empty(len(order), np.array([k[0] for k in keys]).dtype)
+    layer, unit = np.empty(len(order), np.int64), np.empty(len(order), np.int64)
+    for key, a, b in zip(keys, starts[:-1], starts[1:], strict=True):
+        pos = where[a:b]
+        params[:, pos] = stats[key][2:]
+        site[pos], layer[pos], unit[pos] = key[0], key[1], np.arange(b - a)
+    ids = neuron_id_blocks([(s, la, n) for (s, la), n in zip(keys, sizes, strict=True)],
+                           d_head=d_head, positions=where)
+    coords = {"site": ("neuron", site), "layer": ("neuron", layer), "unit": ("neuron", unit),
+              "id": ("neuron", ids)}
+    data = {"score": ("neuron", score[order], {"long_name": "classification accuracy"}),
+            "rank": ("neuron", rank, {"long_name": "rank"})}
+    data.update(get_rule(rule).table_vars(params, n_classes))
     return xr.Dataset(data, coords=coords)
 
 
