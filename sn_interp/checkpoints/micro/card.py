@@ -128,6 +128,7 @@ def targets_markdown(table: pd.DataFrame, name: str = "") -> str:
     return "\n".join(lines)
 
 
+# Any: ``cfg`` / ``summary`` are the parsed micro_train.json (values of mixed types)
 def _data_section(cfg: dict[str, Any]) -> list[str]:
     from sn_interp.tasks import load_task
 

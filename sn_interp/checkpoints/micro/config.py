@@ -131,7 +131,7 @@ class MicroConfig:
     """With a pretrained LM: rank of the LoRA adapters (``peft``) on ``lora_targets`` of every
     LM layer (0: the LM stays frozen). The adapters are committed as trained parts and merged
     into the LM weights at assembly (W + alpha/rank * B @ A)."""
-    lora_alpha: float = 16.0
+    lora_alpha: int = 16
     """LoRA scale numerator (the update is ``lora_alpha / lora_rank * B @ A``)."""
     lora_lr_scale: float = 0.5
     """Learning rate of the LoRA adapters relative to ``lr`` (the projector's)."""
@@ -145,7 +145,7 @@ class MicroConfig:
     balance_labels: bool = False
     """Draw a task uniformly, then a class uniformly, then an example of it, so every answer
     (and every multiple-choice letter) is equally frequent in training."""
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    extra: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
     """Free-form notes saved with the checkpoint (not used by the recipe)."""
 
     def __post_init__(self) -> None:
@@ -182,11 +182,11 @@ class MicroConfig:
         side = self.image_size // self.patch_size
         return side * side // (4 if self.family == "qwen_vl" else 1)
 
-    def with_(self, **changes: Any) -> MicroConfig:
+    def with_(self, **changes: object) -> MicroConfig:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """JSON-ready fields."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
@@ -217,7 +217,8 @@ def _renamed_token_tokenizer(cfg: MicroConfig) -> PreTrainedTokenizerFast:
     from sn_interp.models.pretrained_lm import load_lm_tokenizer
 
     base = load_lm_tokenizer(cfg.lm_name)
-    spec = json.loads(cast(Any, base).backend_tokenizer.to_str())  # a fast tokenizer's backend
+    # a GGUF tokenizer loads as a fast one (load_lm_tokenizer types it as the base class)
+    spec = json.loads(cast(PreTrainedTokenizerFast, base).backend_tokenizer.to_str())
     hits = [t for t in spec["added_tokens"] if t["content"] == cfg.reuse_token]
     if len(hits) != 1 or cfg.reuse_token not in spec["model"]["vocab"]:
         raise ValueError(f"{cfg.language_model}'s tokenizer has no special token "
@@ -249,6 +250,7 @@ def build_tokenizer_for(cfg: MicroConfig) -> PreTrainedTokenizerFast:
 # --------------------------------------------------------------------------- HF configs
 
 
+# Any: keyword arguments forwarded to Hugging Face config classes (values of mixed types)
 def _text(cfg: MicroConfig, tok: PreTrainedTokenizerFast, **kw: Any) -> dict[str, Any]:
     return _text_kwargs(tok, hidden_size=cfg.d_model, intermediate_size=cfg.d_mlp,
                         num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,

@@ -16,15 +16,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 from PIL import Image
-from transformers import BatchFeature
+from transformers import BatchFeature, PreTrainedTokenizerBase, ProcessorMixin
 
 from sn_interp.sample import Sample
 from sn_interp.tasks.prompts import class_answer_strings
+
+if TYPE_CHECKING:
+    from sn_interp.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ def answer_text(sample: Sample) -> str:
     return class_answer_strings(sample.class_names, sample.answer_format)[sample.label]
 
 
-def training_prompts(task: Any) -> list[str]:
+def training_prompts(task: Task) -> list[str]:
     """The prompt ids used for training: all of the task's templates but the held-out one."""
     return [p for p in task.prompts if p != task.heldout_prompt]
 
@@ -121,34 +124,42 @@ def length_bucketed_batches(examples: dict[str, list[Example]], batch_size: int,
             yield chunks[i]
 
 
-def _answer_ids(tokenizer: Any, answer: str, prompt: str) -> list[int]:
+def _answer_ids(tokenizer: PreTrainedTokenizerBase, answer: str, prompt: str) -> list[int]:
     """Token ids of the answer as the chat template continues ``prompt``, plus EOS."""
     text = answer if prompt[-1:].isspace() else " " + answer  # "assistant\nB" vs "ASSISTANT: B"
-    return [*tokenizer.encode(text, add_special_tokens=False), tokenizer.eos_token_id]
+    eos = tokenizer.eos_token_id
+    if not isinstance(eos, int):
+        raise ValueError(f"the tokenizer's eos_token_id is {eos!r}: training targets end with "
+                         "one EOS id; set tokenizer.eos_token")
+    return [*tokenizer.encode(text, add_special_tokens=False), eos]
 
 
-def chat_prompt(processor: Any, question: str) -> str:
+def chat_prompt(processor: ProcessorMixin, question: str) -> str:
     """The chat-templated prompt of one image and one question, as :class:`sn_interp.VLM`
     builds it (image first, generation prompt appended)."""
-    messages = [{"role": "user", "content": [{"type": "image"},
+    # Any: HF types a message's content as str; a multimodal chat's is a list of parts
+    messages: list[dict[str, Any]] = [{"role": "user", "content": [{"type": "image"},
                                              {"type": "text", "text": question}]}]
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-def collate(processor: Any, batch: Sequence[Example]) -> BatchFeature:
+def collate(processor: ProcessorMixin, batch: Sequence[Example]) -> BatchFeature:
     """Left-padded training inputs with ``labels`` on the answer tokens and EOS only.
 
     Each row is the chat-templated prompt (:func:`chat_prompt`) followed by the answer and
     EOS; the processor tokenizes the full text, and the answer span is checked against the
     separately tokenized answer so prompt/answer merges can never shift the labels.
     """
-    tok = processor.tokenizer
+    tok = cast(PreTrainedTokenizerBase, processor.tokenizer)  # ProcessorMixin leaves it untyped
     prompts = [chat_prompt(processor, ex.question) for ex in batch]
     answers = [_answer_ids(tok, ex.answer, p) for ex, p in zip(batch, prompts, strict=True)]
-    texts = [p + tok.decode(ids) for p, ids in zip(prompts, answers, strict=True)]
+    # decode of one id list is one str (the stub also allows a batch's list[str])
+    texts = [p + cast(str, tok.decode(ids)) for p, ids in zip(prompts, answers, strict=True)]
     tok.padding_side = "left"
-    enc = processor(images=[ex.image.convert("RGB") for ex in batch], text=texts,
-                    return_tensors="pt", padding=True)
+    # Any: ProcessorMixin.__call__ is typed with per-modality kwargs only; the call takes the
+    # flat ones (return_tensors, padding) every HF processor accepts (as in VLM.encode)
+    enc = cast(Any, processor)(images=[ex.image.convert("RGB") for ex in batch], text=texts,
+                               return_tensors="pt", padding=True)
     labels = torch.full_like(enc["input_ids"], -100)
     for row, ids in enumerate(answers):
         tail = enc["input_ids"][row, -len(ids):]

@@ -20,9 +20,6 @@ peak rate, gradient clipping at 1. Seeded: the same config gives the same weight
 machine and library versions.
 """
 
-# pyright: reportAttributeAccessIssue=false, reportCallIssue=false, reportArgumentType=false
-# (training recipe: HF submodules reached through nn.Module attributes, which torch types as Tensor | Module)
-
 from __future__ import annotations
 
 import argparse
@@ -30,15 +27,16 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
 import transformers
 from tqdm.auto import tqdm
+from transformers import LlavaForConditionalGeneration, PreTrainedModel, ProcessorMixin
 
 from sn_interp.checkpoints.micro.config import (
     MICRO_CONFIGS,
@@ -55,7 +53,7 @@ from sn_interp.checkpoints.micro.data import (
 )
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel
+    from sn_interp.checkpoints.micro.vision import Stage0Report
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +72,7 @@ class TrainResult:
     """Loss of every step."""
     seconds: float
     """Wall-clock training time (data building excluded; stage 0 included)."""
-    stage0: dict[str, Any] | None = None
+    stage0: Stage0Report | None = None
     """Stage 0 (vision pretraining) report: losses, kept-aside accuracy per task, seconds."""
     lora: dict[str, torch.Tensor] | None = None
     """Merged LoRA factors (``lora.<module>.A``/``.B``), saved as trained parts."""
@@ -108,7 +106,7 @@ def _load_pretrained_parts(model: PreTrainedModel, cfg: MicroConfig) -> None:
         model.get_submodule("model.vision_tower").load_state_dict(tower)
 
 
-def build_model(cfg: MicroConfig) -> tuple[PreTrainedModel, Any]:
+def build_model(cfg: MicroConfig) -> tuple[PreTrainedModel, ProcessorMixin]:
     """A freshly initialised (seeded, float32) model and its processor.
 
     With :attr:`MicroConfig.language_model`, the LM carries its pretrained weights and is
@@ -120,7 +118,8 @@ def build_model(cfg: MicroConfig) -> tuple[PreTrainedModel, Any]:
     config.dtype = torch.float32
     config.architectures = [cfg.model_class]
     torch.manual_seed(cfg.seed)
-    model = getattr(transformers, cfg.model_class)(config).float()
+    model_class: type[PreTrainedModel] = getattr(transformers, cfg.model_class)
+    model = model_class(config).float()
     _load_pretrained_parts(model, cfg)
     gen = model.generation_config
     gen.pad_token_id, gen.eos_token_id, gen.bos_token_id = (tok.pad_token_id, tok.eos_token_id,
@@ -129,7 +128,7 @@ def build_model(cfg: MicroConfig) -> tuple[PreTrainedModel, Any]:
     return model, build_processor(cfg, tok)
 
 
-def add_lora(model: torch.nn.Module, cfg: MicroConfig) -> int:
+def add_lora(model: PreTrainedModel, cfg: MicroConfig) -> int:
     """Put ``peft`` LoRA adapters (rank ``cfg.lora_rank``) on ``cfg.lora_targets`` of every LM
     layer; only they train in the LM. Returns the number of adapter parameters."""
     from peft import LoraConfig, inject_adapter_in_model
@@ -137,14 +136,14 @@ def add_lora(model: torch.nn.Module, cfg: MicroConfig) -> int:
     torch.manual_seed(cfg.seed + 2)
     lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
                       target_modules=list(cfg.lora_targets), bias="none")
-    inject_adapter_in_model(lora, model.model.language_model)
+    inject_adapter_in_model(lora, model.get_submodule("model.language_model"))
     adapters = [p for n, p in model.named_parameters() if "lora_" in n]
     for p in adapters:
         p.requires_grad_(True)
     return sum(p.numel() for p in adapters)
 
 
-def merge_lora(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def merge_lora(model: PreTrainedModel) -> dict[str, torch.Tensor]:
     """Merge every LoRA adapter into its base weight (peft's ``merge``), put the plain
     ``Linear`` back, and return the factors as ``lora.<module>.A`` / ``.B`` tensors (what
     :func:`sn_interp.models.pretrained_lm.assemble` merges again at load)."""
@@ -154,8 +153,10 @@ def merge_lora(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     for name, module in list(model.named_modules()):
         if not isinstance(module, LoraLayer):
             continue
-        factors[f"lora.{name}.A"] = module.lora_A["default"].weight.detach().clone()
-        factors[f"lora.{name}.B"] = module.lora_B["default"].weight.detach().clone()
+        # peft's ModuleDicts hold one nn.Linear per adapter (LoRA on Linear layers only)
+        for part, adapters in (("A", module.lora_A), ("B", module.lora_B)):
+            linear = cast(torch.nn.Linear, adapters["default"])
+            factors[f"lora.{name}.{part}"] = linear.weight.detach().clone()
         module.merge()
         parent, child = name.rsplit(".", 1)
         base = module.get_base_layer()
@@ -172,7 +173,7 @@ def lr_factor(step: int, cfg: MicroConfig) -> float:
     return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def answer_loss(model: PreTrainedModel, enc: Any) -> torch.Tensor:
+def answer_loss(model: PreTrainedModel, enc: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Mean next-token cross-entropy over the labelled (answer + EOS) positions.
 
     Answers sit at the end of left-padded rows, so only the last ``k`` logits are computed
@@ -203,7 +204,7 @@ def _optimizer(model: PreTrainedModel, cfg: MicroConfig) -> torch.optim.Optimize
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
 
 
-def train(model: PreTrainedModel, processor: Any, cfg: MicroConfig,
+def train(model: PreTrainedModel, processor: ProcessorMixin, cfg: MicroConfig,
           examples: dict[str, list[Example]], *, progress: bool = True,
           loss_log: Path | None = None) -> TrainResult:
     """Train ``model`` in place for ``cfg.steps`` steps and return the loss curve."""
@@ -245,7 +246,7 @@ def train(model: PreTrainedModel, processor: Any, cfg: MicroConfig,
     return TrainResult(losses=losses, seconds=time.perf_counter() - start)
 
 
-def save(model: PreTrainedModel, processor: Any, cfg: MicroConfig, out: Path,
+def save(model: PreTrainedModel, processor: ProcessorMixin, cfg: MicroConfig, out: Path,
          result: TrainResult, command: str) -> Path:
     """Write weights (safetensors), processor and :data:`SUMMARY` (recipe + losses) to ``out``."""
     if cfg.lora_rank and not result.lora:
@@ -298,14 +299,15 @@ def _save_trained_parts(model: PreTrainedModel, cfg: MicroConfig, out: Path,
     (out / plm.CONFIG_FILE).write_text(model.config.to_json_string())
     model.generation_config.save_pretrained(out)
     lm = plm.PRETRAINED_LMS[cfg.lm_name]
-    spec = {"language_model": lm.name, "requirement": lm.requirement, "file": lm.file,
-            "sha256": lm.sha256, "trained": plm.TRAINED_FILE, "config": plm.CONFIG_FILE}
+    spec: dict[str, object] = {
+        "language_model": lm.name, "requirement": lm.requirement, "file": lm.file,
+        "sha256": lm.sha256, "trained": plm.TRAINED_FILE, "config": plm.CONFIG_FILE}
     if lora:
         spec["lora"] = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha}
     (out / plm.ASSEMBLE_FILE).write_text(json.dumps(spec, indent=2) + "\n")
 
 
-def run_recipe(model: torch.nn.Module, processor: Any, cfg: MicroConfig,
+def run_recipe(model: PreTrainedModel, processor: ProcessorMixin, cfg: MicroConfig,
                examples: dict[str, list[Example]], *, progress: bool = True,
                loss_log: Path | None = None) -> TrainResult:
     """Every stage of ``cfg``'s recipe on ``model`` in place: stage 0 (vision pretraining) if
@@ -316,10 +318,12 @@ def run_recipe(model: torch.nn.Module, processor: Any, cfg: MicroConfig,
     start = time.perf_counter()
     stage0 = None
     if cfg.vision_pretrain_steps:
+        if not isinstance(model, LlavaForConditionalGeneration):
+            raise TypeError(f"{cfg.name}: stage 0 (vision_pretrain_steps) trains a LLaVA vision "
+                            f"tower; {type(model).__name__} has none (set vision_pretrain_steps=0)")
         stage0 = pretrain_vision(model, processor, cfg)
-        stage0["seconds"] = round(time.perf_counter() - start, 1)
     if not cfg.train_vision:
-        model.model.vision_tower.requires_grad_(False)
+        model.get_submodule("model.vision_tower").requires_grad_(False)
     if cfg.lora_rank:
         log.info("LoRA rank %d on %s: %d adapter parameters", cfg.lora_rank,
                  ",".join(cfg.lora_targets), add_lora(model, cfg))

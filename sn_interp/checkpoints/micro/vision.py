@@ -18,35 +18,53 @@ Example:
     ['digits', 'fashion-mnist']
 """
 
-# pyright: reportAttributeAccessIssue=false, reportCallIssue=false, reportArgumentType=false
-# (training recipe: HF submodules reached through nn.Module attributes, which torch types as Tensor | Module)
-
 from __future__ import annotations
 
 import logging
 import math
-from typing import Any, cast
+import time
+from typing import TypedDict, cast
 
 import numpy as np
 import torch
+from jaxtyping import Float, Int
+from transformers import CLIPVisionModel, LlavaForConditionalGeneration, ProcessorMixin
 
 from sn_interp.checkpoints.micro.config import MicroConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_SHIFT", "SHIFT_TASKS", "patch_features", "pretrain_vision", "shift", "vision_data"]
+__all__ = ["MAX_SHIFT", "SHIFT_TASKS", "Stage0Report", "patch_features", "pretrain_vision", "shift",
+           "vision_data"]
 
 #: Tasks whose label does not depend on where the object sits: stage 0 augments them by shifts.
 SHIFT_TASKS: frozenset[str] = frozenset({"digits", "mnist", "fashion-mnist"})
 #: Largest shift (pixels, each axis) of the stage-0 augmentation.
 MAX_SHIFT: int = 4
 
+#: Pixels ``(batch, channel, height, width)`` and class labels ``(batch,)`` per task.
+TaskImages = dict[str, tuple[Float[torch.Tensor, "batch channel height width"],
+                             Int[torch.Tensor, " batch"]]]
 
-def vision_data(cfg: MicroConfig, processor: Any) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+
+class Stage0Report(TypedDict):
+    """What :func:`pretrain_vision` reports (saved under ``stage0`` in the training summary)."""
+
+    losses: list[float]
+    """Mean task loss of every step."""
+    val_accuracy: dict[str, float]
+    """Per task: accuracy of its linear head on the kept-aside 10% of the train images."""
+    val_images: dict[str, int]
+    """Per task: number of kept-aside images."""
+    seconds: float
+    """Wall-clock time of the stage (data building included)."""
+
+
+def vision_data(cfg: MicroConfig, processor: ProcessorMixin) -> TaskImages:
     """Pixel tensors and labels per task from the train partition (cap ``vision_pretrain_images``)."""
     from sn_interp.tasks import load_task
 
-    out = {}
+    out: TaskImages = {}
     for name in cfg.tasks:
         task = load_task(name, partition="train", n=cfg.vision_pretrain_images, seed=cfg.seed)
         samples = list(task)
@@ -57,13 +75,23 @@ def vision_data(cfg: MicroConfig, processor: Any) -> dict[str, tuple[torch.Tenso
     return out
 
 
-def patch_features(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+def _tower(model: LlavaForConditionalGeneration) -> CLIPVisionModel:
+    # transformers builds it with AutoModel.from_config (untyped); the micro LLaVA config is a
+    # CLIPVisionConfig, so it is a CLIPVisionModel
+    return cast(CLIPVisionModel, model.model.vision_tower)
+
+
+def patch_features(model: LlavaForConditionalGeneration,
+                   pixels: Float[torch.Tensor, "batch channel height width"]
+                   ) -> Float[torch.Tensor, "batch patch d_vision"]:
     """The features the LLaVA projector reads: last hidden layer, CLS dropped (batch, patches, d)."""
-    out = model.model.vision_tower(pixels, output_hidden_states=True)
-    return out.hidden_states[model.config.vision_feature_layer][:, 1:]
+    out = _tower(model)(pixels, output_hidden_states=True)
+    # the micro configs set one layer (vision_feature_layer=-1), never a list
+    return out.hidden_states[cast(int, model.config.vision_feature_layer)][:, 1:]
 
 
-def shift(x: torch.Tensor, rng: np.random.Generator, max_shift: int = MAX_SHIFT) -> torch.Tensor:
+def shift(x: Float[torch.Tensor, "batch channel height width"], rng: np.random.Generator,
+          max_shift: int = MAX_SHIFT) -> Float[torch.Tensor, "batch channel height width"]:
     """Each image of ``x`` (batch, channels, h, w) moved by a random whole-pixel offset of at
     most ``max_shift`` per axis, the uncovered border filled with the image's corner value.
 
@@ -80,9 +108,9 @@ def shift(x: torch.Tensor, rng: np.random.Generator, max_shift: int = MAX_SHIFT)
     return torch.stack([pad[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)])
 
 
-def _split(data: dict[str, tuple[torch.Tensor, torch.Tensor]], rng: np.random.Generator
-           ) -> tuple[dict[str, Any], dict[str, Any]]:
-    train, val = {}, {}
+def _split(data: TaskImages, rng: np.random.Generator) -> tuple[TaskImages, TaskImages]:
+    train: TaskImages = {}
+    val: TaskImages = {}
     for name, (x, y) in data.items():
         order = rng.permutation(len(y))
         cut = max(1, len(y) // 10)
@@ -92,7 +120,7 @@ def _split(data: dict[str, tuple[torch.Tensor, torch.Tensor]], rng: np.random.Ge
 
 
 @torch.no_grad()
-def _accuracy(model: torch.nn.Module, head: torch.nn.Module, x: torch.Tensor,
+def _accuracy(model: LlavaForConditionalGeneration, head: torch.nn.Module, x: torch.Tensor,
               y: torch.Tensor) -> float:
     hits = 0
     for i in range(0, len(y), 256):
@@ -101,21 +129,24 @@ def _accuracy(model: torch.nn.Module, head: torch.nn.Module, x: torch.Tensor,
     return hits / len(y)
 
 
-def pretrain_vision(model: torch.nn.Module, processor: Any, cfg: MicroConfig) -> dict[str, Any]:
+def pretrain_vision(model: LlavaForConditionalGeneration, processor: ProcessorMixin,
+                    cfg: MicroConfig) -> Stage0Report:
     """Train the vision tower of ``model`` in place as a multi-task classifier (stage 0).
 
     Every step draws ``vision_pretrain_batch`` images of each task (shifted, for
     :data:`SHIFT_TASKS`) and sums the tasks' cross-entropies; AdamW with linear warm-up and cosine decay to 10%. Returns the loss per
-    step and the accuracy on the 10% of images kept aside, per task.
+    step, the accuracy on the 10% of images kept aside, per task, and the stage's seconds.
     """
+    start = time.perf_counter()
     rng = np.random.default_rng(cfg.seed + 1)
     torch.manual_seed(cfg.seed + 1)
     train, val = _split(vision_data(cfg, processor), rng)
-    vc = cast(Any, model.config).vision_config  # an HF config: attributes are dynamic
-    width = vc.hidden_size * (vc.image_size // vc.patch_size) ** 2
-    heads = torch.nn.ModuleDict({n: torch.nn.Linear(width, int(y.max()) + 1)
+    tower = _tower(model)
+    vc = tower.config
+    # config.py builds square images: image_size and patch_size are single ints
+    side = cast(int, vc.image_size) // cast(int, vc.patch_size)
+    heads = torch.nn.ModuleDict({n: torch.nn.Linear(vc.hidden_size * side ** 2, int(y.max()) + 1)
                                  for n, (_, y) in train.items()})
-    tower = model.model.vision_tower
     params = [*tower.parameters(), *heads.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.vision_pretrain_lr, weight_decay=0.01)
     steps, warm = cfg.vision_pretrain_steps, max(1, cfg.vision_pretrain_steps // 20)
@@ -143,4 +174,5 @@ def pretrain_vision(model: torch.nn.Module, processor: Any, cfg: MicroConfig) ->
     acc = {n: round(_accuracy(model, heads[n], x, y), 4) for n, (x, y) in val.items()}
     log.info("stage 0 classifier accuracy on the kept-aside train images: %s", acc)
     return {"losses": losses, "val_accuracy": acc,
-            "val_images": {n: len(y) for n, (_, y) in val.items()}}
+            "val_images": {n: len(y) for n, (_, y) in val.items()},
+            "seconds": round(time.perf_counter() - start, 1)}
