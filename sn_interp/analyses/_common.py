@@ -319,6 +319,10 @@ def execute(analysis: str, cfg: C, run: Callable[..., xr.Dataset],
     inputs = _outputs.inputs_digest(cfg.models, cfg.tasks)
     result = None if cfg.overwrite else _outputs.read_result(result_path, cfg.digest(), inputs)
     fresh = result is None
+    if cfg.overwrite:  # recompute everything from the stores, nothing from earlier analyses
+        from sn_interp.analyses import _reuse
+
+        _reuse.clear()
     if fresh:
         with _scheduler(cfg.scheduler, cfg.workers):
             result = run(cfg) if load is None else run(cfg, load(cfg))

@@ -181,10 +181,27 @@ def split_acts(cfg: StudyConfig, vlm: VLM, task: str, *, prompt: str | None,
 
 def select(cfg: StudyConfig, a_probe: xr.Dataset) -> SuperNeurons:
     """Super Neurons selected on probe activations with the study's k, rule, score, seed."""
+    from sn_interp.analyses._reuse import acts_key, reuse
     from sn_interp.probes import find_super_neurons
 
-    return find_super_neurons(a_probe, k=cfg.k, rule=cfg.rule, score=cfg.score,
-                              seed=cfg.seed, progress=cfg.progress)
+    key = acts_key(a_probe)
+    return reuse("Super Neuron selection",
+                 None if key is None else (key, cfg.k, cfg.rule, cfg.score, cfg.seed),
+                 lambda: find_super_neurons(a_probe, k=cfg.k, rule=cfg.rule, score=cfg.score,
+                                            seed=cfg.seed, progress=cfg.progress))
+
+
+def zero_shot(cfg: StudyConfig, vlm: VLM, samples: Sequence[Sample], *, mode: str,
+              max_new_tokens: int) -> xr.Dataset:
+    """:func:`sn_interp.zero_shot` of ``samples``, once per process for the same content."""
+    from sn_interp.analyses._reuse import reuse, samples_key
+    from sn_interp.probes import zero_shot
+
+    samples = list(samples)
+    return reuse("zero-shot answers",
+                 (samples_key(vlm, samples), mode, max_new_tokens, cfg.batch_size),
+                 lambda: zero_shot(vlm, samples, mode=mode, max_new_tokens=max_new_tokens,
+                                   batch_size=cfg.batch_size, progress=cfg.progress))
 
 
 # ---- task prompts and shifts ----------------------------------------------------------------

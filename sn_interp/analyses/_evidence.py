@@ -71,9 +71,14 @@ def cell_evidence(found: SuperNeurons, a_probe: xr.Dataset, a_test: xr.Dataset,
     max_layer = found.params.get("max_layer")
     ceiling, p_null, p_best = np.full(len(names), np.nan), np.full(len(names), np.nan), np.nan
     if n_perm > 0:
-        null = selection_null(a_probe, a_test, n_perm=n_perm, k=found.k, rule=found.rule,
-                              score=score, max_layer=max_layer, folds=folds, seed=seed,
-                              progress=progress)
+        from sn_interp.analyses._reuse import acts_key, reuse
+
+        keys = (acts_key(a_probe), acts_key(a_test))
+        null = reuse("selection null", None if None in keys else (
+            *keys, n_perm, found.k, found.rule, score, max_layer, folds, seed),
+            lambda: selection_null(a_probe, a_test, n_perm=n_perm, k=found.k, rule=found.rule,
+                                   score=score, max_layer=max_layer, folds=folds, seed=seed,
+                                   progress=progress))
         for i, name in enumerate(names):
             if name in null_of:
                 ceiling[i] = null.attrs[f"null_ceiling_{null_of[name]}"]

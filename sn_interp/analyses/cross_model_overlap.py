@@ -108,6 +108,13 @@ def load_cell(cfg: Config, vlm: VLM, task: str) -> CellInputs:
             "n_layers": vlm.dims.n_layers, "family": str(getattr(vlm, "family", ""))}
 
 
+def resident_inputs(inputs: CellInputs) -> CellInputs:
+    """``inputs`` with every activation split in memory (see :func:`_data.resident`)."""
+    return {**inputs, "ref": inputs["ref"].resident(),
+            "by_prompt": {p: _data.resident(a) for p, a in inputs["by_prompt"].items()},
+            "by_seed": {s: _data.resident(a) for s, a in inputs["by_seed"].items()}}
+
+
 def load(cfg: Config) -> _data.Loaded[CellInputs]:
     """The IO stage: check the prompt ids, load the models, extract or open every store."""
     check_names(cfg, prompts=cfg.prompts)
@@ -254,8 +261,11 @@ def run(cfg: Config, loaded: _data.Loaded[CellInputs] | None = None) -> xr.Datas
     Pure given ``loaded`` (the output of :func:`load`); without it, loads first.
     """
     loaded = load(cfg) if loaded is None else loaded
-    sels = {key: select_cell(cfg, inp) for key, inp in loaded.cells.items()}
-    cells = {key: cell(cfg, sels[key], inp) for key, inp in loaded.cells.items()}
+    sels, cells = {}, {}
+    for key, inp in loaded.cells.items():
+        inp = resident_inputs(inp)  # each split is read many times: from memory, not the store
+        sels[key] = select_cell(cfg, inp)
+        cells[key] = cell(cfg, sels[key], inp)
     ds = combine_cells(cells, models=cfg.models, tasks=cfg.tasks,
                        per_model=("n_layers", "family"),
                        order={"rank": list(range(cfg.k)), "site": list(ALL_SITES),

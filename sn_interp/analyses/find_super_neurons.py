@@ -115,7 +115,7 @@ def load(cfg: Config) -> _data.Loaded:
 
 def cell(cfg: Config, vlm: VLM, inputs: dict) -> xr.Dataset:
     """One (model, task) cell: dims ``classifier`` and (``site``, ``layer``), and scalars."""
-    from sn_interp.probes import evaluate, find_sav_heads, zero_shot
+    from sn_interp.probes import evaluate, find_sav_heads
 
     acts, heads_acts = inputs["acts"], inputs["heads"]
     a_probe, a_test = acts.resident()  # read many times below: from memory, not the store
@@ -124,9 +124,8 @@ def cell(cfg: Config, vlm: VLM, inputs: dict) -> xr.Dataset:
     h_probe, h_test = ((a_probe, a_test) if heads_acts.probe is acts.probe
                         else heads_acts.resident())
     heads = find_sav_heads(h_probe, k=min(cfg.k, _data.n_heads(vlm)), progress=cfg.progress)
-    base = zero_shot(vlm, inputs["test"], mode=cfg.zero_shot_mode,
-                     max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-                     progress=cfg.progress)
+    base = _data.zero_shot(cfg, vlm, inputs["test"], mode=cfg.zero_shot_mode,
+                           max_new_tokens=cfg.max_new_tokens)
     preds = {"zero_shot": base.pred, "sav": heads.predict(h_test),
              "sn_top1": found.predict(a_test, k=1), "sn_topk": found.predict(a_test)}
     evs = np.array([_data.accuracy_fields(evaluate(preds[m], seed=cfg.seed)) for m in METHODS])

@@ -216,10 +216,12 @@ def _prefixed(ov: dict[str, float]) -> dict[str, float]:
 
 def cell(cfg: Config, vlm: VLM, inputs: CellInputs) -> xr.Dataset:
     """One (model, task) cell: dims prompt_fit, prompt_eval, prompt_a, prompt_b, condition."""
-    fits = {p: Fit(_data.select(cfg, a.probe), a.test) for p, a in inputs["prompts"].items()}
+    # every split is read many times below (selection, every prompt's test, stability draws)
+    by_prompt = {p: a.resident() for p, a in inputs["prompts"].items()}
+    fits = {p: Fit(_data.select(cfg, a.probe), a.test) for p, a in by_prompt.items()}
     conds = {c: Fit(_data.select(cfg, a.probe), a.test)
-             for c, a in inputs["conditions"].items()}
-    stabs = prompt_stability(cfg, {p: a.probe for p, a in inputs["prompts"].items()})
+             for c, a in ((c, a.resident()) for c, a in inputs["conditions"].items())}
+    stabs = prompt_stability(cfg, {p: a.probe for p, a in by_prompt.items()})
     matrix, pairs = prompt_records(cfg, fits, stabs)
     shift_rows = shift_records(cfg, next(iter(fits.values())), conds)
     prompts = list(fits)

@@ -69,6 +69,8 @@ class Config(StudyConfig):
     """Probe examples per class for accuracy vs shots (top-k vote, k = --k); --shots is added; sizes a task cannot provide are NaN."""
     zero_shot_mode: str = "first_token"
     """How the base model answers for the paired tests at --shots: first_token (one forward) or generate."""
+    max_new_tokens: int = 8
+    """Generation budget of the zero-shot answer (zero_shot_mode generate)."""
     n_perm: int = 200
     """Permutations of the selection null at --shots (its ceiling goes beside the SN accuracy; 0: skip)."""
 
@@ -150,10 +152,9 @@ def fit(cfg: Config, acts_probe: xr.Dataset, n_heads: int,
 
     ``heads_probe`` holds ``z`` when ``acts_probe`` lacks it (hybrid-attention models).
     """
-    from sn_interp.probes import find_sav_heads, find_super_neurons
+    from sn_interp.probes import find_sav_heads
 
-    found = find_super_neurons(acts_probe, k=cfg.k, rule=cfg.rule, score=cfg.score,
-                               seed=cfg.seed, progress=False)
+    found = _data.select(dataclasses.replace(cfg, progress=False), acts_probe)
     heads = find_sav_heads(acts_probe if heads_probe is None else heads_probe,
                            k=min(cfg.k, n_heads), progress=False)
     return {"sn": found, "sav": heads}
@@ -188,10 +189,8 @@ def load(cfg: Config) -> _data.Loaded:
 def evidence(cfg: Config, vlm: VLM, inputs: dict, fitted: dict, a_probe: xr.Dataset,
              tests: dict) -> xr.Dataset:
     """At --shots: McNemar of SN and SAV vs zero-shot and each other, SN null ceiling."""
-    from sn_interp.probes import zero_shot
-
-    base = zero_shot(vlm, inputs["test"], mode=cfg.zero_shot_mode, batch_size=cfg.batch_size,
-                     progress=False)
+    base = _data.zero_shot(cfg, vlm, inputs["test"], mode=cfg.zero_shot_mode,
+                           max_new_tokens=cfg.max_new_tokens)
     preds = {"zero_shot": base.pred, **{n: sel.predict(tests[n]) for n, sel in fitted.items()},
              "sn_top1": fitted["sn"].predict(tests["sn"], k=1)}
     ev = cell_evidence(fitted["sn"], a_probe, tests["sn"], preds, n_perm=cfg.n_perm, n_boot=0,
