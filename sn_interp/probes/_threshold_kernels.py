@@ -147,6 +147,28 @@ def _fit(vb, xs, lab, fo, n, skip, n_cls, total, t_out, pol_out, w, fw):
 
 
 @njit(cache=True, nogil=True)
+def _distinct_scan_arith(lab, fo, n, skip, cnt, bplus, pplus, bminus, pminus):
+    """The candidate scan of :func:`_fit_distinct` without branches, for more than two
+    classes: there a class's ``g`` mostly rises between its samples, so "a new record" holds
+    about 90% of the time and a branch on it mispredicts; integer arithmetic keeps the same
+    records (about 1.5x faster). Two classes (rare records) keep the selects."""
+    j = 0
+    for p in range(n):
+        if fo[p] == skip:
+            continue
+        c = lab[p]
+        g = j - 2 * cnt[c]
+        bp, bm = bplus[c], bminus[c]
+        up, dn = np.int64(g > bp), np.int64(g - 1 < bm)
+        bplus[c] = bp + up * (g - bp)
+        pplus[c] += up * (p - pplus[c])
+        bminus[c] = bm + dn * (g - 1 - bm)
+        pminus[c] += dn * (p - pminus[c])
+        cnt[c] += 1
+        j += 1
+
+
+@njit(cache=True, nogil=True)
 def _fit_distinct(xs, lab, fo, n, skip, n_cls, total, t_out, pol_out, w):
     """:func:`_fit` for a unit without ties (every split between train samples is valid).
 
@@ -163,20 +185,23 @@ def _fit_distinct(xs, lab, fo, n, skip, n_cls, total, t_out, pol_out, w):
         bminus[c] = 0  # j = 0
         pminus[c] = -1
         n_tr += total[c]
-    j = 0
-    for p in range(n):
-        if fo[p] == skip:
-            continue
-        c = lab[p]
-        g = j - 2 * cnt[c]
-        up = g > bplus[c]
-        bplus[c] = g if up else bplus[c]
-        pplus[c] = p if up else pplus[c]
-        dn = g - 1 < bminus[c]
-        bminus[c] = g - 1 if dn else bminus[c]
-        pminus[c] = p if dn else pminus[c]
-        cnt[c] += 1
-        j += 1
+    if n_cls > 2:
+        _distinct_scan_arith(lab, fo, n, skip, cnt, bplus, pplus, bminus, pminus)
+    else:  # two classes: records are rare and well predicted, selects are fastest
+        j = 0
+        for p in range(n):
+            if fo[p] == skip:
+                continue
+            c = lab[p]
+            g = j - 2 * cnt[c]
+            up = g > bplus[c]
+            bplus[c] = g if up else bplus[c]
+            pplus[c] = p if up else pplus[c]
+            dn = g - 1 < bminus[c]
+            bminus[c] = g - 1 if dn else bminus[c]
+            pminus[c] = p if dn else pminus[c]
+            cnt[c] += 1
+            j += 1
     for c in range(n_cls):
         g = n_tr - 2 * total[c]
         if g > bplus[c]:
