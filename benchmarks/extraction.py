@@ -17,7 +17,9 @@ batches of ``--batch``:
 Runs are interleaved (``--repeats``, medians), each extraction into a fresh store. The machine
 load is printed before and after.
 
-Run: ``.venv/bin/python benchmarks/extraction.py [--samples 16] [--batch 2] [--repeats 3]``
+Run: ``.venv/bin/python benchmarks/extraction.py [--samples 16] [--batch 2] [--repeats 3]``;
+``--quick`` (4 samples, 1 repeat) checks that it runs end to end (its figures are not the
+benchmark's: one repeat of two batches).
 """
 
 from __future__ import annotations
@@ -54,7 +56,11 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true",
+                    help="4 samples in batches of 2, 1 repeat: an end-to-end check only")
     args = ap.parse_args()
+    if args.quick:
+        args.samples, args.batch, args.repeats = 4, 2, 1
     from distributed import Client, LocalCluster
 
     torch.set_grad_enabled(False)
