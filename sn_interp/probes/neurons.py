@@ -46,6 +46,7 @@ SCORES = ("probe", "cv")
 BLOCK = get_rule("centroid").block  # centroid units per dask chunk
 GROUP = 8 * BLOCK  # units computed per dask.compute call (several chunks: all threads busy)
 _Plan = Plan  # the plan's former private name
+_META = np.empty((0, 0), np.float64)  # what a block's stats are (dask need not call the rule)
 
 
 def make_plan(y: Int[np.ndarray, " sample"], n_classes: int, rule: str, score: str,
@@ -96,7 +97,7 @@ def score_blocks(acts: xr.Dataset, blocks: list[tuple[str, int]], plan: Plan, *,
     units = 0
     for i, (site, layer) in enumerate(blocks):
         arr = unit_matrix(acts, site, layer, block)
-        stats = arr.map_blocks(rule.score_block, dtype=np.float64,
+        stats = arr.map_blocks(rule.score_block, dtype=np.float64, meta=_META,
                                chunks=((plan.n_stats,), arr.chunks[1]), **kwargs)
         group.append(((site, layer), stats))
         units += arr.shape[1]
