@@ -267,7 +267,8 @@ def model_card(name: str, summary: dict[str, Any], table: pd.DataFrame, size_mb:
         "`sn.zero_shot(vlm, samples)` (greedy generation, answers mapped to classes) and "
         f"`sn.evaluate`, {int(table['n'].to_numpy().max())} stratified eval images per task (seed 0), "
         "every prompt; produced by "
-        f"`python -m sn_interp.model_card {name} --write`.", "",
+        f"`python -m sn_interp.model_card {name} --n {int(table['n'].to_numpy().max())} --write`.",
+        "",
         to_markdown(table), "",
         "## Answer letters (multiple choice)", "",
         "Per multiple-choice task and prompt: the share of each letter among the model's mapped "
