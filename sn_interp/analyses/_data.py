@@ -153,6 +153,13 @@ class Acts(NamedTuple):
         return Acts(resident(self.probe), resident(self.test))
 
 
+def resident_pair(acts: Acts, heads: Acts) -> tuple[Acts, Acts]:
+    """``acts`` and ``heads`` (the splits with ``z``, see :func:`head_acts`) in memory; ``heads``
+    is the same object as ``acts`` when it was (no second copy)."""
+    mem = acts.resident()
+    return mem, (mem if heads.probe is acts.probe else heads.resident())
+
+
 #: Largest activation Dataset a cell reads into memory (bytes); larger ones stay on disk and
 #: are scored out of core, block by block.
 RESIDENT_BYTES = 2 * 2**30
@@ -199,7 +206,8 @@ def zero_shot(cfg: StudyConfig, vlm: VLM, samples: Sequence[Sample], *, mode: st
 
     samples = list(samples)
     return reuse("zero-shot answers",
-                 (samples_key(vlm, samples), mode, max_new_tokens, cfg.batch_size),
+                 (samples_key(vlm, samples), mode,
+                  max_new_tokens if mode == "generate" else None, cfg.batch_size),
                  lambda: zero_shot(vlm, samples, mode=mode, max_new_tokens=max_new_tokens,
                                    batch_size=cfg.batch_size, progress=cfg.progress))
 

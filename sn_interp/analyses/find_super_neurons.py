@@ -118,11 +118,9 @@ def cell(cfg: Config, vlm: VLM, inputs: dict) -> xr.Dataset:
     from sn_interp.probes import evaluate, find_sav_heads
 
     acts, heads_acts = inputs["acts"], inputs["heads"]
-    a_probe, a_test = acts.resident()  # read many times below: from memory, not the store
+    # read many times below: from memory, not the store; z on its own layers for hybrid models
+    (a_probe, a_test), (h_probe, h_test) = _data.resident_pair(acts, heads_acts)
     found = _data.select(cfg, a_probe)
-    # z on its own layers for hybrid-attention models
-    h_probe, h_test = ((a_probe, a_test) if heads_acts.probe is acts.probe
-                        else heads_acts.resident())
     heads = find_sav_heads(h_probe, k=min(cfg.k, _data.n_heads(vlm)), progress=cfg.progress)
     base = _data.zero_shot(cfg, vlm, inputs["test"], mode=cfg.zero_shot_mode,
                            max_new_tokens=cfg.max_new_tokens)

@@ -212,8 +212,8 @@ def evidence(cfg: Config, vlm: VLM, inputs: dict, fitted: dict, a_probe: xr.Data
 def _fits_by_shots(cfg: Config, vlm: VLM, inputs: dict) -> tuple[dict, dict, xr.Dataset | None]:
     """Per probe size: each classifier's top-k accuracy and best feature; by k at --shots."""
     task, acts, heads = inputs["task"], inputs["acts"], inputs["heads"]
-    a_big, a_test = acts.resident()  # read many times below: from memory, not the store
-    z_big, z_test = (a_big, a_test) if heads.probe is acts.probe else heads.resident()
+    # read many times below: from memory, not the store
+    (a_big, a_test), (z_big, z_test) = _data.resident_pair(acts, heads)
     tests = {"sn": a_test, "sav": z_test}  # z on its own layers for hybrid-attention models
     test_ids = set(a_test["sample_id"].values.tolist())
     n_heads = _data.n_heads(vlm)

@@ -38,7 +38,7 @@ from jaxtyping import Float
 from sn_interp.cache import build_atomically, cache_dir
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def assemble(source: Path, out: Path) -> Path:
 _LOADING_KEYS = ("local_files_only",)
 
 
-def save_processor(processor: Any, out: Path) -> None:  # Any: a processor of any family
+def save_processor(processor: ProcessorMixin, out: Path) -> None:
     """``processor.save_pretrained(out)`` without the loading options in its JSON files, so an
     assembly's bytes (and so its content fingerprint, the stores' ``model_revision``) do not
     depend on the environment it was built in."""

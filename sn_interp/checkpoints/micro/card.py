@@ -227,6 +227,7 @@ def model_card(name: str, summary: dict[str, Any], table: pd.DataFrame, size_mb:
     """The README.md of a trained embedded model (from its ``micro_train.json`` and accuracies)."""
     cfg = summary["config"]
     curve = ", ".join(f"{v:.3f}" for v in summary["loss_every_100"])
+    n_eval = int(table["n"].to_numpy().max())  # eval images per task (the card's --n)
     trained = summary.get("trained_parameters", summary["parameters"])
     lora = summary.get("lora_parameters", 0)
     what = (f"vision tower, projector and {lora:,} LoRA adapter parameters = "
@@ -265,10 +266,9 @@ def model_card(name: str, summary: dict[str, Any], table: pd.DataFrame, size_mb:
         f"- torch {summary['torch']}, transformers {summary['transformers']}", "",
         "## Zero-shot accuracy (eval partition)", "",
         "`sn.zero_shot(vlm, samples)` (greedy generation, answers mapped to classes) and "
-        f"`sn.evaluate`, {int(table['n'].to_numpy().max())} stratified eval images per task (seed 0), "
+        f"`sn.evaluate`, {n_eval} stratified eval images per task (seed 0), "
         "every prompt; produced by "
-        f"`python -m sn_interp.model_card {name} --n {int(table['n'].to_numpy().max())} --write`.",
-        "",
+        f"`python -m sn_interp.model_card {name} --n {n_eval} --write`.", "",
         to_markdown(table), "",
         "## Answer letters (multiple choice)", "",
         "Per multiple-choice task and prompt: the share of each letter among the model's mapped "
