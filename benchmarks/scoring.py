@@ -3,15 +3,25 @@
 N=1,000 samples x F=1,000,000 neurons (random float32 in memory, one site ``mlp_post`` of
 100 layers x 10,000 units; labels balanced, shuffled), for 2 and 10 classes: the centroid and
 threshold rules, each with ``score="probe"`` and ``score="cv"`` (5 folds). Each figure is the
-wall time of the whole public call (dask blockwise scoring on the default threaded
-scheduler, neuron table, ids, ranking) divided by one read pass (``x.sum(axis=0)`` over the
-whole matrix, one thread; its median over passes taken before every call). Each call's
-scores and fitted parameters of the first ``--check`` units of layer 0 are compared bit for
-bit with the rule's numpy reference (the centroid rule's ``_centroid_block``, the threshold
-rule's generic :meth:`Rule.score_block` from ``fit``/``predict``), run on those columns.
-The first call of each rule in the process (numba cache load, dask set-up) runs on a small
-matrix before the timings and is printed. The machine load (1-minute load average, CPU
-pressure) is printed before and after.
+wall time of the whole public call (dask scoring on the default threaded scheduler, neuron
+table, ranking, ids) divided by one read pass (``x.sum(axis=0)`` over the whole matrix, one
+thread; its median over passes taken before every call). Every call is made ``--repeats``
+times, the four calls interleaved; the table gives the median and, apart, the first call
+(the first call of each class count is the first to touch fresh memory for its outputs).
+The table's ``id`` coordinate is computed on access (the call returns without formatting a
+million ids), so the ``+ all ids`` column adds the time of ``table["id"].values``, every id
+of the table materialised, to the median call.
+
+Each call's scores and fitted parameters of the first ``--check`` units of layer 0 are
+compared bit for bit with the rule's numpy reference (the centroid rule's
+``_centroid_block``, the threshold rule's generic :meth:`Rule.score_block` from
+``fit``/``predict``), run on those columns, and the ids of those rows with Python-formatted
+ones. The first call of each rule in the process (numba cache load, dask set-up) runs on a
+small matrix before the timings and is printed. The machine load (1-minute load average,
+CPU pressure) is printed before and after, with the kernel's transparent-huge-page settings
+and whether numpy asks for huge pages (``NUMPY_MADVISE_HUGEPAGE``): on a VM that returns
+freed memory to its host, each fresh 2 MB huge page can cost milliseconds, so fresh output
+memory costs several times more with numpy's default (ask) than without.
 
 Run: ``.venv/bin/python benchmarks/scoring.py [--features 1000000] [--classes 2 10]``
 """
@@ -74,7 +84,7 @@ def reference(rule: str, x: np.ndarray, plan) -> np.ndarray:
 
 
 def check(found, acts: xr.Dataset, rule: str, score: str, n_check: int) -> None:
-    """Scores and params of units 0..n_check-1 of layer 0 equal the numpy reference's."""
+    """Scores, params and ids of units 0..n_check-1 of layer 0 equal the reference's."""
     y = acts["label"].values
     plan = neurons.make_plan(y, int(y.max()) + 1, rule, score, 5, 0)
     x = np.ascontiguousarray(acts["mlp_post"].values[:, 0, :n_check])
@@ -84,9 +94,20 @@ def check(found, acts: xr.Dataset, rule: str, score: str, n_check: int) -> None:
     sub = t.isel(neuron=rows[np.argsort(t["unit"].values[rows])])
     got_params = get_rule(rule).table_params(sub)
     if not (np.array_equal(sub["score"].values, ref[0])
-            and np.array_equal(got_params, ref[2:])):
+            and np.array_equal(got_params, ref[2:])
+            and sub["id"].values.tolist() == [f"blocks.0.mlp.hook_post[{u}]"
+                                              for u in range(n_check)]):
         raise AssertionError(f"{rule}/{score}: find_super_neurons differs from the numpy "
                              "reference")
+
+
+def memory_settings() -> str:
+    """The kernel's transparent-huge-page modes and numpy's huge-page request."""
+    thp = Path("/sys/kernel/mm/transparent_hugepage")
+    modes = ", ".join(f"{f} {(thp / f).read_text().split('[')[1].split(']')[0]}"
+                      for f in ("enabled", "defrag") if (thp / f).exists())
+    asks = np._core.multiarray._get_madvise_hugepage()  # pyright: ignore[reportAttributeAccessIssue]
+    return f"transparent huge pages: {modes or 'n/a'}; numpy asks for huge pages: {asks}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -94,11 +115,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--features", type=int, default=1_000_000)
     ap.add_argument("--classes", type=int, nargs="+", default=[2, 10])
+    ap.add_argument("--repeats", type=int, default=3, help="calls per configuration")
     ap.add_argument("--check", type=int, default=1000, help="units checked against numpy")
     args = ap.parse_args(argv)
     units = 10_000 if args.features >= 10_000 else args.features
     layers = max(1, args.features // units)
     print(f"before: {load()}")
+    print(memory_settings())
     t0 = time.perf_counter()
     small = make_acts(60, 2, 300, 3)
     for rule in RULES:
@@ -111,33 +134,43 @@ def main(argv: list[str] | None = None) -> None:
         acts = make_acts(args.samples, layers, units, n_classes)
         x = acts["mlp_post"].values.reshape(args.samples, -1)
         reads = [read_pass(x) for _ in range(3)]
-        for rule in RULES:
-            for score in SCORES:
+        times: dict[tuple[str, str], list[float]] = {(r, s): [] for r in RULES for s in SCORES}
+        ids_s: dict[tuple[str, str], list[float]] = {key: [] for key in times}
+        for rep in range(args.repeats):
+            for rule, score in times:
                 reads.append(read_pass(x))
                 t0 = time.perf_counter()
                 found = sn.find_super_neurons(acts, k=20, rule=rule, score=score,
                                               progress=False)
-                rows.append((n_classes, rule, score, time.perf_counter() - t0))
-                check(found, acts, rule, score, min(args.check, units))
-                print(f"  {n_classes} classes, {rule}/{score}: {rows[-1][3]:.2f} s "
-                      f"(read pass so far {statistics.median(reads):.3f} s); numpy reference "
-                      "check passed", flush=True)
+                times[rule, score].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                found.table["id"].values  # noqa: B018  (every id of the table, materialised)
+                ids_s[rule, score].append(time.perf_counter() - t0)
+                if rep == 0:
+                    check(found, acts, rule, score, min(args.check, units))
+                print(f"  {n_classes} classes, {rule}/{score} call {rep + 1}: "
+                      f"{times[rule, score][-1]:.2f} s, all ids {ids_s[rule, score][-1]:.2f} s"
+                      f" (read pass so far {statistics.median(reads):.3f} s)"
+                      + ("; numpy reference check passed" if rep == 0 else ""), flush=True)
                 del found
         read = statistics.median(reads)
-        rows = [(*r, read) if len(r) == 4 else r for r in rows]
+        for (rule, score), ts in times.items():
+            rows.append((n_classes, rule, score, ts[0], statistics.median(ts),
+                         statistics.median(ids_s[rule, score]), read))
         del acts, x
     gb = args.samples * layers * units * 4 / 1e9
     print(f"after:  {load()}")
     print(f"matrix: {args.samples} x {layers * units} float32 ({gb:.1f} GB) in memory; "
           f"every call checked bit for bit against the numpy reference on "
-          f"{min(args.check, units)} units")
-    print("| classes | rule | score | find_super_neurons s | read pass s | x read pass | "
-          "cv / probe |")
-    print("|---|---|---|---|---|---|---|")
-    by = {(c, r, s): (t, rd) for c, r, s, t, rd in rows}
-    for (c, r, s), (t, rd) in by.items():
-        cvp = f"{t / by[(c, r, 'probe')][0]:.2f}" if s == "cv" else ""
-        print(f"| {c} | {r} | {s} | {t:.2f} | {rd:.3f} | {t / rd:.1f} | {cvp} |")
+          f"{min(args.check, units)} units; median of {args.repeats} calls")
+    print("| classes | rule | score | first call s | median s | read pass s | x read pass | "
+          "cv / probe | + all ids: x read pass |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    by = {(c, r, s): (med, rd) for c, r, s, _, med, _, rd in rows}
+    for c, r, s, first, med, ids, rd in rows:
+        cvp = f"{med / by[(c, r, 'probe')][0]:.2f}" if s == "cv" else ""
+        print(f"| {c} | {r} | {s} | {first:.2f} | {med:.2f} | {rd:.3f} | {med / rd:.1f} | "
+              f"{cvp} | {(med + ids) / rd:.1f} |")
 
 
 if __name__ == "__main__":

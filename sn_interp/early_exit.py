@@ -288,7 +288,7 @@ def sweep(vlm: VLM, probe: Sequence[Sample], test: Sequence[Sample], *,
         clfs.append(EarlyExitClassifier(vlm, found, batch_size=batch_size))
         ev = evaluate(clfs[-1].predict(test))
         rows.append((float(ev.accuracy), float(ev.accuracy_low), float(ev.accuracy_high),
-                     str(found.table["id"].values[0])))
+                     str(found.table["id"][0].item())))
 
     def answer(samples: Sequence[Sample]) -> xr.Dataset:
         return zero_shot(vlm, samples, mode=zero_shot_mode, max_new_tokens=max_new_tokens,

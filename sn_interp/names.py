@@ -179,39 +179,82 @@ def neuron_id_blocks(blocks: Sequence[tuple[str, int, int]], *, d_head: int | No
     """The ids of units ``0..n-1`` of every ``(site, layer, n)`` block, concatenated in order.
 
     Equal element for element to concatenating :func:`neuron_id_array` over the blocks, at
-    the tightest string width: each block's ids are its hook prefix and the index texts of
-    ``0..n-1`` (built once per site kind and width) copied as code points, so a table of a
-    million ids costs about one write of it. ``positions`` (a permutation of the ids' indices)
-    puts id ``i`` at ``positions[i]`` of the result instead, as the only copy.
+    the tightest string width (:func:`id_width`). ``positions`` (a permutation of the ids'
+    indices) puts id ``i`` at ``positions[i]`` of the result instead.
 
     Example:
         >>> neuron_id_blocks([("mlp_post", 9, 1), ("z", 10, 2)], d_head=2).tolist()
         ['blocks.9.mlp.hook_post[0]', 'blocks.10.attn.hook_z[0,0]', 'blocks.10.attn.hook_z[0,1]']
     """
-    kind = {site: "z" if site == "z" else "unit" for site, _, _ in blocks}
-    longest: dict[str, int] = {}
-    for site, _, n in blocks:
-        longest[kind[site]] = max(longest.get(kind[site], 0), int(n))
-    texts = {k: _index_text(k, np.arange(n), d_head) for k, n in longest.items()}
-    index = {k: _code_points(t) for k, t in texts.items()}
-    upto = {k: np.maximum.accumulate(np.strings.str_len(t)) for k, t in texts.items()}
-    prefixes = [_code_points(np.array([SITES_WITH_VISION[s].hook_name(la) + "["]))[0]
-                for s, la, _ in blocks]
-    width = max([len(p) + int(upto[kind[s]][n - 1]) for p, (s, _, n)
-                 in zip(prefixes, blocks, strict=True) if n], default=1)
-    out = np.zeros((sum(int(n) for _, _, n in blocks), width), np.uint32)
-    scratch = np.empty((max([n for _, _, n in blocks], default=0), width), np.uint32)
-    start = 0
-    for p, (site, _, n) in zip(prefixes, blocks, strict=True):
-        rows = out[start:start + n] if positions is None else scratch[:n]
-        rows[:, :len(p)] = p
-        text = index[kind[site]][:n, :width - len(p)]  # past the width: zeros only
-        rows[:, len(p):len(p) + text.shape[1]] = text
-        rows[:, len(p) + text.shape[1]:] = 0
-        if positions is not None:
-            out[positions[start:start + n]] = rows
-        start += n
-    return out.view(f"<U{width}").reshape(-1)
+    total = sum(int(n) for _, _, n in blocks)
+    index = np.arange(total, dtype=np.int64)
+    if positions is not None:
+        index[np.asarray(positions)] = np.arange(total, dtype=np.int64)
+    return neuron_ids_at(blocks, index, d_head=d_head)
+
+
+def id_width(blocks: Sequence[tuple[str, int, int]], *, d_head: int | None = None) -> int:
+    """The longest id (in characters) among units ``0..n-1`` of the ``(site, layer, n)`` blocks.
+
+    An id's index text grows with the unit, so only each block's last unit (for ``z``: its
+    last two heads) can be the longest.
+
+    Example:
+        >>> id_width([("mlp_post", 9, 10), ("mlp_post", 10, 9)])    # 'blocks.9.mlp.hook_post[9]'
+        26
+    """
+    width = 1
+    for site, layer, n in blocks:
+        if n:
+            tail = np.arange(max(0, n - (2 * d_head if site == "z" and d_head else 1)), n)
+            text = _index_text(site, tail, d_head)
+            width = max(width, len(SITES_WITH_VISION[site].hook_name(layer)) + 1
+                        + int(np.strings.str_len(text).max()))
+    return width
+
+
+def neuron_ids_at(blocks: Sequence[tuple[str, int, int]], index: Int[np.ndarray, " ..."], *,
+                  d_head: int | None = None, width: int | None = None) -> np.ndarray:
+    """The ids of neurons at flat ``index`` into the concatenated ``(site, layer, n)`` blocks.
+
+    The result has ``index``'s shape and dtype ``<U{width}`` (default :func:`id_width`, so
+    any selection of one table has the same dtype). Rows are grouped by block; each row is
+    the block's hook prefix and the unit's index text copied as code points (the index texts
+    of ``0..max unit`` are formatted once per site kind), so a million ids cost about one
+    write of them, and a handful cost a handful.
+
+    Example:
+        >>> neuron_ids_at([("mlp_post", 0, 3), ("resid_post", 2, 5)], np.array([6, 1])).tolist()
+        ['blocks.2.hook_resid_post[3]', 'blocks.0.mlp.hook_post[1]']
+    """
+    index = np.asarray(index, np.int64)
+    width = id_width(blocks, d_head=d_head) if width is None else width
+    flat = index.reshape(-1)
+    sizes = np.array([int(n) for _, _, n in blocks], np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    if flat.size and (flat.min() < 0 or flat.max() >= starts[-1]):
+        raise IndexError(f"neuron index outside 0..{starts[-1] - 1}")
+    block = np.searchsorted(starts, flat, side="right") - 1
+    order = np.argsort(block.astype(np.int32 if len(blocks) > 2**15 else np.int16),
+                       kind="stable")  # rows grouped by block (radix sort)
+    bounds = np.searchsorted(block[order], np.arange(len(blocks) + 1))
+    units = flat - starts[block]
+    out = np.zeros((flat.size, width), np.uint32)
+    texts: dict[str, np.ndarray] = {}
+    for b in np.flatnonzero(np.diff(bounds)).tolist():
+        site, layer, _ = blocks[b]
+        kind = "z" if site == "z" else "unit"
+        rows = order[bounds[b]:bounds[b + 1]]
+        need = int(units[rows].max()) + 1
+        if kind not in texts or texts[kind].shape[0] < need:
+            longest = max(int(n) for s, _, n in blocks if ("z" if s == "z" else "unit") == kind)
+            texts[kind] = _code_points(_index_text(kind, np.arange(min(longest, max(
+                need, 2 * (texts[kind].shape[0] if kind in texts else 0)))), d_head))
+        prefix = _code_points(np.array([SITES_WITH_VISION[site].hook_name(layer) + "["]))[0]
+        text = texts[kind][units[rows], :width - len(prefix)]
+        out[rows, :len(prefix)] = prefix
+        out[rows, len(prefix):len(prefix) + text.shape[1]] = text
+    return out.view(f"<U{width}").reshape(index.shape)
 
 
 def head_id(layer: int, head: int) -> str:

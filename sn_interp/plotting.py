@@ -488,7 +488,7 @@ def neuron_card(found: SuperNeurons, acts: xr.Dataset, rank: int = 0,
         >>> test_acts = sn.extract(vlm, test, progress=False)
         >>> found = sn.find_super_neurons(acts, k=3, progress=False)
         >>> fig = neuron_card(found, acts, 0, test, test_acts, n_images=2)
-        >>> str(found.table.id.values[0]) in fig.axes[0].get_title()   # id, site, layer, score
+        >>> str(found.table.id[0].item()) in fig.axes[0].get_title()   # id, site, layer, score
         True
     """
     row = found.table.isel(neuron=rank)

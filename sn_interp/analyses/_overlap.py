@@ -29,7 +29,7 @@ def jaccard(a: Sequence[str], b: Sequence[str]) -> float:
 
 def top_ids(found: SuperNeurons, k: int | None = None) -> list[str]:
     """Neuron ids of the top ``k`` (default: the selection's own k) of a SuperNeurons."""
-    return [str(i) for i in found.table["id"].values[: k or found.k]]
+    return [str(i) for i in found.table["id"][: k or found.k].values]
 
 
 def rank_correlation(a: SuperNeurons, b: SuperNeurons) -> float:

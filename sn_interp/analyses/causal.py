@@ -299,7 +299,7 @@ def cell_dataset(cfg: Config, sn_v: dict, ctrl: dict, base: Float[np.ndarray, "s
                              {"long_name": "first-answer-token accuracy, unedited"})
     data["n_test"] = ((), len(y))
     data["n_candidates"] = ((), n_cand)
-    data["best_id"] = ((), str(found.table["id"].values[0]))
+    data["best_id"] = ((), str(found.table["id"][0].item()))
     return xr.Dataset(data, coords={"edit": list(cfg.edits), "k": cfg.ks,
                                     "draw": np.arange(cfg.n_random)})
 

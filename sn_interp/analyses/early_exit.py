@@ -264,7 +264,7 @@ def save_classifier(cfg: Config, model: str, task: str, exit_layer: int, path: P
         cand = {"sites": ALL_SITES, "max_layer": exit_layer}
     found = find_super_neurons(acts, k=cfg.k, rule=cfg.rule, score=cfg.score, progress=False,
                                **cand)
-    top = str(found.table["id"].values[0])
+    top = str(found.table["id"][0].item())
     if expect and top != expect:
         log.warning("%s / %s: refitted best neuron %s differs from the sweep's %s (float "
                     "ties); saving the refit", model, task, top, expect)

@@ -94,16 +94,30 @@ def unit_matrix(acts: xr.Dataset, site: str, layer: int, block: int) -> da.Array
     Units of ``z`` are flattened ``head * d_head + i``. The chunking does not depend on how
     ``acts`` is stored, so in-memory and zarr-backed inputs are scored in identical blocks.
     """
-    if site not in SITES_WITH_VISION:
-        raise ValueError(f"unknown site {site!r}; the sites are {list(SITES_WITH_VISION)}")
-    var = acts[site].sel({layer_dim(site): layer}).transpose("sample", ...)
-    data = var.data
-    n = data.shape[0]
+    data = _site_layer(acts, site, layer)
+    n = int(data.shape[0])
     if isinstance(data, da.Array):
         data = data.rechunk({i: -1 for i in range(data.ndim)} if data.ndim > 2 else {0: -1})  # pyright: ignore[reportArgumentType]  (dask's stub: str only)
         data = data.reshape(n, -1)
         return data.rechunk((n, block))
     return _view_blocks(np.asarray(data).reshape(n, -1), block)
+
+
+def _site_layer(acts: xr.Dataset, site: str, layer: int) -> np.ndarray | da.Array:
+    """One site and layer's data, samples first (a numpy view or a dask array)."""
+    if site not in SITES_WITH_VISION:
+        raise ValueError(f"unknown site {site!r}; the sites are {list(SITES_WITH_VISION)}")
+    return acts[site].sel({layer_dim(site): layer}).transpose("sample", ...).data
+
+
+def unit_chunks(acts: xr.Dataset, site: str, layer: int, block: int
+                ) -> list[Float[np.ndarray, "sample unit"]] | None:
+    """The chunks :func:`unit_matrix` would give, as numpy views, or None when dask-backed."""
+    data = _site_layer(acts, site, layer)
+    if isinstance(data, da.Array):
+        return None
+    x = np.asarray(data).reshape(data.shape[0], -1)
+    return [x[:, s:s + block] for s in range(0, x.shape[1], block)] if x.shape[1] else [x]
 
 
 def _view_blocks(x: Float[np.ndarray, "sample unit"], block: int) -> da.Array:

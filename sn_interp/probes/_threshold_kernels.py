@@ -169,6 +169,35 @@ def _distinct_scan_arith(lab, fo, n, skip, cnt, bplus, pplus, bminus, pminus):
 
 
 @njit(cache=True, nogil=True)
+def _distinct_scan_binary(lab, fo, n, skip):
+    """The candidate scan of :func:`_fit_distinct` for two classes, class 1's records only.
+
+    The binary rule is class 1's one-vs-rest rule (``threshold_fit`` fits ``y == 1``), so
+    class 0's records are never read. With one class the counters and records are scalars
+    (registers, not per-class memory that each step stores and the next loads); a class-0
+    sample only advances the split. The same records in the same order as the per-class
+    scan: strict comparisons, first position kept. Returns ``bplus, pplus, bminus, pminus``.
+    """
+    j = 0
+    cnt = 0
+    bp, pp, bm, pm = -2 * n - 2, -1, 0, -1
+    for p in range(n):
+        if fo[p] == skip:
+            continue
+        is1 = lab[p] == 1
+        g = j - 2 * cnt
+        up = is1 & (g > bp)
+        bp = g if up else bp
+        pp = p if up else pp
+        dn = is1 & (g - 1 < bm)
+        bm = g - 1 if dn else bm
+        pm = p if dn else pm
+        cnt += is1
+        j += 1
+    return bp, pp, bm, pm
+
+
+@njit(cache=True, nogil=True)
 def _fit_distinct(xs, lab, fo, n, skip, n_cls, total, t_out, pol_out, w):
     """:func:`_fit` for a unit without ties (every split between train samples is valid).
 
@@ -187,22 +216,12 @@ def _fit_distinct(xs, lab, fo, n, skip, n_cls, total, t_out, pol_out, w):
         n_tr += total[c]
     if n_cls > 2:
         _distinct_scan_arith(lab, fo, n, skip, cnt, bplus, pplus, bminus, pminus)
-    else:  # two classes: records are rare and well predicted, selects are fastest
-        j = 0
-        for p in range(n):
-            if fo[p] == skip:
-                continue
-            c = lab[p]
-            g = j - 2 * cnt[c]
-            up = g > bplus[c]
-            bplus[c] = g if up else bplus[c]
-            pplus[c] = p if up else pplus[c]
-            dn = g - 1 < bminus[c]
-            bminus[c] = g - 1 if dn else bminus[c]
-            pminus[c] = p if dn else pminus[c]
-            cnt[c] += 1
-            j += 1
-    for c in range(n_cls):
+        first_c = 0
+    else:  # two classes: only class 1's rule is the binary rule; its state in registers
+        bplus[1], pplus[1], bminus[1], pminus[1] = _distinct_scan_binary(lab, fo, n, skip)
+        first_c = 1
+        t_out[0], pol_out[0] = np.nan, 0.0  # class 0's rule: not fitted, never read
+    for c in range(first_c, n_cls):
         g = n_tr - 2 * total[c]
         if g > bplus[c]:
             bplus[c], pplus[c] = g, n

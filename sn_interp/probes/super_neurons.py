@@ -15,15 +15,19 @@ import logging
 from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 import xarray as xr
+from xarray.backends import BackendArray
+from xarray.core import indexing
 
 from sn_interp.names import (
     ALL_SITES,
     SITE_ORDER,
     VISION_SITE,
     check_sites,
-    neuron_id_blocks,
+    id_width,
     neuron_ids,
+    neuron_ids_at,
 )
 from sn_interp.probes import neurons
 from sn_interp.probes._data import KEPT_ATTRS, layer_dim, probe_labels
@@ -114,6 +118,49 @@ def _check_finite(stats: dict[tuple[str, int], np.ndarray], keys: list[tuple[str
                          "with sites=) before scoring")
 
 
+class _TableIds(BackendArray):
+    """The ``id`` coordinate of a ranked table, computed on access (as a file-backed
+    variable of :func:`xarray.open_dataset` is read on access).
+
+    A million-neuron table's ids are over 100 MB of text; most uses read a handful (the
+    selected rows, a plot title). Indexing the table (``isel``, ``selected``) keeps the ids
+    lazy and computes only the rows kept; ``.values`` of the whole coordinate computes them
+    all once and caches them (xarray's ``MemoryCachedArray``). The dtype is the full
+    table's (``<U{longest id}``) whatever is selected.
+    """
+
+    def __init__(self, blocks: list[tuple[str, int, int]], order: np.ndarray,
+                 d_head: int | None) -> None:
+        self.blocks, self.order, self.d_head = blocks, order, d_head
+        self.width = id_width(blocks, d_head=d_head)
+        self.shape = order.shape
+        self.dtype = np.dtype(f"<U{self.width}")
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(key, self.shape,
+                                                  indexing.IndexingSupport.OUTER, self._ids)
+
+    def _ids(self, key: tuple) -> np.ndarray:
+        return neuron_ids_at(self.blocks, self.order[key], d_head=self.d_head,
+                             width=self.width)
+
+
+def _rank_order(score: np.ndarray) -> np.ndarray:
+    """``np.argsort(-score, kind="stable")``, computed through the distinct scores.
+
+    Accuracies take few distinct values (at most one per correct count and fold mix), so the
+    scores are factorised by hashing (:func:`pandas.factorize`), the distinct values ranked,
+    and the neurons sorted by that small integer rank (a radix sort): about 3x faster on a
+    million neurons, and the same permutation (ties keep their position).
+    """
+    codes, uniq = pd.factorize(score, use_na_sentinel=False)
+    if len(uniq) > 2**16:
+        return np.argsort(-score, kind="stable")
+    rank = np.empty(len(uniq), np.uint16)
+    rank[np.argsort(-uniq, kind="stable")] = np.arange(len(uniq), dtype=np.uint16)
+    return np.argsort(rank[codes], kind="stable")
+
+
 def _build_table(stats: dict[tuple[str, int], np.ndarray], rule: str, n_classes: int,
                  d_head: int | None) -> xr.Dataset:
     """Concatenate per-block stats into one table, ranked best first, ties by position.
@@ -122,8 +169,8 @@ def _build_table(stats: dict[tuple[str, int], np.ndarray], rule: str, n_classes:
     (layer, site in forward order, unit), with the vision tower's layers before every
     language-model layer. Every column is written once, straight into its ranked position
     (block by block through the inverse permutation): fresh memory is what a million-neuron
-    table costs most, so no concatenated or layout-ordered copy is made; ids come from
-    :func:`~sn_interp.names.neuron_id_blocks`.
+    table costs most, so no concatenated or layout-ordered copy is made. The ``id``
+    coordinate is computed on access (:class:`_TableIds`).
     """
     keys = sorted(stats, key=lambda k: (k[1] - 10**6 if k[0] == VISION_SITE.name else k[1],
                                         SITE_ORDER[k[0]]))
@@ -131,7 +178,7 @@ def _build_table(stats: dict[tuple[str, int], np.ndarray], rule: str, n_classes:
     sizes = [stats[k].shape[1] for k in keys]
     starts = np.cumsum([0, *sizes])
     score = np.concatenate([stats[k][0] for k in keys])
-    order = np.argsort(-score, kind="stable")
+    order = _rank_order(score)
     rank = np.arange(len(order), dtype=np.int64)
     where = np.empty_like(order)
     where[order] = rank  # the ranked position of each neuron in layout order
@@ -142,10 +189,11 @@ def _build_table(stats: dict[tuple[str, int], np.ndarray], rule: str, n_classes:
         pos = where[a:b]
         params[:, pos] = stats[key][2:]
         site[pos], layer[pos], unit[pos] = key[0], key[1], np.arange(b - a)
-    ids = neuron_id_blocks([(s, la, n) for (s, la), n in zip(keys, sizes, strict=True)],
-                           d_head=d_head, positions=where)
+    blocks = [(s, la, n) for (s, la), n in zip(keys, sizes, strict=True)]
+    ids = xr.Variable("neuron", indexing.MemoryCachedArray(
+        indexing.LazilyIndexedArray(_TableIds(blocks, order, d_head))))
     coords = {"site": ("neuron", site), "layer": ("neuron", layer), "unit": ("neuron", unit),
-              "id": ("neuron", ids)}
+              "id": ids}
     data = {"score": ("neuron", score[order], {"long_name": "classification accuracy"}),
             "rank": ("neuron", rank, {"long_name": "rank"})}
     data.update(get_rule(rule).table_vars(params, n_classes))
@@ -208,8 +256,9 @@ def find_super_neurons(acts: xr.Dataset, *, k: int = 20, rule: str = "centroid",
         raise ValueError(f"k={k} is outside 1..{n} (the number of candidate neurons)")
     attrs = {a: acts.attrs[a] for a in KEPT_ATTRS if a in acts.attrs}
     table.attrs.update({"rule": rule, "score": score, "n_probe": len(y), **attrs})
-    log.info("scored %d neurons; best %s (%.3f)", n, table["id"].values[0],
-             table["score"].values[0])
+    if log.isEnabledFor(logging.INFO):
+        log.info("scored %d neurons; best %s (%.3f)", n, table["id"][0].item(),
+                 table["score"].values[0])
     return SuperNeurons(table, k=k, class_names=class_names, attrs=attrs,
                         params={"rule": rule, "score": score, "folds": folds, "seed": seed,
                                 "max_layer": max_layer, "d_head": d_head})

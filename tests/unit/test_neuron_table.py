@@ -76,3 +76,65 @@ def test_table_refuses_non_finite_naming_neurons():
     stats["mlp_post", 1][1, 2] = 1
     with pytest.raises(ValueError, match=r"in 1 neuron\(s\), e.g. \['blocks.1.mlp.hook_post\[2\]'"):
         _build_table(stats, "centroid", 2, None)
+
+
+def _brute_table_ids(blocks, d_head, table):
+    return [_brute_id(s, la, u, d_head) for s, la, u in
+            zip(table["site"].values, table["layer"].values, table["unit"].values, strict=True)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_table_ids_computed_on_access_equal_brute_force(seed, monkeypatch):
+    """The lazy ``id`` coordinate: any selection gives the brute-force ids of its rows, and
+    building the table or printing it formats none."""
+    from sn_interp.probes import super_neurons
+    formatted = []
+    real = super_neurons._TableIds._ids
+    monkeypatch.setattr(super_neurons._TableIds, "_ids",
+                        lambda self, key: formatted.append(key) or real(self, key))
+    rng = np.random.default_rng(100 + seed)
+    blocks, d_head = _random_blocks(rng), int(rng.integers(1, 12))
+    stats = {}
+    for s, la, n in blocks:
+        st = np.zeros((4, n))
+        st[0] = rng.integers(0, 4, n) / 3
+        stats[s, la] = st
+    table = _build_table(stats, "centroid", 2, d_head)
+    want = _brute_table_ids(blocks, d_head, table)
+    n = len(want)
+    full_dtype = table["id"].dtype
+    assert full_dtype.itemsize // 4 == max(map(len, want))
+    repr(table), repr(table["id"].variable)
+    assert formatted == []
+    picks = [slice(0, 5), slice(n - 1, None, -3), rng.permutation(n)[: n // 2], [n - 1, 0, 0]]
+    for pick in picks:
+        sub = table.isel(neuron=pick)
+        assert sub["id"].dtype == full_dtype  # the full table's width whatever is selected
+        assert sub["id"].values.tolist() == np.array(want)[pick].tolist()
+    assert table["id"][n // 2].item() == want[n // 2]
+    assert table["id"].values.tolist() == want
+    assert table.load()["id"].values.tolist() == want
+
+
+def test_table_ids_round_trip_through_netcdf(tmp_path):
+    stats = {("mlp_post", 0): np.array([[0.5, 1.0, 0.0], [0, 0, 0], [1, 2, 3], [4, 5, 6]]),
+             ("z", 1): np.array([[1.0, 0.5], [0, 0], [1, 2], [3, 4]])}
+    table = _build_table(stats, "centroid", 2, 1)
+    table.to_netcdf(tmp_path / "t.nc")
+    import xarray as xr
+    with xr.open_dataset(tmp_path / "t.nc") as back:
+        assert back["id"].values.tolist() == ["blocks.0.mlp.hook_post[1]",
+                                              "blocks.1.attn.hook_z[0,0]",
+                                              "blocks.0.mlp.hook_post[0]",
+                                              "blocks.1.attn.hook_z[1,0]",
+                                              "blocks.0.mlp.hook_post[2]"]
+
+
+@pytest.mark.parametrize("distinct", [3, 1001, 70_000])
+def test_rank_order_is_the_stable_argsort(distinct):
+    """The factorised ranking against ``np.argsort(-score, kind="stable")`` (ties by position);
+    past 65,536 distinct scores it is that argsort."""
+    from sn_interp.probes.super_neurons import _rank_order
+    rng = np.random.default_rng(distinct)
+    score = rng.integers(0, distinct, 200_000) / max(distinct - 1, 1)
+    assert np.array_equal(_rank_order(score), np.argsort(-score, kind="stable"))

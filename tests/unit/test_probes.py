@@ -12,6 +12,7 @@ from sklearn.neighbors import NearestCentroid
 import sn_interp as sn
 from sn_interp.names import neuron_id
 from sn_interp.probes.neurons import centroid_bounds, centroid_predict, threshold_predict
+from sn_interp.probes.rules import get_rule
 
 PLANTED = {("mlp_post", 1, 5): 3.0, ("z", 2, 6): 2.0}
 
@@ -116,6 +117,29 @@ def test_zarr_dask_scoring_matches_memory(tmp_path):
         dsk = sn.find_super_neurons(lazy, rule=rule, progress=False)
         xr.testing.assert_identical(mem.table.drop_attrs(), dsk.table.drop_attrs())
         np.testing.assert_array_equal(mem.predict(acts).values, dsk.predict(lazy).values)
+
+
+@pytest.mark.parametrize("rule", ["centroid", "threshold"])
+def test_in_memory_chunk_graph_matches_dask_arrays(tmp_path, rule):
+    """In memory: one task per chunk view; zarr-backed: dask-array graphs. Small blocks, so
+    every site is several chunks, concatenated back; both equal the rule on whole blocks."""
+    from sn_interp.probes import neurons
+    from sn_interp.probes.super_neurons import _candidate_blocks
+    acts = make_acts(planted=PLANTED, n_per_class=9, n_classes=3)
+    acts.chunk({"sample": 5}).to_zarr(tmp_path / "a.zarr")
+    lazy = xr.open_zarr(tmp_path / "a.zarr")
+    y = acts["label"].values
+    plan = neurons.make_plan(y, 3, rule, "cv", 3, 0)
+    blocks = _candidate_blocks(acts, None, None)
+    mem = neurons.score_blocks(acts, blocks, plan, block=7, progress=False)
+    dsk = neurons.score_blocks(lazy, blocks, plan, block=7, progress=False)
+    assert list(mem) == list(dsk) == blocks
+    r = get_rule(rule)
+    for site, layer in blocks:
+        x = acts[site].sel(layer=layer).values.reshape(len(y), -1)
+        whole = r.score_block(x, plan.y, plan.folds, n_classes=3)
+        np.testing.assert_array_equal(mem[site, layer], whole)
+        np.testing.assert_array_equal(dsk[site, layer], whole)
 
 
 def test_votes_majority_and_tie_to_highest_ranked():
