@@ -131,3 +131,24 @@ def median_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str
             fn()
             times[name].append(time.perf_counter() - start)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+_WORKER: dict[str, tuple] = {}  # per worker process: (processor VLM, unwrapped model, samples)
+
+
+def plain_on_worker(model_dir: str, n_samples: int, starts: list[int], batch: int) -> float:
+    """Seconds of plain forwards (processor + unwrapped forward, last logits) of the batches
+    at ``starts``, in this dask worker process on one torch thread: the baseline of a split
+    extraction. The model (same seed, same weights as ``llava15(8)``) and the samples are
+    built on the first call, outside the time."""
+    torch.set_num_threads(1)
+    torch.set_grad_enabled(False)
+    if model_dir not in _WORKER:
+        _WORKER.clear()
+        _WORKER[model_dir] = (sn.load_model(model_dir), llava15(8, wrapped=False)[0],
+                              samples(n_samples))
+    vlm, raw, data = _WORKER[model_dir]
+    t0 = time.perf_counter()
+    for s in starts:
+        raw(**vlm.encode(data[s:s + batch]), logits_to_keep=1)
+    return time.perf_counter() - t0

@@ -13,6 +13,13 @@ batches of ``--batch``:
    *2 workers*: ``sn.extract(..., workers=client)`` on a LocalCluster of 2 single-thread
    worker processes (started and the model loaded in each before timing). On a 2-core
    machine the split cannot be faster; this measures its overhead. Target >= 0.9x.
+3. *2 plain workers*: the plain forwards of step 1 split the same way over the same 2
+   single-thread worker processes (``_shaped.plain_on_worker``, batches alternating between
+   the workers), with no nnsight and no store. Two single-thread processes on this machine's
+   two cores share more than the cores (measured outside dask too: one single-thread
+   process forwards a batch of 8 in 11.8 s alone and in 20 s beside another), so
+   *2 workers vs 2 plain workers* is the split extraction's own overhead, and *2 plain
+   workers vs 1 process* what the machine charges for two processes.
 
 Runs are interleaved (``--repeats``, medians), each extraction into a fresh store. The machine
 load is printed before and after.
@@ -28,12 +35,13 @@ import argparse
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from _shaped import llava15, n_params, samples
+from _shaped import llava15, n_params, plain_on_worker, samples
 
 import sn_interp as sn
 
@@ -67,7 +75,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="sn-extract-bench-"))
     try:
         print(f"before: {load()}")
-        vlm = sn.load_model(saved_model(root))
+        model_dir = saved_model(root)
+        vlm = sn.load_model(model_dir)
         raw = llava15(8, wrapped=False)[0]  # same seed, same weights, never wrapped
         data = samples(args.samples)
         batches = [data[i:i + args.batch] for i in range(0, len(data), args.batch)]
@@ -87,8 +96,19 @@ def main() -> None:
                           dashboard_address=":0") as cluster, Client(cluster) as client:
             sn.extract(vlm, data[:2 * args.batch], batch_size=args.batch,
                        store=root / "warm.zarr", workers=client, progress=False)
+            client.run(sys.path.insert, 0, str(Path(__file__).resolve().parent))
+            addrs = sorted(client.scheduler_info(n_workers=-1)["workers"])
+            starts = list(range(0, len(data), args.batch))
+
+            def plain_2workers() -> None:
+                futs = [client.submit(plain_on_worker, str(model_dir), len(data),
+                                      starts[i::len(addrs)], args.batch, workers=[a],
+                                      pure=False) for i, a in enumerate(addrs)]
+                client.gather(futs)
+
             fns = {"plain": plain, "extract": extract,
-                   "extract_2workers": lambda: extract(client)}
+                   "extract_2workers": lambda: extract(client),
+                   "plain_2workers": plain_2workers}
             times: dict[str, list[float]] = {k: [] for k in fns}
             torch.set_num_threads(2)
             for fn in fns.values():  # warm-up
@@ -114,8 +134,14 @@ def main() -> None:
         print(f"| extract, 2 single-thread workers | {t['extract_2workers']:.2f} | "
               f"{rate['extract_2workers']:.2f} | "
               f"{rate['extract_2workers'] / rate['extract']:.2f} vs 1 process |")
+        print(f"| plain forward, 2 single-thread workers | {t['plain_2workers']:.2f} | "
+              f"{rate['plain_2workers']:.2f} | "
+              f"{rate['plain_2workers'] / rate['plain']:.2f} vs plain in 1 process |")
         print(f"extract_vs_plain={rate['extract'] / rate['plain']:.2f} "
-              f"two_workers_vs_one_process={rate['extract_2workers'] / rate['extract']:.2f}")
+              f"two_workers_vs_one_process={rate['extract_2workers'] / rate['extract']:.2f} "
+              f"two_workers_vs_two_plain_workers="
+              f"{rate['extract_2workers'] / rate['plain_2workers']:.2f} "
+              f"two_plain_workers_vs_one_process={rate['plain_2workers'] / rate['plain']:.2f}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
