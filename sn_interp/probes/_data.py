@@ -120,6 +120,12 @@ def unit_chunks(acts: xr.Dataset, site: str, layer: int, block: int
     return [x[:, s:s + block] for s in range(0, x.shape[1], block)] if x.shape[1] else [x]
 
 
+def n_chunks(acts: xr.Dataset, site: str, layer: int, block: int) -> int:
+    """How many (all samples x ``block`` units) chunks :func:`unit_matrix` gives, unbuilt."""
+    units = int(np.prod(_site_layer(acts, site, layer).shape[1:], dtype=np.int64))
+    return max(1, -(-units // block))
+
+
 def _view_blocks(x: Float[np.ndarray, "sample unit"], block: int) -> da.Array:
     """``x`` as a dask array of (all samples, ``block`` units) chunks that are views of it.
 

@@ -35,7 +35,7 @@ from dask.threaded import get as threaded_get
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
-from sn_interp.probes._data import unit_chunks, unit_matrix
+from sn_interp.probes._data import n_chunks, unit_chunks, unit_matrix
 from sn_interp.probes.rules import Plan, get_rule
 from sn_interp.probes.rules._scratch import release as _release_buffers
 from sn_interp.probes.rules.centroid import (  # noqa: F401  (the centroid rule's functions)
@@ -102,8 +102,7 @@ def score_blocks(acts: xr.Dataset, blocks: list[tuple[str, int]], plan: Plan, *,
     block = rule.block if block is None else block
     kwargs = {"labels": plan.y, "folds": plan.folds, "n_classes": plan.n_classes}
     chunks = {key: unit_chunks(acts, *key, block) for key in blocks}
-    bar = tqdm(total=sum(len(c) if c is not None else
-                         len(unit_matrix(acts, *key, block).chunks[1])
+    bar = tqdm(total=sum(len(c) if c is not None else n_chunks(acts, *key, block)
                          for key, c in chunks.items()),
                unit="chunk", desc=f"scoring ({plan.rule}, {plan.score})", disable=not progress)
     out: dict[tuple[str, int], np.ndarray] = {}
