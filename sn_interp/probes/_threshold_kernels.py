@@ -7,8 +7,9 @@ averaged over folds); these kernels return bit-identical stats.
 
 Per tile of ``TILE`` units:
 
-1. Each value becomes a float64 sort key: the float32 value widened exactly (-0.0 as +0.0,
-   a non-finite column as zeros, as the reference does), with the sample's fold and class
+1. Each value becomes a float64 sort key: the float32 value widened exactly (numpy's
+   transposing cast copy of the tile, then one contiguous compiled pass per unit: -0.0 as
+   +0.0, a non-finite column as zeros, as the reference does), with the sample's fold and class
    written into the 29 low mantissa bits that widening leaves zero. That moves the value by
    less than one float32 step, so keys sort as the values do (equal values by class), and
    masking the bits gives the value back. ``np.sort`` sorts every unit's keys (numpy's SIMD
@@ -40,34 +41,28 @@ import numpy as np
 from numba import njit
 
 TILE = 256  # units per tile: 256 x 1000 samples x 8 bytes = 2 MB of keys
-ROWS = 16  # samples per step of the key transpose (16 rows x 8-byte keys = 2 lines a unit)
 PAY_BITS = 29  # float64 mantissa bits below a widened float32's
 _PAY = np.uint64((1 << PAY_BITS) - 1)
-_ABS = np.uint32(0x7FFFFFFF)
-_EXP = np.uint32(0x7F800000)
+_EXP64 = np.uint64(0x7FF0000000000000)
 
 
 @njit(cache=True, nogil=True)
-def _keys_tile(xf: np.ndarray, xb: np.ndarray, n: int, rs: int, j0: int, tw: int,
-               payload: np.ndarray, keys: np.ndarray, bad: np.ndarray) -> None:
-    """Sort keys (float64 bits) of units ``j0 .. j0+tw`` of flat float32 rows ``xf``.
-
-    ``xb`` is the same memory as uint32 bits.
-    """
+def _finish_keys(keys: np.ndarray, tw: int, n: int, payload: np.ndarray,
+                 bad: np.ndarray) -> None:
+    """Widened values (float64 bits, ``keys[:tw]``) -> sort keys, in place, one contiguous
+    pass per unit: -0.0 as +0.0, the fold and class payload in the low mantissa bits, a unit
+    holding a non-finite value (``bad``) as zeros (as the reference)."""
     kv = keys.view(np.float64)
     for u in range(tw):
-        bad[u] = False
-    for i0 in range(0, n, ROWS):
-        i1 = min(i0 + ROWS, n)
-        for u in range(tw):
-            for i in range(i0, i1):
-                q = i * rs + j0 + u
-                bad[u] |= (xb[q] & _EXP) == _EXP
-                kv[u, i] = np.float64(xf[q]) + 0.0  # -0.0 -> +0.0
-            for i in range(i0, i1):
-                keys[u, i] |= payload[i]
-    for u in range(tw):
-        if bad[u]:  # a non-finite value: the whole unit as zeros (as the reference)
+        for i in range(n):
+            kv[u, i] += 0.0  # -0.0 -> +0.0
+        b = False
+        for i in range(n):
+            k = keys[u, i]
+            b |= (k & _EXP64) == _EXP64
+            keys[u, i] = k | payload[i]
+        bad[u] = b
+        if b:
             for i in range(n):
                 keys[u, i] = payload[i]
 
@@ -450,7 +445,6 @@ def threshold_block_nb(xf: np.ndarray, n: int, w: int, rs: int, y: np.ndarray,
     gives it (flat float32 rows, row stride ``rs``); ``y`` and ``fold`` are per sample; ``cv``
     scores held-out folds.
     """
-    xb = xf.view(np.uint32)
     y = np.asarray(y, np.int64)
     fold = np.asarray(fold, np.int64)
     if n and (y.max() >= 1 << 16 or fold.max() >= 1 << (PAY_BITS - 16)):
@@ -460,9 +454,14 @@ def threshold_block_nb(xf: np.ndarray, n: int, w: int, rs: int, y: np.ndarray,
     np.add.at(seg, (fold, y), 1)
     keys = np.empty((min(tile, w), n), np.uint64)
     bad = np.empty(min(tile, w), np.bool_)
+    rows = np.lib.stride_tricks.as_strided(xf, shape=(n, w), strides=(4 * rs, 4),
+                                           writeable=False)
     for j0 in range(0, w, tile):
         tw = min(tile, w - j0)
         k = keys[:tw]
-        _keys_tile(xf, xb, n, rs, j0, tw, payload, k, bad)
+        # the transpose and widening: numpy's strided casting copy (releases the GIL) is
+        # 2.6x faster than a compiled loop nest here (0.95 vs 2.5 us per unit of 1,000)
+        np.copyto(k.view(np.float64), rows[:, j0:j0 + tw].T)
+        _finish_keys(k, tw, n, payload, bad)
         k.view(np.float64).sort(axis=1)
         _scan_tile(k, tw, n, n_classes, n_folds, seg, cv, bad, out, j0)
