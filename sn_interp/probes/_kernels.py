@@ -14,7 +14,7 @@ memory nearly as fast as a plain read pass (pass 1 alone: about 1.3 read passes)
 short runs (a tile small enough for L2) leave every row's first lines waiting on memory;
 the 4 MB tile (1,000 samples) stays in the last-level cache for pass 2. Measured faster
 than copying a narrow tile to a contiguous L2-sized buffer in pass 1 (the previous kernel),
-also for blocks whose rows are a power-of-two stride apart. With more than 4 (fold, class)
+also for blocks whose rows are a power-of-two stride apart. With more than 2 (fold, class)
 intervals the tile is ``NARROW_TILE`` units instead (:func:`tile_for`): then pass 2's
 interval bounds, not the rows, decide what stays in L1.
 
@@ -36,12 +36,14 @@ def tile_for(n_folds: int, n_cls: int) -> int:
     """Units per tile of :func:`centroid_block_nb` for ``n_folds`` x ``n_cls`` intervals.
 
     Pass 2 reads each row's own (fold, class) interval bounds, 8 bytes per unit and
-    interval: beyond 4 intervals a wide tile's bounds (80 KB for 10 classes) spill from the
-    48 KB L1 cache, and a narrow tile is faster (measured on 1,000 samples, one thread: 10
-    classes 953 vs 1,134 ns per unit; 5-fold CV 991-1,302 vs 1,185-1,483 ns for 2-10
-    classes; 2 and 4 classes, probe: equal within 1%).
+    interval: beyond 2 intervals a wide tile's bounds (16 KB for 4 classes, 80 KB for 10)
+    compete with the rows for the 48 KB L1 cache, and a narrow tile is faster. Measured on
+    1,000 samples, one thread, on two CPUs: 10 classes 953 vs 1,134 and 420 vs 618 ns per
+    unit; 5-fold CV 991-1,302 vs 1,185-1,483 and 458-702 vs 536-853 ns for 2-10 classes;
+    4 classes, probe: equal within 1% and 447 vs 539 ns; 2 classes, probe: equal within 1%
+    and 441 vs 421 ns.
     """
-    return TILE if n_folds * n_cls <= 4 else NARROW_TILE
+    return TILE if n_folds * n_cls <= 2 else NARROW_TILE
 SUB = 128  # units per step of the means and bounds (their float64 scratch fits L2)
 
 
