@@ -9,14 +9,13 @@ fold-left-out means and the closed float32 intervals of :func:`centroid_bounds` 
 unit; pass 2 over the same rows (still in cache) counts the samples inside their own class's
 interval, two rows per step. Nothing is reordered or copied.
 
-A tile is wide (a 4 KB run of each row): the hardware prefetchers stream such runs from
-memory nearly as fast as a plain read pass (pass 1 alone: about 1.3 read passes), while
-short runs (a tile small enough for L2) leave every row's first lines waiting on memory;
-the 4 MB tile (1,000 samples) stays in the last-level cache for pass 2. Measured faster
-than copying a narrow tile to a contiguous L2-sized buffer in pass 1 (the previous kernel),
-also for blocks whose rows are a power-of-two stride apart. With more than 2 (fold, class)
-intervals the tile is ``NARROW_TILE`` units instead (:func:`tile_for`): then pass 2's
-interval bounds, not the rows, decide what stays in L1.
+A tile is a 1 KB run of each row (``NARROW_TILE``, :func:`tile_for`): long enough for the
+hardware prefetchers to stream rows from memory, and its 1 MB (1,000 samples) and its
+interval bounds stay in L2 for pass 2. Wide tiles (``TILE``, 4 KB runs, 4 MB in the
+last-level cache) were the default until measured slower with many intervals and with two
+threads at once; the permutation kernel of :mod:`sn_interp.probes.null` keeps them (its
+per-permutation scratch is sized from the tile). Both read rows in place, faster than
+copying a narrow tile to a contiguous buffer in pass 1 (the first kernel).
 
 The kernels release the GIL (``nogil=True``) and are single threaded: dask's threads run one
 block each. ``cache=True`` stores the compiled code in ``__pycache__``; the first call in a
@@ -28,22 +27,26 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-TILE = 1024  # units per tile: 1000 samples x 1024 float32 = 4 MB (last-level cache)
-NARROW_TILE = 256  # units per tile when there are many (fold, class) intervals
+TILE = 1024  # wide tile (the permutation kernel): 1000 samples x 1024 float32 = 4 MB
+NARROW_TILE = 256  # units per tile of centroid_block_nb: 1000 samples x 256 float32 = 1 MB
 
 
 def tile_for(n_folds: int, n_cls: int) -> int:
     """Units per tile of :func:`centroid_block_nb` for ``n_folds`` x ``n_cls`` intervals.
 
-    Pass 2 reads each row's own (fold, class) interval bounds, 8 bytes per unit and
-    interval: beyond 2 intervals a wide tile's bounds (16 KB for 4 classes, 80 KB for 10)
-    compete with the rows for the 48 KB L1 cache, and a narrow tile is faster. Measured on
-    1,000 samples, one thread, on two CPUs: 10 classes 953 vs 1,134 and 420 vs 618 ns per
-    unit; 5-fold CV 991-1,302 vs 1,185-1,483 and 458-702 vs 536-853 ns for 2-10 classes;
-    4 classes, probe: equal within 1% and 447 vs 539 ns; 2 classes, probe: equal within 1%
-    and 441 vs 421 ns.
+    ``NARROW_TILE`` for every plan. Pass 2 reads each row's own (fold, class) interval
+    bounds, 8 bytes per unit and interval: with many intervals a wide tile's bounds (80 KB
+    for 10 classes) spill from a 48 KB L1 cache, and with two threads scoring at once the
+    wide tiles (4 MB each) also compete in the shared last-level cache. Measured on 1,000
+    samples: on the first CPU (one thread) 10 classes 953 vs 1,134 ns per unit narrow vs
+    wide, 5-fold CV 991-1,302 vs 1,185-1,483 ns, 2 and 4 classes probe equal within 1%; on
+    the second (AMD Zen 5, two threads at once, ns per unit per thread) 2 classes probe 432
+    vs 486, 4 classes 434 vs 513, 10 classes 489 vs 574, 5-fold CV 493-755 vs 560-883.
     """
-    return TILE if n_folds * n_cls <= 2 else NARROW_TILE
+    del n_folds, n_cls  # kept for the call sites: the choice has depended on the plan
+    return NARROW_TILE
+
+
 SUB = 128  # units per step of the means and bounds (their float64 scratch fits L2)
 
 
