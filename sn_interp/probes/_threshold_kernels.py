@@ -41,6 +41,7 @@ import numpy as np
 from numba import njit
 
 TILE = 256  # units per tile: 256 x 1000 samples x 8 bytes = 2 MB of keys
+STAGE_PAD = 16  # float32 padding of each staged row (1,088-byte rows, not a 4 KB multiple)
 PAY_BITS = 29  # float64 mantissa bits below a widened float32's
 _PAY = np.uint64((1 << PAY_BITS) - 1)
 _EXP64 = np.uint64(0x7FF0000000000000)
@@ -456,12 +457,18 @@ def threshold_block_nb(xf: np.ndarray, n: int, w: int, rs: int, y: np.ndarray,
     bad = np.empty(min(tile, w), np.bool_)
     rows = np.lib.stride_tricks.as_strided(xf, shape=(n, w), strides=(4 * rs, 4),
                                            writeable=False)
+    stage = np.empty((n, min(tile, w) + STAGE_PAD), np.float32)
     for j0 in range(0, w, tile):
         tw = min(tile, w - j0)
         k = keys[:tw]
-        # the transpose and widening: numpy's strided casting copy (releases the GIL) is
-        # 2.6x faster than a compiled loop nest here (0.95 vs 2.5 us per unit of 1,000)
-        np.copyto(k.view(np.float64), rows[:, j0:j0 + tw].T)
+        # The tile's rows are first copied to a staging buffer whose rows are not a multiple
+        # of 4 KB apart: the transposing copy walks a column of rows, and rows a multiple of
+        # 4 KB apart (a 4,096- or 8,192-wide layer) share a few cache sets (threshold/probe
+        # per unit of 1,000 samples, rows 4,096 wide: 8.9 -> 5.2 us; 11,008 wide: 6.0 -> 5.3;
+        # 10,000 wide: 5.1 -> 5.2). Then the transpose and widening: numpy's strided casting
+        # copy (it releases the GIL), 2.6x faster than a compiled loop nest (0.95 vs 2.5 us).
+        np.copyto(stage[:, :tw], rows[:, j0:j0 + tw])
+        np.copyto(k.view(np.float64), stage[:, :tw].T)
         _finish_keys(k, tw, n, payload, bad)
         k.view(np.float64).sort(axis=1)
         _scan_tile(k, tw, n, n_classes, n_folds, seg, cv, bad, out, j0)
