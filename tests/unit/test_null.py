@@ -135,8 +135,10 @@ def test_null_on_dask_and_a_distributed_client_equals_in_memory(tmp_path):
     acts = make_acts(planted=PLANTED, n_per_class=6)
     test = make_acts(planted=PLANTED, n_per_class=4, seed=1, split="test")
     ref = sn.selection_null(acts, test, n_perm=8, k=3, progress=False)
-    acts.to_zarr(tmp_path / "probe.zarr")
-    lazy = xr.open_zarr(tmp_path / "probe.zarr").chunk({"sample": 5})  # out of core, dask
+    from sn_interp.store import vlen_strings
+
+    vlen_strings(acts).to_zarr(tmp_path / "probe.zarr", consolidated=False)
+    lazy = xr.open_zarr(tmp_path / "probe.zarr", consolidated=False).chunk({"sample": 5})
     assert lazy.mlp_post.chunks is not None
     got = sn.selection_null(lazy, test, n_perm=8, k=3, progress=False)
     xr.testing.assert_identical(got, ref)
