@@ -9,7 +9,7 @@ fold-left-out means and the closed float32 intervals of :func:`centroid_bounds` 
 unit; pass 2 over the same rows (still in cache) counts the samples inside their own class's
 interval, two rows per step. Nothing is reordered or copied.
 
-A tile is a 1 KB run of each row (``NARROW_TILE``, :func:`tile_for`): long enough for the
+A tile is a 1 KB run of each row (``NARROW_TILE``): long enough for the
 hardware prefetchers to stream rows from memory, and its 1 MB (1,000 samples) and its
 interval bounds stay in L2 for pass 2. Wide tiles (``TILE``, 4 KB runs, 4 MB in the
 last-level cache) were the default until measured slower with many intervals and with two
@@ -28,23 +28,15 @@ import numpy as np
 from numba import njit
 
 TILE = 1024  # wide tile (the permutation kernel): 1000 samples x 1024 float32 = 4 MB
-NARROW_TILE = 256  # units per tile of centroid_block_nb: 1000 samples x 256 float32 = 1 MB
-
-
-def tile_for(n_folds: int, n_cls: int) -> int:
-    """Units per tile of :func:`centroid_block_nb` for ``n_folds`` x ``n_cls`` intervals.
-
-    ``NARROW_TILE`` for every plan. Pass 2 reads each row's own (fold, class) interval
-    bounds, 8 bytes per unit and interval: with many intervals a wide tile's bounds (80 KB
-    for 10 classes) spill from a 48 KB L1 cache, and with two threads scoring at once the
-    wide tiles (4 MB each) also compete in the shared last-level cache. Measured on 1,000
-    samples: on the first CPU (one thread) 10 classes 953 vs 1,134 ns per unit narrow vs
-    wide, 5-fold CV 991-1,302 vs 1,185-1,483 ns, 2 and 4 classes probe equal within 1%; on
-    the second (AMD Zen 5, two threads at once, ns per unit per thread) 2 classes probe 432
-    vs 486, 4 classes 434 vs 513, 10 classes 489 vs 574, 5-fold CV 493-755 vs 560-883.
-    """
-    del n_folds, n_cls  # kept for the call sites: the choice has depended on the plan
-    return NARROW_TILE
+# Units per tile of centroid_block_nb: 1000 samples x 256 float32 = 1 MB. Pass 2 reads each
+# row's own (fold, class) interval bounds, 8 bytes per unit and interval: with many intervals
+# a wide tile's bounds (80 KB for 10 classes) spill from a 48 KB L1 cache, and with two
+# threads scoring at once wide tiles (4 MB each) also compete in the shared last-level cache.
+# Measured on 1,000 samples, narrow vs wide: on the first CPU (one thread) 10 classes 953 vs
+# 1,134 ns per unit, 5-fold CV 991-1,302 vs 1,185-1,483 ns, 2 and 4 classes probe equal
+# within 1%; on an AMD Zen 5 (two threads at once, ns per unit per thread) 2 classes probe 432
+# vs 486, 4 classes 434 vs 513, 10 classes 489 vs 574, 5-fold CV 493-755 vs 560-883.
+NARROW_TILE = 256
 
 
 SUB = 128  # units per step of the means and bounds (their float64 scratch fits L2)
@@ -296,7 +288,7 @@ def centroid_block_nb(x: np.ndarray, n: int, w: int, rs: int, y: np.ndarray, fol
         y: int64 class of each sample. fold: int64 fold of each sample (all 0: ``probe``).
         counts: int64 samples per (fold, class). One fold means ``score="probe"``.
         out: float64, filled like ``neurons._centroid_block``: score, non-finite flag, means.
-        tile: units per tile (``TILE``).
+        tile: units per tile (``NARROW_TILE``).
 
     Pass 2 takes two rows per step when they are in the same fold: one counter update for
     both (integer counts: the order of additions does not matter).

@@ -13,6 +13,17 @@ SHAPES = {"resid_pre": ("d_model",), "resid_mid": ("d_model",), "resid_post": ("
           "mlp_post": ("d_mlp",)}
 
 
+def to_zarr(acts: xr.Dataset, path, samples_per_chunk: int) -> None:
+    """``acts`` as a Zarr v3 store chunked along ``sample``, strings as zarr's ``string``
+    type (``sn_interp.store.vlen_strings``: no unstable-dtype warning), without consolidated
+    metadata (no format warning)."""
+    from sn_interp.store import vlen_strings
+
+    ds = vlen_strings(acts)
+    ds.to_zarr(path, consolidated=False, encoding={
+        v: {"chunks": (samples_per_chunk, *ds[v].shape[1:])} for v in ds.data_vars})
+
+
 def make_acts(*, n_per_class: int = 10, n_classes: int = 2, layers=(0, 1, 2),
               planted: dict | None = None, sites=None, seed: int = 0, d_model: int = 8,
               n_heads: int = 2, d_head: int = 4, d_mlp: int = 12, split: str = "probe",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_acts
+from conftest import make_acts, to_zarr
 from scipy.stats import kstest
 
 import sn_interp as sn
@@ -135,10 +135,8 @@ def test_null_on_dask_and_a_distributed_client_equals_in_memory(tmp_path):
     acts = make_acts(planted=PLANTED, n_per_class=6)
     test = make_acts(planted=PLANTED, n_per_class=4, seed=1, split="test")
     ref = sn.selection_null(acts, test, n_perm=8, k=3, progress=False)
-    from sn_interp.store import vlen_strings
-
-    vlen_strings(acts).to_zarr(tmp_path / "probe.zarr", consolidated=False)
-    lazy = xr.open_zarr(tmp_path / "probe.zarr", consolidated=False).chunk({"sample": 5})
+    to_zarr(acts, tmp_path / "probe.zarr", 5)
+    lazy = xr.open_zarr(tmp_path / "probe.zarr", consolidated=False)  # out of core, dask
     assert lazy.mlp_post.chunks is not None
     got = sn.selection_null(lazy, test, n_perm=8, k=3, progress=False)
     xr.testing.assert_identical(got, ref)

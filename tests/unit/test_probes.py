@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import make_acts
+from conftest import make_acts, to_zarr
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.neighbors import NearestCentroid
 
@@ -13,7 +13,6 @@ import sn_interp as sn
 from sn_interp.names import neuron_id
 from sn_interp.probes.neurons import centroid_bounds, centroid_predict, threshold_predict
 from sn_interp.probes.rules import get_rule
-from sn_interp.store import vlen_strings
 
 PLANTED = {("mlp_post", 1, 5): 3.0, ("z", 2, 6): 2.0}
 
@@ -108,17 +107,9 @@ def test_threshold_one_vs_rest_decision():
     assert threshold_predict(x, t, pol).ravel().tolist() == [0, 0, 1, 1]
 
 
-def _to_zarr(acts: xr.Dataset, path, samples_per_chunk: int) -> None:
-    """``acts`` as a Zarr v3 store chunked along ``sample``, strings as zarr's ``string``
-    type (no unstable-dtype warning), without consolidated metadata."""
-    ds = vlen_strings(acts)
-    ds.to_zarr(path, consolidated=False, encoding={
-        v: {"chunks": (samples_per_chunk, *ds[v].shape[1:])} for v in ds.data_vars})
-
-
 def test_zarr_dask_scoring_matches_memory(tmp_path):
     acts = make_acts(planted=PLANTED, n_per_class=9, n_classes=3)
-    _to_zarr(acts, tmp_path / "a.zarr", 5)
+    to_zarr(acts, tmp_path / "a.zarr", 5)
     lazy = xr.open_zarr(tmp_path / "a.zarr", consolidated=False)
     assert lazy.mlp_post.chunks is not None
     for rule in ("centroid", "threshold"):
@@ -135,7 +126,7 @@ def test_in_memory_chunk_graph_matches_dask_arrays(tmp_path, rule):
     from sn_interp.probes import neurons
     from sn_interp.probes.super_neurons import _candidate_blocks
     acts = make_acts(planted=PLANTED, n_per_class=9, n_classes=3)
-    _to_zarr(acts, tmp_path / "a.zarr", 5)
+    to_zarr(acts, tmp_path / "a.zarr", 5)
     lazy = xr.open_zarr(tmp_path / "a.zarr", consolidated=False)
     y = acts["label"].values
     plan = neurons.make_plan(y, 3, rule, "cv", 3, 0)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from jaxtyping import Float, Int
 
-from sn_interp.probes._kernels import centroid_block_nb, flat_rows, tile_for
+from sn_interp.probes._kernels import NARROW_TILE, centroid_block_nb, flat_rows
 from sn_interp.probes.rules._scratch import buffer
 from sn_interp.probes.rules.base import HEAD, Layout, Plan, Rule, TableVar, register
 
@@ -246,8 +246,7 @@ def _centroid_block_compiled(x: np.ndarray, plan: Plan) -> np.ndarray:
     out = np.empty((plan.n_stats, x.shape[1]))
     counts = plan.layout.counts.reshape(plan.n_folds, plan.n_classes)
     centroid_block_nb(*flat_rows(x), np.asarray(plan.y, np.int64),
-                      np.asarray(plan.fold, np.int64), counts, out,
-                      tile_for(plan.n_folds, plan.n_classes))
+                      np.asarray(plan.fold, np.int64), counts, out, NARROW_TILE)
     return out
 
 
