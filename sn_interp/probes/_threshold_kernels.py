@@ -35,7 +35,9 @@ Per tile of ``TILE`` units:
    thresholds are within rounding of each other (checked; then every sample is evaluated)
    the prediction along the sorted values is: the best -1 class, then (on exact margin
    ties) the lower of the two, then the best +1 class. Two binary searches find the
-   switches and the accuracy is a count of labels per range.
+   switches and the accuracy is a count of labels per range. A CV fold's held-out accuracy
+   counts the fold's samples in the same ranges of the whole sorted unit (one vectorised pass
+   over ``fold * classes + class`` codes), so the samples are never regrouped by fold.
 
 The kernels release the GIL and are single threaded (dask's threads run one block each);
 ``cache=True`` stores the compiled code in ``__pycache__``.
@@ -152,10 +154,12 @@ def _fit(vb, xs, lab, fo, n, skip, n_cls, total, t_out, pol_out, w, fw):
 
 
 @njit(cache=True, nogil=True)
-def _count(lab, a, b, c):
+def _count(cd, a, b, code):
+    """Samples in ``[a, b)`` whose code (class, or fold * classes + class) is ``code``."""
+    v = cd[a:b]  # a slice: indices from 0, so the loop vectorises (no gather)
     k = 0
-    for p in range(a, b):
-        k += lab[p] == c
+    for p in range(b - a):
+        k += v[p] == code
     return k
 
 
@@ -207,8 +211,10 @@ def _well_separated(t1, t2, xlo, xhi):
 
 
 @njit(cache=True, nogil=True)
-def _correct_multi(xs, lab, a, b, n_cls, t, pol):
-    """Samples ``a .. b`` of sorted ``xs`` whose one-vs-rest prediction is their label."""
+def _correct_multi(xs, cd, fo, f, a, b, n_cls, t, pol):
+    """Samples ``a .. b`` of sorted ``xs`` in fold ``f`` (``f < 0``: every sample; ``cd``
+    then holds classes, else fold * classes + class) whose one-vs-rest prediction is their
+    label."""
     if b <= a:
         return 0
     always, n_fin = n_cls, 0
@@ -232,47 +238,56 @@ def _correct_multi(xs, lab, a, b, n_cls, t, pol):
                 tm1, tm2, cm = tc, tm1, c
             elif tm2 < tc < tm1:
                 tm2 = tc
+    off = 0 if f < 0 else f * n_cls
     if always < n_cls:
-        return _count(lab, a, b, always)
+        return _count(cd, a, b, off + always)
     if n_fin == 0:
-        return _count(lab, a, b, 0)
+        return _count(cd, a, b, off)
     xlo, xhi = xs[a], xs[b - 1]
     if (tp2 < np.inf and not _well_separated(tp1, tp2, xlo, xhi)) or (
             tm2 > -np.inf and not _well_separated(tm1, tm2, xlo, xhi)):
         right = 0  # thresholds within rounding of each other: evaluate every sample
         for p in range(a, b):
-            right += _predict(xs[p], t, pol, n_cls) == lab[p]
+            if f < 0 or fo[p] == f:
+                right += off + _predict(xs[p], t, pol, n_cls) == cd[p]
         return right
     if cm < 0:
-        return _count(lab, a, b, cp)
+        return _count(cd, a, b, off + cp)
     if cp < 0:
-        return _count(lab, a, b, cm)
+        return _count(cd, a, b, off + cm)
     s1 = _first_ge(xs, a, b, tp1, tm1, False)
     s2 = _first_ge(xs, s1, b, tp1, tm1, True)
-    return _count(lab, a, s1, cm) + _count(lab, s1, s2, min(cp, cm)) + _count(lab, s2, b, cp)
+    return (_count(cd, a, s1, off + cm) + _count(cd, s1, s2, off + min(cp, cm))
+            + _count(cd, s2, b, off + cp))
 
 
 @njit(cache=True, nogil=True)
-def _correct(xs, lab, a, b, n_cls, t, pol):
-    """Samples ``a .. b`` of sorted ``xs`` whose predicted class is their label."""
+def _correct(xs, cd, fo, f, a, b, n_cls, t, pol):
+    """Samples ``a .. b`` of sorted ``xs`` in fold ``f`` (``f < 0``: all; see
+    :func:`_correct_multi`) whose predicted class is their label."""
     if n_cls > 2:
-        return _correct_multi(xs, lab, a, b, n_cls, t, pol)
+        return _correct_multi(xs, cd, fo, f, a, b, n_cls, t, pol)
+    off = 0 if f < 0 else 2 * f
     s = _first(xs, a, b, t[1], pol[1], True)  # the prediction is 1 exactly on one side
     if pol[1] > 0:
-        return _count(lab, a, s, 0) + _count(lab, s, b, 1)
+        return _count(cd, a, s, off) + _count(cd, s, b, off + 1)
     s = _first(xs, a, b, t[1], 1.0, False)  # -(x - t) > 0  <=>  x - t < 0
-    return _count(lab, a, s, 1) + _count(lab, s, b, 0)
+    return _count(cd, a, s, off + 1) + _count(cd, s, b, off)
 
 
 @njit(cache=True, nogil=True)
-def _unpack(keys, u, n, vb, lab, fo):
-    """Unit ``u``'s sorted keys -> value bits, class and fold per position; True on ties."""
+def _unpack(keys, u, n, n_cls, vb, lab, fo, cd):
+    """Unit ``u``'s sorted keys -> value bits, class, fold and fold * classes + class per
+    position; True on ties."""
     for p in range(n):
         k = keys[u, p]
         v = k & _VAL64
         vb[p] = (v ^ ((v >> 63) & _MAG64)) & _VAL64
-        lab[p] = np.int32(k & 0xFFFF)
-        fo[p] = np.int32(k >> 16) & np.int32(0x1FFF)
+        c = np.int32(k & 0xFFFF)
+        f = np.int32(k >> 16) & np.int32(0x1FFF)
+        lab[p] = c
+        fo[p] = f
+        cd[p] = f * np.int32(n_cls) + c
     eq = 0
     for p in range(1, n):
         eq += vb[p] == vb[p - 1]
@@ -392,14 +407,7 @@ def _scan_tile(keys, tw, n, n_cls, n_folds, seg_counts, cv, bad, out, j0):
     xs = vb.view(np.float64)
     lab = np.empty(n, np.int32)
     fo = np.empty(n, np.int32)
-    xf = np.empty(n, np.float64)  # samples grouped by fold, each group in sorted order
-    lf = np.empty(n, np.int32)
-    start = np.zeros(n_folds + 1, np.int64)
-    fill = np.empty(n_folds, np.int64)
-    for f in range(n_folds):
-        for c in range(n_cls):
-            start[f + 1] += seg_counts[f, c]
-        start[f + 1] += start[f]
+    cd = np.empty(n, np.int32)
     w = np.empty((7, n_cls), np.int64)
     fw = np.empty((4, n_cls))
     t = np.empty(n_cls)
@@ -420,7 +428,7 @@ def _scan_tile(keys, tw, n, n_cls, n_folds, seg_counts, cv, bad, out, j0):
     if n_cls == 2:
         t[0], pol[0] = np.nan, 0.0  # class 0's rule: not fitted, never read
     for u in range(tw):
-        ties = _unpack(keys, u, n, vb, lab, fo)
+        ties = _unpack(keys, u, n, n_cls, vb, lab, fo, cd)
         if ties:
             _fit(vb, xs, lab, fo, n, -1, n_cls, total, t, pol, w, fw)
         else:
@@ -436,15 +444,8 @@ def _scan_tile(keys, tw, n, n_cls, n_folds, seg_counts, cv, bad, out, j0):
             if n_cls == 2 and not ties:
                 out[0, col] = gbest[1] / n
             else:
-                out[0, col] = _correct(xs, lab, 0, n, n_cls, t, pol) / n
+                out[0, col] = _correct(xs, lab, fo, -1, 0, n, n_cls, t, pol) / n
             continue
-        for f in range(n_folds):
-            fill[f] = start[f]
-        for p in range(n):
-            q = fill[fo[p]]
-            xf[q] = xs[p]
-            lf[q] = lab[p]
-            fill[fo[p]] = q + 1
         acc = 0.0
         for f in range(n_folds):
             for c in range(n_cls):
@@ -454,10 +455,11 @@ def _scan_tile(keys, tw, n, n_cls, n_folds, seg_counts, cv, bad, out, j0):
             else:
                 n_tr = _split_buckets(lab, fo, n, f, n_cls, bk, bstart, bend, t2p)
                 _fit_buckets(bk, bstart, bend, xs, t2p, False, n_tr, c0, n_cls, total, t, pol, gbest)
+            size = 0
             for c in range(n_cls):
                 total[c] += seg_counts[f, c]
-            right = _correct(xf, lf, start[f], start[f + 1], n_cls, t, pol)
-            acc += right / (start[f + 1] - start[f])
+                size += seg_counts[f, c]
+            acc += _correct(xs, cd, fo, f, 0, n, n_cls, t, pol) / size
         out[0, col] = acc / n_folds
 
 
