@@ -27,7 +27,9 @@ Per tile of ``TILE`` units:
    scan of the tie groups proposes the candidates, O(samples + classes). The reference's tie
    rules (polarity +1 first, then the lowest split) are kept by strict comparisons in split
    order. A CV fold's fit is the same on the samples outside the fold, so the folds share
-   the sort. The in-sample accuracy of a binary rule is its split's correct count (the
+   the sort; without ties it reads the unit's class buckets, each sample's split index and
+   rank among the fold's training samples from running counts of every fold packed in one
+   int64 (:func:`_cv_buckets`), so no fold rebuilds the buckets. The in-sample accuracy of a binary rule is its split's correct count (the
    threshold, the midpoint of the split's neighbours, lies strictly between them).
 3. Accuracy counts the predictions exactly as ``threshold_predict`` computes them (float64
    ``pol * (x - t)``; the largest margin, ties to the lowest class). The margin of a
@@ -401,6 +403,80 @@ def _split_buckets(lab, fo, n, skip, n_cls, bk, bstart, bend, t2p):
 
 
 @njit(cache=True, nogil=True)
+def _cv_buckets(bk, bstart, bend, fo, n, n_cls, n_folds, seg_counts, total, xs, cd, gcount,
+                bcount, bfold, t, pol):
+    """Held-out accuracy over the folds of a unit without ties, from its class buckets.
+
+    Fold f's fit needs, for each training sample of class c, its split index among the
+    training samples (its position minus the fold-f samples before it) and its rank among
+    the class's training samples (its bucket index minus the fold-f ones before it). Both
+    counts come from running counts of every fold at once, packed in one int64 (``64 //
+    folds`` bits per fold): ``gcount`` over the sorted samples, ``bcount`` along each
+    bucket, each one pass with the counts in a register. Each (fold, class) fit is then one
+    vectorised pass over the class's bucket taking the first maximum and minimum of ``g``
+    (value and position packed in one int64), the records of :func:`_fit` on the fold's
+    training samples."""
+    bits = 64 // n_folds
+    mask = np.int64((1 << bits) - 1)
+    run = np.int64(0)
+    for p in range(n):
+        gcount[p] = run
+        run += np.int64(1) << (bits * fo[p])
+    c0 = 1 if n_cls == 2 else 0
+    for c in range(c0, n_cls):
+        run = np.int64(0)
+        for k in range(bstart[c], bend[c]):
+            f = fo[bk[k]]
+            bfold[k] = f
+            bcount[k] = run
+            run += np.int64(1) << (bits * f)
+    low = np.int64(0xFFFFFFFF)
+    neg, pos = np.int64(-(1 << 62)), np.int64(1 << 62)
+    acc = 0.0
+    for f in range(n_folds):
+        size = 0
+        for c in range(n_cls):
+            size += seg_counts[f, c]
+        n_tr = n - size
+        sh = bits * f
+        for c in range(c0, n_cls):
+            tot = total[c] - seg_counts[f, c]
+            a, b = bstart[c], bend[c]
+            vp, vf, vc = bk[a:b], bfold[a:b], bcount[a:b]
+            mx, mn = neg, pos
+            for k in range(b - a):
+                p = np.int64(vp[k])
+                g = (p - ((gcount[p] >> sh) & mask) - 2 * (k - ((vc[k] >> sh) & mask))) << 32
+                keep = vf[k] != f
+                mx = max(mx, (g | (low - p)) if keep else neg)
+                mn = min(mn, (g | p) if keep else pos)
+            gmax, gmin = mx >> 32, mn >> 32
+            end = n_tr - 2 * tot > gmax
+            if end:
+                gmax = n_tr - 2 * tot
+            bminus = min(gmin - 1, 0)
+            if gmax + tot >= n_tr - (bminus + tot):
+                pol[c] = 1.0
+                if end:
+                    t[c] = np.inf
+                else:
+                    hi = low - (mx & low)
+                    lo = hi - 1
+                    while lo >= 0 and fo[lo] == f:
+                        lo -= 1
+                    t[c] = -np.inf if lo < 0 else (xs[lo] + xs[hi]) / 2
+            else:  # a -1 record below 0: the split after sample ``lo``
+                pol[c] = -1.0
+                lo = mn & low
+                hi = lo + 1
+                while hi < n and fo[hi] == f:
+                    hi += 1
+                t[c] = np.inf if hi >= n else (xs[lo] + xs[hi]) / 2
+        acc += _correct(xs, cd, fo, f, 0, n, n_cls, t, pol) / size
+    return acc / n_folds
+
+
+@njit(cache=True, nogil=True)
 def _scan_tile(keys, tw, n, n_cls, n_folds, seg_counts, cv, bad, out, j0):
     """Stats (score, non-finite flag, thresholds, polarities) of a tile's sorted keys."""
     vb = np.empty(n, np.int64)
@@ -424,6 +500,10 @@ def _scan_tile(keys, tw, n, n_cls, n_folds, seg_counts, cv, bad, out, j0):
     for c in range(1, n_cls):
         bstart[c] = bstart[c - 1] + total[c - 1] + 1
     half = 1 if n_cls == 2 else n_cls
+    packed_ok = cv and 2 <= n_folds <= 64 and n < (1 << (64 // n_folds)) - 1
+    gcount = np.empty(n if packed_ok else 0, np.int64)
+    bcount = np.empty(n + n_cls if packed_ok else 0, np.int64)
+    bfold = np.empty(n + n_cls if packed_ok else 0, np.int32)
     c0 = 1 if n_cls == 2 else 0
     if n_cls == 2:
         t[0], pol[0] = np.nan, 0.0  # class 0's rule: not fitted, never read
@@ -445,6 +525,10 @@ def _scan_tile(keys, tw, n, n_cls, n_folds, seg_counts, cv, bad, out, j0):
                 out[0, col] = gbest[1] / n
             else:
                 out[0, col] = _correct(xs, lab, fo, -1, 0, n, n_cls, t, pol) / n
+            continue
+        if not ties and packed_ok:
+            out[0, col] = _cv_buckets(bk, bstart, bend, fo, n, n_cls, n_folds, seg_counts,
+                                      total, xs, cd, gcount, bcount, bfold, t, pol)
             continue
         acc = 0.0
         for f in range(n_folds):

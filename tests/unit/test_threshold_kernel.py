@@ -88,3 +88,16 @@ def test_kernel_matches_reference_at_probe_set_size(n_classes, score):
         else None
     np.testing.assert_array_equal(RULE.score_block(x, y, folds, n_classes=n_classes),
                                   _reference(x, y, folds, n_classes))
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_many_folds_take_the_per_fold_fit(n_classes):
+    """12 folds leave 5 bits per fold's packed count, too few for 120 samples: each fold's
+    buckets are rebuilt instead; both paths equal the reference."""
+    rng = np.random.default_rng(5)
+    for n, folds in ((120, 12), (120, 4)):
+        y = rng.permutation(np.arange(n) % n_classes)
+        x = rng.standard_normal((n, 30)).astype(np.float32)
+        fold = neurons.make_plan(y, n_classes, "threshold", "cv", folds, 1).fold
+        np.testing.assert_array_equal(RULE.score_block(x, y, fold, n_classes=n_classes),
+                                      _reference(x, y, fold, n_classes))
