@@ -404,7 +404,7 @@ def _split_buckets(lab, fo, n, skip, n_cls, bk, bstart, bend, t2p):
 
 @njit(cache=True, nogil=True)
 def _cv_buckets(bk, bstart, bend, fo, n, n_cls, n_folds, seg_counts, total, xs, cd, gcount,
-                bcount, bfold, t, pol):
+                bcount, bfold, bgc, t, pol):
     """Held-out accuracy over the folds of a unit without ties, from its class buckets.
 
     Fold f's fit needs, for each training sample of class c, its split index among the
@@ -412,7 +412,9 @@ def _cv_buckets(bk, bstart, bend, fo, n, n_cls, n_folds, seg_counts, total, xs, 
     the class's training samples (its bucket index minus the fold-f ones before it). Both
     counts come from running counts of every fold at once, packed in one int64 (``64 //
     folds`` bits per fold): ``gcount`` over the sorted samples, ``bcount`` along each
-    bucket, each one pass with the counts in a register. Each (fold, class) fit is then one
+    bucket, each one pass with the counts in a register (the bucket's pass also copies each
+    entry's fold and sorted-sample counts, ``bfold`` and ``bgc``, so that the folds' passes
+    read contiguously instead of gathering). Each (fold, class) fit is then one
     vectorised pass over the class's bucket taking the first maximum and minimum of ``g``
     (value and position packed in one int64), the records of :func:`_fit` on the fold's
     training samples."""
@@ -426,9 +428,11 @@ def _cv_buckets(bk, bstart, bend, fo, n, n_cls, n_folds, seg_counts, total, xs, 
     for c in range(c0, n_cls):
         run = np.int64(0)
         for k in range(bstart[c], bend[c]):
-            f = fo[bk[k]]
+            p = bk[k]
+            f = fo[p]
             bfold[k] = f
             bcount[k] = run
+            bgc[k] = gcount[p]
             run += np.int64(1) << (bits * f)
     low = np.int64(0xFFFFFFFF)
     neg, pos = np.int64(-(1 << 62)), np.int64(1 << 62)
@@ -442,11 +446,11 @@ def _cv_buckets(bk, bstart, bend, fo, n, n_cls, n_folds, seg_counts, total, xs, 
         for c in range(c0, n_cls):
             tot = total[c] - seg_counts[f, c]
             a, b = bstart[c], bend[c]
-            vp, vf, vc = bk[a:b], bfold[a:b], bcount[a:b]
+            vp, vf, vc, vg = bk[a:b], bfold[a:b], bcount[a:b], bgc[a:b]
             mx, mn = neg, pos
             for k in range(b - a):
                 p = np.int64(vp[k])
-                g = (p - ((gcount[p] >> sh) & mask) - 2 * (k - ((vc[k] >> sh) & mask))) << 32
+                g = (p - ((vg[k] >> sh) & mask) - 2 * (k - ((vc[k] >> sh) & mask))) << 32
                 keep = vf[k] != f
                 mx = max(mx, (g | (low - p)) if keep else neg)
                 mn = min(mn, (g | p) if keep else pos)
@@ -504,6 +508,7 @@ def _scan_tile(keys, tw, n, n_cls, n_folds, seg_counts, cv, bad, out, j0):
     gcount = np.empty(n if packed_ok else 0, np.int64)
     bcount = np.empty(n + n_cls if packed_ok else 0, np.int64)
     bfold = np.empty(n + n_cls if packed_ok else 0, np.int32)
+    bgc = np.empty(n + n_cls if packed_ok else 0, np.int64)
     c0 = 1 if n_cls == 2 else 0
     if n_cls == 2:
         t[0], pol[0] = np.nan, 0.0  # class 0's rule: not fitted, never read
@@ -528,7 +533,7 @@ def _scan_tile(keys, tw, n, n_cls, n_folds, seg_counts, cv, bad, out, j0):
             continue
         if not ties and packed_ok:
             out[0, col] = _cv_buckets(bk, bstart, bend, fo, n, n_cls, n_folds, seg_counts,
-                                      total, xs, cd, gcount, bcount, bfold, t, pol)
+                                      total, xs, cd, gcount, bcount, bfold, bgc, t, pol)
             continue
         acc = 0.0
         for f in range(n_folds):
