@@ -29,8 +29,9 @@ Per tile of ``TILE`` units:
    order. A CV fold's fit is the same on the samples outside the fold, so the folds share
    the sort; without ties it reads the unit's class buckets, each sample's split index and
    rank among the fold's training samples from running counts of every fold packed in one
-   int64 (:func:`_cv_buckets`), so no fold rebuilds the buckets. The in-sample accuracy of a binary rule is its split's correct count (the
-   threshold, the midpoint of the split's neighbours, lies strictly between them).
+   int64 (:func:`_cv_buckets`), so no fold rebuilds the buckets. The in-sample accuracy of a
+   binary rule is its split's correct count (the threshold, the midpoint of the split's
+   neighbours, lies strictly between them).
 3. Accuracy counts the predictions exactly as ``threshold_predict`` computes them (float64
    ``pol * (x - t)``; the largest margin, ties to the lowest class). The margin of a
    polarity +1 class rises with ``x`` and falls with ``t`` (-1: the reverse), so unless two
@@ -317,6 +318,25 @@ def _bucket_records(bk, a, b):
 
 
 @njit(cache=True, nogil=True)
+def _choose(gmax, gmin, n_tr, tot):
+    """The reference's choice between a class's records, as :func:`_fit` makes it.
+
+    ``gmax`` is the first maximum of ``g`` over the splits before the class's training
+    samples, ``gmin`` the first minimum there (the -1 record is ``gmin - 1``, the split after
+    that sample, if below the 0 of the split before every sample). The split after every
+    sample (``g = n_tr - 2 * tot``) replaces the +1 record only if strictly higher; polarity
+    +1 wins ties. Returns ``(plus, end, right)``: polarity +1 chosen, its record the split
+    after every sample, and the chosen rule's correct count on the training samples."""
+    end = n_tr - 2 * tot > gmax
+    if end:
+        gmax = n_tr - 2 * tot
+    bminus = min(gmin - 1, 0)
+    if gmax + tot >= n_tr - (bminus + tot):
+        return True, end, gmax + tot
+    return False, end, n_tr - (bminus + tot)  # a -1 record below 0 exists
+
+
+@njit(cache=True, nogil=True)
 def _fit_buckets(bk, bstart, bend, xs, t2p, ident, n_tr, c0, n_cls, total, t_out, pol_out,
                  gbest):
     """Best (threshold, polarity) of classes ``c0 ..`` from their buckets of split indices.
@@ -332,19 +352,11 @@ def _fit_buckets(bk, bstart, bend, xs, t2p, ident, n_tr, c0, n_cls, total, t_out
             gmax, jmax, gmin, jmin = _bucket_records(bk, bstart[c], bend[c])
         else:
             gmax, jmax, gmin, jmin = -2 * n_tr - 2, -1, 1, -1
-        g = n_tr - 2 * total[c]
-        if g > gmax:
-            gmax, jmax = g, n_tr
-        if gmin - 1 < 0:
-            bminus, jm = gmin - 1, jmin + 1
+        plus, end, gbest[c] = _choose(gmax, gmin, n_tr, total[c])
+        if plus:
+            pol_out[c], jj = 1.0, n_tr if end else jmax
         else:
-            bminus, jm = 0, 0
-        if gmax + total[c] >= n_tr - (bminus + total[c]):
-            pol_out[c], jj = 1.0, jmax
-            gbest[c] = gmax + total[c]
-        else:
-            pol_out[c], jj = -1.0, jm
-            gbest[c] = n_tr - (bminus + total[c])
+            pol_out[c], jj = -1.0, jmin + 1
         if jj == 0:
             t_out[c] = -np.inf
         elif jj >= n_tr:
@@ -454,12 +466,8 @@ def _cv_buckets(bk, bstart, bend, fo, n, n_cls, n_folds, seg_counts, total, xs, 
                 keep = vf[k] != f
                 mx = max(mx, (g | (low - p)) if keep else neg)
                 mn = min(mn, (g | p) if keep else pos)
-            gmax, gmin = mx >> 32, mn >> 32
-            end = n_tr - 2 * tot > gmax
-            if end:
-                gmax = n_tr - 2 * tot
-            bminus = min(gmin - 1, 0)
-            if gmax + tot >= n_tr - (bminus + tot):
+            plus, end, _ = _choose(mx >> 32, mn >> 32, n_tr, tot)
+            if plus:
                 pol[c] = 1.0
                 if end:
                     t[c] = np.inf
@@ -469,7 +477,7 @@ def _cv_buckets(bk, bstart, bend, fo, n, n_cls, n_folds, seg_counts, total, xs, 
                     while lo >= 0 and fo[lo] == f:
                         lo -= 1
                     t[c] = -np.inf if lo < 0 else (xs[lo] + xs[hi]) / 2
-            else:  # a -1 record below 0: the split after sample ``lo``
+            else:  # the -1 record: the split after sample ``lo``
                 pol[c] = -1.0
                 lo = mn & low
                 hi = lo + 1
@@ -481,7 +489,7 @@ def _cv_buckets(bk, bstart, bend, fo, n, n_cls, n_folds, seg_counts, total, xs, 
 
 
 @njit(cache=True, nogil=True)
-def _scan_tile(keys, tw, n, n_cls, n_folds, seg_counts, cv, bad, out, j0):
+def _scan_tile(keys, tw, n, n_cls, n_folds, seg_counts, cv, bad, out):
     """Stats (score, non-finite flag, thresholds, polarities) of a tile's sorted keys."""
     vb = np.empty(n, np.int64)
     xs = vb.view(np.float64)
@@ -504,7 +512,7 @@ def _scan_tile(keys, tw, n, n_cls, n_folds, seg_counts, cv, bad, out, j0):
     for c in range(1, n_cls):
         bstart[c] = bstart[c - 1] + total[c - 1] + 1
     half = 1 if n_cls == 2 else n_cls
-    packed_ok = cv and 2 <= n_folds <= 64 and n < (1 << (64 // n_folds)) - 1
+    packed_ok = cv and 2 <= n_folds <= 64 and n < 1 << (64 // n_folds)  # counts fit
     gcount = np.empty(n if packed_ok else 0, np.int64)
     bcount = np.empty(n + n_cls if packed_ok else 0, np.int64)
     bfold = np.empty(n + n_cls if packed_ok else 0, np.int32)
@@ -519,7 +527,7 @@ def _scan_tile(keys, tw, n, n_cls, n_folds, seg_counts, cv, bad, out, j0):
         else:
             _split_buckets(lab, fo, n, -1, n_cls, bk, bstart, bend, t2p)
             _fit_buckets(bk, bstart, bend, xs, t2p, True, n, c0, n_cls, total, t, pol, gbest)
-        col = j0 + u
+        col = u
         out[1, col] = 1.0 if bad[u] else 0.0
         for r in range(half):
             c = 1 if n_cls == 2 else r
@@ -543,7 +551,8 @@ def _scan_tile(keys, tw, n, n_cls, n_folds, seg_counts, cv, bad, out, j0):
                 _fit(vb, xs, lab, fo, n, f, n_cls, total, t, pol, w, fw)
             else:
                 n_tr = _split_buckets(lab, fo, n, f, n_cls, bk, bstart, bend, t2p)
-                _fit_buckets(bk, bstart, bend, xs, t2p, False, n_tr, c0, n_cls, total, t, pol, gbest)
+                _fit_buckets(bk, bstart, bend, xs, t2p, False, n_tr, c0, n_cls, total, t, pol,
+                             gbest)
             size = 0
             for c in range(n_cls):
                 total[c] += seg_counts[f, c]
@@ -590,5 +599,5 @@ def threshold_block_nb(xf: np.ndarray, n: int, w: int, rs: int, y: np.ndarray,
         # The tile's stats go to a small buffer first: rows of ``out`` a multiple of 4 KB
         # apart (8,192 units) share one L1 set, and 22 of them (10 classes) evict each other
         # on every unit's stores.
-        _scan_tile(k, tw, n, n_classes, n_folds, seg, cv, bad, ot, 0)
+        _scan_tile(k, tw, n, n_classes, n_folds, seg, cv, bad, ot)
         out[:, j0:j0 + tw] = ot[:, :tw]
