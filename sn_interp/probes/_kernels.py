@@ -24,8 +24,14 @@ fresh environment compiles for a few seconds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 TILE = 1024  # wide tile (the permutation kernel): 1000 samples x 1024 float32 = 4 MB
 # Units per tile of centroid_block_nb: 1000 samples x 256 float32 = 1 MB. Pass 2 reads each
@@ -40,6 +46,43 @@ NARROW_TILE = 256
 
 
 SUB = 128  # units per step of the means and bounds (their float64 scratch fits L2)
+
+# Software prefetch of centroid_block_nb (see its docstring): pass 1 asks for the row
+# PREFETCH_ROWS ahead, pass 2 for the next tile's rows. Measured on the AMD Zen 5 (1,000
+# samples x 1,000,000 units, two threads, kernel time as a multiple of one read pass): 2
+# classes 1.56-1.68x without, 1.31-1.38x with; 10 classes 2.10x vs 1.77-1.79x; 10 classes
+# 5-fold CV 2.98x vs 2.37x. Rows ahead 8, 16, 32, 64 were within the noise of each other.
+PREFETCH_ROWS = 16
+LINE = 16  # float32 values per 64-byte cache line
+
+
+@intrinsic
+def _prefetch(typingctx, arr, idx, locality):  # pragma: no cover (compiled by numba)
+    """``llvm.prefetch`` (read) of ``&arr[idx]`` into the cache level ``locality`` (a
+    literal int: 3 keeps it in every level, 1 only in the outer ones); a hint that never
+    faults or changes a result (where a target has no prefetch it is a no-op)."""
+    if not isinstance(locality, types.IntegerLiteral):
+        return None
+    level = locality.literal_value
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]],
+                                       wraparound=False, boundscheck=False)
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(level), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, idx, locality), codegen
+
+
+#: ``prefetch(arr, index, locality)`` in compiled code (typed for the checker: an intrinsic's
+#: Python signature has numba's typing context first).
+prefetch = cast(Callable[[np.ndarray, int, int], None], _prefetch)
 
 
 def flat_rows(x: np.ndarray) -> tuple[np.ndarray, int, int, int]:
@@ -292,6 +335,12 @@ def centroid_block_nb(x: np.ndarray, n: int, w: int, rs: int, y: np.ndarray, fol
 
     Pass 2 takes two rows per step when they are in the same fold: one counter update for
     both (integer counts: the order of additions does not matter).
+
+    Each row's tile is only 16 cache lines, too short a run for the hardware prefetchers to
+    ramp up, and pass 2 computes from cache while the memory bus idles; so pass 1 prefetches
+    the row ``PREFETCH_ROWS`` ahead and pass 2 prefetches the next tile's rows into the
+    outer caches, overlapping the next tile's reads with this tile's counting. Prefetches
+    are hints: the results are the same with or without them.
     """
     n_folds, n_cls = counts.shape
     n_seg = n_folds * n_cls
@@ -316,6 +365,10 @@ def centroid_block_nb(x: np.ndarray, n: int, w: int, rs: int, y: np.ndarray, fol
         tw = min(tile, w - j0)
         sums[:, :tw] = 0.0
         for i in range(n):  # pass 1: float32 segment sums, rows in sample order
+            if i + PREFETCH_ROWS < n:
+                ahead = (i + PREFETCH_ROWS) * rs + j0
+                for q in range(0, tw, LINE):
+                    prefetch(x, ahead + q, 3)
             xr = x[i * rs + j0:i * rs + j0 + tw]
             sr = sums[seg[i], :tw]
             for j in range(tw):
@@ -333,8 +386,15 @@ def centroid_block_nb(x: np.ndarray, n: int, w: int, rs: int, y: np.ndarray, fol
                 out[1, j0 + s0 + j] = 0.0 if finite else 1.0
             _fold_bounds(sums, 0, s0, sw, class_counts, counts, lo, hi, scratch)
         cnt[:, :tw] = 0
+        nw = min(tile, w - j0 - tile)  # the next tile's width (<= 0: none)
         i = 0
         while i < n:  # pass 2: each row against its own class's interval (in its fold)
+            if nw > 0:  # the next tile's rows i, i + 1, to come (this loop form measured
+                for r in (i, i + 1):  # faster than a range over them)
+                    if r < n:
+                        ahead = r * rs + j0 + tile
+                        for q in range(0, nw, LINE):
+                            prefetch(x, ahead + q, 1)
             f = fold[i]
             cr = cnt[f, :tw]
             p0 = x[i * rs + j0:i * rs + j0 + tw]
@@ -363,6 +423,24 @@ def centroid_block_nb(x: np.ndarray, n: int, w: int, rs: int, y: np.ndarray, fol
                 for f in range(n_folds):
                     acc += cnt[f, j] / fold_n[f]
                 out[0, j0 + j] = acc / n_folds
+
+
+@njit(cache=True, nogil=True)
+def table_scatter_nb(stats: np.ndarray, pos: np.ndarray, params: np.ndarray, layer: np.ndarray,
+                     unit: np.ndarray, site: np.ndarray, layer_value: int,
+                     site_value: int) -> None:
+    """One block's rows of a ranked neuron table, each written at its rank ``pos[j]``:
+    ``params[pos[j]] = stats[2:, j]`` (``params`` is (neuron, param)), ``layer``,
+    ``unit = j`` and the site's code. One pass per neuron, not one numpy scatter per column
+    (measured on a million neurons, 2 classes: 19 vs 31 ms)."""
+    n_params = stats.shape[0] - 2
+    for j in range(pos.shape[0]):
+        r = pos[j]
+        for q in range(n_params):
+            params[r, q] = stats[2 + q, j]
+        layer[r] = layer_value
+        unit[r] = j
+        site[r] = site_value
 
 
 PERM_CACHE = 1 << 20  # bytes of per-permutation scratch (sums + intervals) kept in L2

@@ -31,6 +31,7 @@ from sn_interp.names import (
 )
 from sn_interp.probes import neurons
 from sn_interp.probes._data import KEPT_ATTRS, layer_dim, probe_labels
+from sn_interp.probes._kernels import table_scatter_nb
 from sn_interp.probes._selection import Selection
 from sn_interp.probes.rules import get_rule
 
@@ -182,13 +183,16 @@ def _build_table(stats: dict[tuple[str, int], np.ndarray], rule: str, n_classes:
     rank = np.arange(len(order), dtype=np.int64)
     where = np.empty_like(order)
     where[order] = rank  # the ranked position of each neuron in layout order
-    params = np.empty((stats[keys[0]].shape[0] - 2, len(order)))
-    site = np.empty(len(order), np.array([k[0] for k in keys]).dtype)
+    # (neuron, param) in memory: one neuron's params are adjacent, so each scattered neuron
+    # writes one or two cache lines, not one per param (10 classes: 68 -> 50 ms per million)
+    params_np = np.empty((len(order), stats[keys[0]].shape[0] - 2))
+    site_names = sorted({k[0] for k in keys}, key=SITE_ORDER.__getitem__)
+    site_code = np.empty(len(order), np.int64)
     layer, unit = np.empty(len(order), np.int64), np.empty(len(order), np.int64)
     for key, a, b in zip(keys, starts[:-1], starts[1:], strict=True):
-        pos = where[a:b]
-        params[:, pos] = stats[key][2:]
-        site[pos], layer[pos], unit[pos] = key[0], key[1], np.arange(b - a)
+        table_scatter_nb(np.ascontiguousarray(stats[key], np.float64), where[a:b], params_np,
+                         layer, unit, site_code, key[1], site_names.index(key[0]))
+    site = np.array(site_names)[site_code]
     blocks = [(s, la, n) for (s, la), n in zip(keys, sizes, strict=True)]
     ids = xr.Variable("neuron", indexing.MemoryCachedArray(
         indexing.LazilyIndexedArray(_TableIds(blocks, order, d_head))))
@@ -196,7 +200,7 @@ def _build_table(stats: dict[tuple[str, int], np.ndarray], rule: str, n_classes:
               "id": ids}
     data = {"score": ("neuron", score[order], {"long_name": "classification accuracy"}),
             "rank": ("neuron", rank, {"long_name": "rank"})}
-    data.update(get_rule(rule).table_vars(params, n_classes))
+    data.update(get_rule(rule).table_vars(params_np.T, n_classes))
     return xr.Dataset(data, coords=coords)
 
 
