@@ -50,7 +50,9 @@ log = logging.getLogger(__name__)
 
 SCORES = ("probe", "cv")
 BLOCK = get_rule("centroid").block  # centroid units per dask chunk
-GROUP = 8 * BLOCK  # units computed per dask.compute call (several chunks: all threads busy)
+# Units computed per dask.compute call from a store: several chunks (all threads busy), and
+# what one call reads bounded (65,536 units x 1,000 samples float32 = 256 MB).
+GROUP = 65536
 _Plan = Plan  # the plan's former private name
 _META = np.empty((0, 0), np.float64)  # what a block's stats are (dask need not call the rule)
 
