@@ -257,7 +257,7 @@ class CentroidRule(Rule):
 
     name = "centroid"
     # (1000 samples x 16384) float32 = 64 MB per chunk: one chunk per (site, layer) of every
-    # model up to 16,384 units (LLaVA-1.5-7B's d_mlp 11,008, Llama-3-8B's 14,336). Measured
+    # model up to 16,384 units per site (a 7B model's d_mlp is about 11,000). Measured
     # on 1,000 x 1,000,000 (layers of 10,000 units, two threads): whole calls 2.10x -> 1.91x
     # one read pass with 2 classes and 2.61x -> 2.29x with 10 vs 8,192 (two chunks per
     # layer, a narrow tail; each task costs the scheduler and a concatenation).
