@@ -49,9 +49,9 @@ SUB = 128  # units per step of the means and bounds (their float64 scratch fits 
 
 # Software prefetch of centroid_block_nb (see its docstring): pass 1 asks for the row
 # PREFETCH_ROWS ahead, pass 2 for the next tile's rows. Measured on the AMD Zen 5 (1,000
-# samples x 1,000,000 units, two threads, kernel time as a multiple of one read pass): 2
-# classes 1.56-1.68x without, 1.31-1.38x with; 10 classes 2.10x vs 1.77-1.79x; 10 classes
-# 5-fold CV 2.98x vs 2.37x. Rows ahead 8, 16, 32, 64 were within the noise of each other.
+# samples x 1,000,000 units, two threads, kernel time as a multiple of one read pass, 9
+# interleaved repeats against the kernel without it): 2 classes 1.75x -> 1.37x, 10 classes
+# 2.32x -> 1.90x. Rows ahead 8, 16, 32, 64 were within the noise of each other.
 PREFETCH_ROWS = 16
 LINE = 16  # float32 values per 64-byte cache line
 
@@ -423,24 +423,6 @@ def centroid_block_nb(x: np.ndarray, n: int, w: int, rs: int, y: np.ndarray, fol
                 for f in range(n_folds):
                     acc += cnt[f, j] / fold_n[f]
                 out[0, j0 + j] = acc / n_folds
-
-
-@njit(cache=True, nogil=True)
-def table_scatter_nb(stats: np.ndarray, pos: np.ndarray, params: np.ndarray, layer: np.ndarray,
-                     unit: np.ndarray, site: np.ndarray, layer_value: int,
-                     site_value: int) -> None:
-    """One block's rows of a ranked neuron table, each written at its rank ``pos[j]``:
-    ``params[pos[j]] = stats[2:, j]`` (``params`` is (neuron, param)), ``layer``,
-    ``unit = j`` and the site's code. One pass per neuron, not one numpy scatter per column
-    (measured on a million neurons, 2 classes: 19 vs 31 ms)."""
-    n_params = stats.shape[0] - 2
-    for j in range(pos.shape[0]):
-        r = pos[j]
-        for q in range(n_params):
-            params[r, q] = stats[2 + q, j]
-        layer[r] = layer_value
-        unit[r] = j
-        site[r] = site_value
 
 
 PERM_CACHE = 1 << 20  # bytes of per-permutation scratch (sums + intervals) kept in L2

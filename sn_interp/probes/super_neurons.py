@@ -17,6 +17,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 import xarray as xr
+from numba import njit
 from xarray.backends import BackendArray
 from xarray.core import indexing
 
@@ -31,7 +32,6 @@ from sn_interp.names import (
 )
 from sn_interp.probes import neurons
 from sn_interp.probes._data import KEPT_ATTRS, layer_dim, probe_labels
-from sn_interp.probes._kernels import table_scatter_nb
 from sn_interp.probes._selection import Selection
 from sn_interp.probes.rules import get_rule
 
@@ -162,6 +162,24 @@ def _rank_order(score: np.ndarray) -> np.ndarray:
     return np.argsort(rank[codes], kind="stable")
 
 
+@njit(cache=True, nogil=True)
+def _scatter_ranked(stats: np.ndarray, pos: np.ndarray, params: np.ndarray, layer: np.ndarray,
+                    unit: np.ndarray, site: np.ndarray, layer_value: int,
+                    site_value: int) -> None:
+    """One block's rows of a ranked neuron table, each written at its rank ``pos[j]``:
+    ``params[pos[j]] = stats[2:, j]`` (``params`` is (neuron, param)), ``layer``,
+    ``unit = j`` and the site's code. One pass per neuron, not one numpy scatter per column
+    (measured on a million neurons, 2 classes: 19 vs 31 ms)."""
+    n_params = stats.shape[0] - 2
+    for j in range(pos.shape[0]):
+        r = pos[j]
+        for q in range(n_params):
+            params[r, q] = stats[2 + q, j]
+        layer[r] = layer_value
+        unit[r] = j
+        site[r] = site_value
+
+
 def _build_table(stats: dict[tuple[str, int], np.ndarray], rule: str, n_classes: int,
                  d_head: int | None) -> xr.Dataset:
     """Concatenate per-block stats into one table, ranked best first, ties by position.
@@ -185,13 +203,13 @@ def _build_table(stats: dict[tuple[str, int], np.ndarray], rule: str, n_classes:
     where[order] = rank  # the ranked position of each neuron in layout order
     # (neuron, param) in memory: one neuron's params are adjacent, so each scattered neuron
     # writes one or two cache lines, not one per param (10 classes: 68 -> 50 ms per million)
-    params_np = np.empty((len(order), stats[keys[0]].shape[0] - 2))
+    by_neuron = np.empty((len(order), stats[keys[0]].shape[0] - 2))
     site_names = sorted({k[0] for k in keys}, key=SITE_ORDER.__getitem__)
     site_code = np.empty(len(order), np.int64)
     layer, unit = np.empty(len(order), np.int64), np.empty(len(order), np.int64)
     for key, a, b in zip(keys, starts[:-1], starts[1:], strict=True):
-        table_scatter_nb(np.ascontiguousarray(stats[key], np.float64), where[a:b], params_np,
-                         layer, unit, site_code, key[1], site_names.index(key[0]))
+        _scatter_ranked(np.ascontiguousarray(stats[key], np.float64), where[a:b], by_neuron,
+                        layer, unit, site_code, key[1], site_names.index(key[0]))
     site = np.array(site_names)[site_code]
     blocks = [(s, la, n) for (s, la), n in zip(keys, sizes, strict=True)]
     ids = xr.Variable("neuron", indexing.MemoryCachedArray(
@@ -200,7 +218,7 @@ def _build_table(stats: dict[tuple[str, int], np.ndarray], rule: str, n_classes:
               "id": ids}
     data = {"score": ("neuron", score[order], {"long_name": "classification accuracy"}),
             "rank": ("neuron", rank, {"long_name": "rank"})}
-    data.update(get_rule(rule).table_vars(params_np.T, n_classes))
+    data.update(get_rule(rule).table_vars(by_neuron.T, n_classes))
     return xr.Dataset(data, coords=coords)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sn_interp.names import SITE_ORDER, neuron_id_array, neuron_id_blocks
+from sn_interp.probes.rules import get_rule
 from sn_interp.probes.super_neurons import _build_table
 
 SITES = ("resid_pre", "z", "mlp_post", "vision_resid_post")
@@ -45,17 +46,30 @@ def test_z_ids_need_d_head():
         neuron_id_blocks([("z", 0, 3)])
 
 
+def _random_params(rng, rule: str, n_classes: int, n: int) -> np.ndarray:
+    """Valid params (param, unit) of ``rule``: integer rows where the table stores integers."""
+    n_params = get_rule(rule).n_params(n_classes)
+    params = rng.standard_normal((n_params, n))
+    if rule == "threshold":  # thresholds, then polarities +-1
+        params[n_params // 2:] = rng.choice([-1.0, 1.0], (n_params - n_params // 2, n))
+    elif rule == "interval":  # cuts, then the class of each interval
+        params[n_classes - 1:] = rng.integers(0, n_classes, (n_classes, n))
+    return params
+
+
+@pytest.mark.parametrize("rule", ["centroid", "threshold", "interval"])
 @pytest.mark.parametrize("n_classes", [2, 4])
-def test_table_is_the_brute_force_ranking(n_classes):
+def test_table_is_the_brute_force_ranking(n_classes, rule):
     rng = np.random.default_rng(n_classes)
     blocks, d_head = _random_blocks(rng), 4
     stats = {}
     for s, la, n in blocks:
-        st = rng.standard_normal((2 + n_classes, n))
+        st = np.empty((2 + get_rule(rule).n_params(n_classes), n))
         st[0] = rng.integers(0, 5, n) / 4  # many ties
         st[1] = 0
+        st[2:] = _random_params(rng, rule, n_classes, n)
         stats[s, la] = st
-    table = _build_table(stats, "centroid", n_classes, d_head)
+    table = _build_table(stats, rule, n_classes, d_head)
     layout = sorted(((la - 10**6 if s == "vision_resid_post" else la, SITE_ORDER[s], u, s, la)
                      for s, la, n in blocks for u in range(n)))
     ranked = sorted(range(len(layout)),
@@ -68,7 +82,9 @@ def test_table_is_the_brute_force_ranking(n_classes):
     assert table["score"].values.tolist() == [stats[r[3], r[4]][0, r[2]] for r in rows]
     assert table["rank"].values.tolist() == list(range(len(rows)))
     want = np.array([stats[r[3], r[4]][2:, r[2]] for r in rows])
-    assert np.array_equal(table["centroids"].values, want.reshape(len(rows), n_classes))
+    assert np.array_equal(get_rule(rule).table_params(table), want.T)
+    if rule == "centroid":
+        assert np.array_equal(table["centroids"].values, want.reshape(len(rows), n_classes))
 
 
 def test_table_refuses_non_finite_naming_neurons():
