@@ -7,15 +7,15 @@ averaged over folds); these kernels return bit-identical stats.
 
 Per tile of ``TILE`` units:
 
-1. Each value becomes an int64 sort key: the float32 value widened exactly (numpy's
+1. Each value becomes a 64-bit sort key: the float32 value widened exactly (numpy's
    transposing cast copy of the tile, then one contiguous compiled pass per unit: -0.0 as
-   +0.0, a negative value's magnitude bits flipped so that keys order as signed integers as
-   the values do, a non-finite column as zeros, as the reference does), with the sample's
-   fold and class written into the 29 low mantissa bits that widening leaves zero. That moves
-   the value by less than one float32 step, so keys sort as the values do, and masking the
-   bits (and flipping back) gives the value. ``np.sort`` sorts every unit's keys (numpy's
-   SIMD int64 sort, 14% faster than its float64 sort of the same keys); this is the only
-   sort.
+   +0.0, a non-finite column as zeros, as the reference does), with the sample's fold and
+   class written into the 29 low mantissa bits that widening leaves zero. That moves the
+   value by less than one float32 step, so keys sort as the values do, and masking the bits
+   gives the value. ``np.sort`` sorts every unit's keys, the only sort: as float64, or as
+   int64 with a negative value's magnitude bits flipped so that the keys order as signed
+   integers as the values do, whichever numpy's SIMD sort does faster on this CPU (int64 14%
+   faster on an AMD Zen 5, float64 25% faster on an Intel Xeon; :func:`_float_sort_faster`).
 2. For class ``c``, ``g(j) = j - 2 * (class-c samples among the j smallest)`` is the
    polarity +1 correct count minus the class size; it rises on other samples and falls on
    class-c ones, so its first maximum over valid splits (between distinct values) is at the
@@ -48,6 +48,11 @@ The kernels release the GIL and are single threaded (dask's threads run one bloc
 
 from __future__ import annotations
 
+import functools
+import statistics
+import threading
+import time
+
 import numpy as np
 from numba import njit
 
@@ -61,21 +66,29 @@ _EXP64 = np.int64(0x7FF0000000000000)
 
 
 @njit(cache=True, nogil=True)
-def _finish_keys(keys, tw, n, payload, bad):
-    """Widened values (float64 bits, ``keys[:tw]``) -> int64 sort keys, in place, one
-    contiguous pass per unit: -0.0 as +0.0; a negative value's magnitude bits flipped, so
-    the keys order as signed integers as the values do; the low bits replaced by the fold
-    and class payload; a unit holding a non-finite value (``bad``) as zeros (as the
-    reference)."""
+def _finish_keys(keys, tw, n, payload, bad, float_keys):
+    """Widened values (float64 bits, ``keys[:tw]``) -> sort keys, in place, one contiguous
+    pass per unit: -0.0 as +0.0; the low bits replaced by the fold and class payload; a unit
+    holding a non-finite value (``bad``) as zeros (as the reference). ``float_keys``: the
+    keys are sorted as float64 (the payload moves a value by less than a float32 step, and
+    +0.0 with a payload is a positive subnormal, below every widened float32); else as int64,
+    a negative value's magnitude bits flipped so that the keys order as signed integers as
+    the values do."""
     kv = keys.view(np.float64)
     for u in range(tw):
         for i in range(n):
             kv[u, i] += 0.0  # -0.0 -> +0.0
         b = False
-        for i in range(n):
-            k = keys[u, i]
-            b |= (k & _EXP64) == _EXP64
-            keys[u, i] = ((k ^ ((k >> 63) & _MAG64)) & _VAL64) | payload[i]
+        if float_keys:
+            for i in range(n):
+                k = keys[u, i]
+                b |= (k & _EXP64) == _EXP64
+                keys[u, i] = (k & _VAL64) | payload[i]
+        else:
+            for i in range(n):
+                k = keys[u, i]
+                b |= (k & _EXP64) == _EXP64
+                keys[u, i] = ((k ^ ((k >> 63) & _MAG64)) & _VAL64) | payload[i]
         bad[u] = b
         if b:
             for i in range(n):
@@ -108,7 +121,7 @@ def _fit(vb, xs, lab, fo, n, skip, n_cls, total, t_out, pol_out, w, fw):
     prev = 0.0
     val = 0.0
     for p in range(n):
-        if fo[p] == skip:
+        if skip >= 0 and fo[p] == skip:  # (``fo`` is not written when every sample trains)
             continue
         h = vb[p]
         c = lab[p]
@@ -279,22 +292,50 @@ def _correct(xs, cd, fo, f, a, b, n_cls, t, pol):
 
 
 @njit(cache=True, nogil=True)
-def _unpack(keys, u, n, n_cls, vb, lab, fo, cd):
-    """Unit ``u``'s sorted keys -> value bits, class, fold and fold * classes + class per
-    position; True on ties."""
+def _unpack(keys, u, n, n_cls, cv, float_keys, vb, lab, fo, cd):
+    """Unit ``u``'s sorted keys -> value bits and class per position, with (``cv``) its fold
+    and fold * classes + class (one vectorised pass); True on ties."""
     for p in range(n):
         k = keys[u, p]
         v = k & _VAL64
-        vb[p] = (v ^ ((v >> 63) & _MAG64)) & _VAL64
-        c = np.int32(k & 0xFFFF)
-        f = np.int32(k >> 16) & np.int32(0x1FFF)
-        lab[p] = c
-        fo[p] = f
-        cd[p] = f * np.int32(n_cls) + c
+        vb[p] = v if float_keys else (v ^ ((v >> 63) & _MAG64)) & _VAL64
+        lab[p] = np.int32(k & 0xFFFF)
+    if cv:
+        for p in range(n):
+            f = np.int32(keys[u, p] >> 16) & np.int32(0x1FFF)
+            fo[p] = f
+            cd[p] = f * np.int32(n_cls) + lab[p]
     eq = 0
     for p in range(1, n):
         eq += vb[p] == vb[p - 1]
     return eq > 0
+
+
+@njit(cache=True, nogil=True)
+def _class_buckets(lab, n, n_cls, bk, bstart, bend, ends):
+    """Buckets of every sample's split index (its sorted position) by class: class c's at
+    ``bk[bstart[c]:bend[c]]``; two classes: class 1's only, at ``bk[0:]``.
+
+    The bucket ends are counted in ``ends``, a uint32 scratch, so the scatter's indices need
+    no negative-index check (10 classes, 1,000 samples, the scatter alone: 2.41 -> 0.63 us
+    per unit with int64 ends indexed by int32 classes)."""
+    if n_cls == 2:
+        bstart[1] = 0
+        m = 0
+        for p in range(n):
+            bk[m] = p
+            m += lab[p]
+        bend[1] = m
+        return
+    for c in range(n_cls):
+        ends[c] = np.uint32(bstart[c])
+    for p in range(n):
+        c = np.uint32(lab[p])
+        e = ends[c]
+        bk[e] = p
+        ends[c] = e + np.uint32(1)
+    for c in range(n_cls):
+        bend[c] = ends[c]
 
 
 @njit(cache=True, nogil=True)
@@ -372,19 +413,13 @@ def _split_buckets(lab, fo, n, skip, n_cls, bk, bstart, bend, t2p):
 
     Returns the training count. Class c's bucket starts at ``bstart[c]`` (one spare slot
     after each: a left-out sample is written at its class's next slot and overwritten);
-    ``t2p`` maps each training split index to its sorted position (``skip < 0``: every
-    sample trains, the map is the identity and is not written). Two classes: class 1's
-    bucket only, at ``bk[0:]``, its counter in a register."""
+    ``t2p`` maps each training split index to its sorted position. Two classes: class 1's
+    bucket only, at ``bk[0:]``, its counter in a register. (With every sample training:
+    :func:`_class_buckets`.)"""
+    q = 0
     if n_cls == 2:
         bstart[1] = 0
         m = 0
-        if skip < 0:
-            for p in range(n):
-                bk[m] = p
-                m += lab[p]
-            bend[1] = m
-            return n
-        q = 0
         for p in range(n):
             keep = np.int32(fo[p] != skip)
             t2p[q] = p
@@ -395,14 +430,6 @@ def _split_buckets(lab, fo, n, skip, n_cls, bk, bstart, bend, t2p):
         return q
     for c in range(n_cls):
         bend[c] = bstart[c]
-    if skip < 0:
-        for p in range(n):
-            c = lab[p]
-            e = bend[c]
-            bk[e] = p
-            bend[c] = e + 1
-        return n
-    q = 0
     for p in range(n):
         c = lab[p]
         keep = np.int32(fo[p] != skip)
@@ -489,7 +516,7 @@ def _cv_buckets(bk, bstart, bend, fo, n, n_cls, n_folds, seg_counts, total, xs, 
 
 
 @njit(cache=True, nogil=True)
-def _scan_tile(keys, tw, n, n_cls, n_folds, seg_counts, cv, bad, out):
+def _scan_tile(keys, tw, n, n_cls, n_folds, seg_counts, cv, float_keys, bad, out):
     """Stats (score, non-finite flag, thresholds, polarities) of a tile's sorted keys."""
     vb = np.empty(n, np.int64)
     xs = vb.view(np.float64)
@@ -504,6 +531,7 @@ def _scan_tile(keys, tw, n, n_cls, n_folds, seg_counts, cv, bad, out):
     bk = np.empty(n + n_cls, np.int32)
     bstart = np.zeros(n_cls, np.int64)
     bend = np.zeros(n_cls, np.int64)
+    ends = np.empty(n_cls, np.uint32)
     t2p = np.empty(n, np.int32)
     total = np.zeros(n_cls, np.int64)
     for f in range(n_folds):
@@ -521,11 +549,11 @@ def _scan_tile(keys, tw, n, n_cls, n_folds, seg_counts, cv, bad, out):
     if n_cls == 2:
         t[0], pol[0] = np.nan, 0.0  # class 0's rule: not fitted, never read
     for u in range(tw):
-        ties = _unpack(keys, u, n, n_cls, vb, lab, fo, cd)
+        ties = _unpack(keys, u, n, n_cls, cv, float_keys, vb, lab, fo, cd)
         if ties:
             _fit(vb, xs, lab, fo, n, -1, n_cls, total, t, pol, w, fw)
         else:
-            _split_buckets(lab, fo, n, -1, n_cls, bk, bstart, bend, t2p)
+            _class_buckets(lab, n, n_cls, bk, bstart, bend, ends)
             _fit_buckets(bk, bstart, bend, xs, t2p, True, n, c0, n_cls, total, t, pol, gbest)
         col = u
         out[1, col] = 1.0 if bad[u] else 0.0
@@ -561,15 +589,43 @@ def _scan_tile(keys, tw, n, n_cls, n_folds, seg_counts, cv, bad, out):
         out[0, col] = acc / n_folds
 
 
+_SORT_LOCK = threading.Lock()
+
+
+@functools.cache
+def _float_sort_faster() -> bool:
+    """Whether numpy sorts float64 rows of 1,000 faster than int64 ones on this CPU.
+
+    The keys are built for the faster of the two sorts (the stats are the same either way;
+    the tests run both). Seen: AMD EPYC Zen 5, int64 14% faster; an Intel Xeon (family 6,
+    model 167), float64 25% faster (2.7 vs 3.6 us per row). Decided once per process by the
+    medians of 9 alternated sorts of a (128, 1,000) tile of random keys, about 10 ms."""
+    with _SORT_LOCK:
+        v = np.random.default_rng(0).standard_normal((128, 1000))
+        i = v.view(np.int64) ^ ((v.view(np.int64) >> 63) & _MAG64)
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for _ in range(9):
+            for as_float, keys in ((True, v), (False, i)):
+                k = keys.copy()
+                t0 = time.perf_counter()
+                k.sort(axis=1)
+                times[as_float].append(time.perf_counter() - t0)
+        return statistics.median(times[True]) < statistics.median(times[False])
+
+
 def threshold_block_nb(xf: np.ndarray, n: int, w: int, rs: int, y: np.ndarray,
                        fold: np.ndarray, n_classes: int, n_folds: int, cv: bool,
-                       out: np.ndarray, tile: int = TILE) -> None:
+                       out: np.ndarray, tile: int = TILE,
+                       float_keys: bool | None = None) -> None:
     """Fill ``out`` (2 + params, w) with the threshold stats of every unit of a block.
 
     ``xf``, ``n``, ``w``, ``rs`` are the block as :func:`~sn_interp.probes._kernels.flat_rows`
     gives it (flat float32 rows, row stride ``rs``); ``y`` and ``fold`` are per sample; ``cv``
-    scores held-out folds.
+    scores held-out folds; ``float_keys`` sorts the keys as float64 (None: the faster sort of
+    this CPU, :func:`_float_sort_faster`).
     """
+    if float_keys is None:
+        float_keys = _float_sort_faster()
     y = np.asarray(y, np.int64)
     fold = np.asarray(fold, np.int64)
     if n and (y.max() >= 1 << 16 or fold.max() >= 1 << (PAY_BITS - 16)):
@@ -594,10 +650,10 @@ def threshold_block_nb(xf: np.ndarray, n: int, w: int, rs: int, y: np.ndarray,
         # copy (it releases the GIL), 2.6x faster than a compiled loop nest (0.95 vs 2.5 us).
         np.copyto(stage[:, :tw], rows[:, j0:j0 + tw])
         np.copyto(k.view(np.float64), stage[:, :tw].T)
-        _finish_keys(k, tw, n, payload, bad)
-        k.sort(axis=1)
+        _finish_keys(k, tw, n, payload, bad, float_keys)
+        (k.view(np.float64) if float_keys else k).sort(axis=1)
         # The tile's stats go to a small buffer first: rows of ``out`` a multiple of 4 KB
         # apart (8,192 units) share one L1 set, and 22 of them (10 classes) evict each other
         # on every unit's stores.
-        _scan_tile(k, tw, n, n_classes, n_folds, seg, cv, bad, ot)
+        _scan_tile(k, tw, n, n_classes, n_folds, seg, cv, float_keys, bad, ot)
         out[:, j0:j0 + tw] = ot[:, :tw]

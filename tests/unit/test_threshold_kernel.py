@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sn_interp.probes import neurons
+from sn_interp.probes import _threshold_kernels, neurons
 from sn_interp.probes._kernels import flat_rows
 from sn_interp.probes._threshold_kernels import threshold_block_nb
 from sn_interp.probes.rules import get_rule
@@ -14,6 +14,14 @@ from sn_interp.probes.rules.base import Rule
 RULE = get_rule("threshold")
 SPECIAL = np.array([-0.0, 0.0, 1e-45, -1e-45, 3e38, -3e38, 1.0, np.nextafter(1.0, 2.0, dtype=np.float32),
                     -1.0, 2.0, 0.5, 1e7, 1e7 + 1], np.float32)
+
+
+@pytest.fixture(autouse=True, params=[False, True], ids=["int64-sort", "float64-sort"])
+def float_keys(request, monkeypatch):
+    """Every test runs with both key formats (the kernel takes the one this CPU sorts
+    faster; the rest of the suite runs this CPU's choice)."""
+    monkeypatch.setattr(_threshold_kernels, "_float_sort_faster", lambda: request.param)
+    return request.param
 
 
 def _reference(x, y, folds, c):
