@@ -11,8 +11,9 @@ batches of ``--batch``:
    every layer written to a Zarr store on disk. Target: extract >= 0.9x plain samples/s.
 2. *1 process, 2 threads*: the same extraction in this process with torch on 2 threads, vs
    *2 workers*: ``sn.extract(..., workers=client)`` on a LocalCluster of 2 single-thread
-   worker processes (started and the model loaded in each before timing). On a 2-core
-   machine the split cannot be faster; this measures its overhead. Target >= 0.9x.
+   worker processes (``sn_interp.parallel.local_cluster``, the cluster ``extract(workers=2)``
+   starts; started and the model loaded in each before timing). On a 2-core machine the
+   split cannot be faster; this measures its overhead. Target >= 0.9x.
 3. *2 plain workers*: the plain forwards of step 1 split the same way over the same 2
    single-thread worker processes (``_shaped.plain_on_worker``, batches alternating between
    the workers), with no nnsight and no store. Two single-thread processes on this machine's
@@ -44,6 +45,7 @@ import torch
 from _shaped import llava15, n_params, plain_on_worker, samples
 
 import sn_interp as sn
+from sn_interp.parallel import local_cluster
 
 
 def load() -> str:
@@ -69,7 +71,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.samples, args.batch, args.repeats = 4, 2, 1
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     torch.set_grad_enabled(False)
     root = Path(tempfile.mkdtemp(prefix="sn-extract-bench-"))
@@ -92,8 +94,7 @@ def main() -> None:
                        progress=False)
             shutil.rmtree(path)
 
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                          dashboard_address=":0") as cluster, Client(cluster) as client:
+        with local_cluster(2) as cluster, Client(cluster) as client:
             sn.extract(vlm, data[:2 * args.batch], batch_size=args.batch,
                        store=root / "warm.zarr", workers=client, progress=False)
             client.run(sys.path.insert, 0, str(Path(__file__).resolve().parent))

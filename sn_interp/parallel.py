@@ -16,6 +16,8 @@ workers 0..N-1; other clusters are ordered by worker name per host) takes
 ``cuda:(i mod visible GPUs)``, so start as many workers as GPUs per host; a worker that sees
 a single GPU (dask-cuda, ``CUDA_VISIBLE_DEVICES`` per worker) uses ``cuda:0``. On CPUs each
 worker runs torch with as many threads as the worker has (1 for a LocalCluster started here).
+The LocalClusters started here (:func:`local_cluster`) keep glibc's default malloc trimming in
+their workers, unlike dask's default (see there).
 
 Bit-identity: a store filled by workers equals, byte for byte, one filled by a single process
 running torch with the workers' thread count. At another thread count the values can differ
@@ -45,11 +47,42 @@ from typing import TYPE_CHECKING
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:  # pragma: no cover
-    from distributed import Client, Future
+    from distributed import Client, Future, LocalCluster
 
     from sn_interp.models.vlm import VLM
 
 log = logging.getLogger(__name__)
+
+
+def local_cluster(n_workers: int) -> LocalCluster:
+    """A LocalCluster of ``n_workers`` single-thread worker processes for extraction.
+
+    dask's nanny starts each worker with ``MALLOC_TRIM_THRESHOLD_=65536`` (so that freed
+    memory goes back to the system at once), which also turns off glibc's adaptive mmap
+    threshold: every large tensor a forward allocates is then fresh memory from the kernel,
+    page faults included. An extraction worker holds one model and one batch at a time, so
+    these workers are spawned without the variable (the thread caps ``OMP_NUM_THREADS`` etc.
+    stay). A nanny also writes its variables into the environment of the process that
+    started it, so after any default dask cluster this process carries
+    ``MALLOC_TRIM_THRESHOLD_`` too: it is removed while the workers are spawned and put back
+    after (a worker that a nanny restarts later inherits it). Measured on LLaVA-1.5-7B/8, a
+    batch of 8 on one torch thread, outside dask: 14.5 s per forward without the variable,
+    16.0 s with it (two such processes side by side: 15.0 vs 17.1 s).
+    """
+    import dask
+    from distributed import LocalCluster
+
+    inherited = os.environ.pop(_TRIM, None)
+    try:
+        with dask.config.set({f"distributed.nanny.pre-spawn-environ.{_TRIM}": None}):
+            return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                dashboard_address=":0")
+    finally:
+        if inherited is not None:
+            os.environ[_TRIM] = inherited
+
+
+_TRIM = "MALLOC_TRIM_THRESHOLD_"
 
 
 @dataclass(frozen=True)
@@ -171,7 +204,7 @@ def fill(workers: int | Client, run_batch: Callable[[VLM, list], dict],
         batches: The batches still missing from the store.
         progress: Show a tqdm bar over finished batches.
     """
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, as_completed
 
     own = not isinstance(workers, Client)
     if own:
@@ -182,8 +215,7 @@ def fill(workers: int | Client, run_batch: Callable[[VLM, list], dict],
                 "extract(workers=N) ran while a worker process was starting: the worker "
                 "re-imported your script. Put the script's code under "
                 "`if __name__ == \"__main__\":` (worker processes are spawned)")
-        cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
-                               dashboard_address=":0")
+        cluster = local_cluster(int(workers))
         client = Client(cluster, set_as_default=False)
     else:
         client = workers

@@ -396,10 +396,11 @@ class _scheduler:
             self.client = Client(self.address)
             log.info("scoring and extracting on dask scheduler %s", self.address)
         elif self.workers:
-            from distributed import Client, LocalCluster
+            from distributed import Client
 
-            self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
-                                        processes=True, dashboard_address=":0")
+            from sn_interp.parallel import local_cluster
+
+            self.cluster = local_cluster(self.workers)
             self.client = Client(self.cluster, set_as_default=False)
             log.info("extracting on %d local worker processes", self.workers)
         _EXTRACT_WORKERS = self.client

@@ -317,8 +317,8 @@ def _class_buckets(lab, n, n_cls, bk, bstart, bend, ends):
     ``bk[bstart[c]:bend[c]]``; two classes: class 1's only, at ``bk[0:]``.
 
     The bucket ends are counted in ``ends``, a uint32 scratch, so the scatter's indices need
-    no negative-index check (10 classes, 1,000 samples, the scatter alone: 2.41 -> 0.63 us
-    per unit with int64 ends indexed by int32 classes)."""
+    no negative-index check (10 classes, 1,000 samples in 256 random class orders, the
+    scatter alone: 1.52 us per unit with int64 ends indexed by int32 classes, 0.85 us so)."""
     if n_cls == 2:
         bstart[1] = 0
         m = 0

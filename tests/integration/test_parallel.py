@@ -46,10 +46,20 @@ def client():
     # allowed-failures=0: a task whose worker is killed fails the run (instead of being
     # retried), so the kill test also exercises the resume of a partial store.
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
-            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                     dashboard_address=":0") as cluster, \
-            distributed.Client(cluster) as c:
+            parallel.local_cluster(2) as cluster, distributed.Client(cluster) as c:
         yield c
+
+
+def test_extraction_workers_keep_glibc_malloc_trimming(monkeypatch):
+    """dask's default spawns workers with MALLOC_TRIM_THRESHOLD_=65536 and leaves it in the
+    parent's environment; the extraction cluster spawns its workers without it, keeps the
+    thread caps, and gives the parent its environment back."""
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # as a default cluster leaves it
+    with parallel.local_cluster(1) as cluster, distributed.Client(cluster) as c:
+        env = c.run(lambda: {k: os.environ.get(k)
+                             for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")})
+    assert list(env.values()) == [{"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}]
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"
 
 
 def _one_process(vlm, samples, store: Path, batch_size: int) -> None:
