@@ -69,7 +69,7 @@ def local_cluster(n_workers: int) -> LocalCluster:
     batch of 8 on one torch thread, outside dask: 14.5 s per forward without the variable,
     16.0 s with it (two such processes side by side: 15.0 vs 17.1 s).
     """
-    import dask
+    import dask.config
     from distributed import LocalCluster
 
     inherited = os.environ.pop(_TRIM, None)
