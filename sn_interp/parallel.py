@@ -65,9 +65,10 @@ def local_cluster(n_workers: int) -> LocalCluster:
     stay). A nanny also writes its variables into the environment of the process that
     started it, so after any default dask cluster this process carries
     ``MALLOC_TRIM_THRESHOLD_`` too: it is removed while the workers are spawned and put back
-    after (a worker that a nanny restarts later inherits it). Measured on LLaVA-1.5-7B/8, a
-    batch of 8 on one torch thread, outside dask: 14.6 s per forward without the variable,
-    16.1 s with it (two such processes side by side: 15.0 vs 17.1 s).
+    after (a worker that a nanny restarts later inherits it). Measured on the 139M-parameter
+    model of ``benchmarks/extraction.py``, a batch of 8 on one torch thread, outside dask:
+    14.6 s per forward without the variable, 16.1 s with it (two such processes side by
+    side: 15.0 vs 17.1 s).
     """
     import dask.config
     from distributed import LocalCluster
