@@ -94,10 +94,9 @@ def sort_pass(x: np.ndarray, tile: int = 256) -> float:
             np.copyto(b, x[:, j:j + len(b)].T)
             b.sort(axis=1)
 
-    half = f // 2
     t0 = time.perf_counter()
     with ThreadPoolExecutor(2) as pool:
-        list(pool.map(lambda r: part(*r), [(0, half), (half, f)]))
+        list(pool.map(part, (0, f // 2), (f // 2, f)))
     return time.perf_counter() - t0
 
 

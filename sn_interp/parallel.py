@@ -52,6 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from sn_interp.models.vlm import VLM
 
 log = logging.getLogger(__name__)
+_TRIM = "MALLOC_TRIM_THRESHOLD_"  # the variable dask's nanny sets (see local_cluster)
 
 
 def local_cluster(n_workers: int) -> LocalCluster:
@@ -81,9 +82,6 @@ def local_cluster(n_workers: int) -> LocalCluster:
     finally:
         if inherited is not None:
             os.environ[_TRIM] = inherited
-
-
-_TRIM = "MALLOC_TRIM_THRESHOLD_"
 
 
 @dataclass(frozen=True)

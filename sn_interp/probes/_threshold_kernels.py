@@ -48,7 +48,6 @@ The kernels release the GIL and are single threaded (dask's threads run one bloc
 
 from __future__ import annotations
 
-import functools
 import statistics
 import threading
 import time
@@ -625,27 +624,30 @@ def _scan_tile(keys, tw, n, n_cls, n_folds, seg_counts, cv, float_keys, bad, out
 
 
 _SORT_LOCK = threading.Lock()
+_SORT_CHOICE: list[bool] = []  # this process's choice, once made
 
 
-@functools.cache
 def _float_sort_faster() -> bool:
     """Whether numpy sorts float64 rows of 1,000 faster than int64 ones on this CPU.
 
     The keys are built for the faster of the two sorts (the stats are the same either way;
     the tests run both). Seen: AMD EPYC Zen 5, int64 14% faster; an Intel Xeon (family 6,
-    model 167), float64 25% faster (2.7 vs 3.6 us per row). Decided once per process by the
-    medians of 9 alternated sorts of a (128, 1,000) tile of random keys, about 10 ms."""
+    model 167), float64 25% faster (2.7 vs 3.6 us per row). Decided once per process, by
+    the first of dask's threads to score a block while the others wait, from the medians of
+    9 alternated sorts of a (128, 1,000) tile of random keys, about 10 ms."""
     with _SORT_LOCK:
-        v = np.random.default_rng(0).standard_normal((128, 1000))
-        i = v.view(np.int64) ^ ((v.view(np.int64) >> 63) & _MAG64)
-        times: dict[bool, list[float]] = {True: [], False: []}
-        for _ in range(9):
-            for as_float, keys in ((True, v), (False, i)):
-                k = keys.copy()
-                t0 = time.perf_counter()
-                k.sort(axis=1)
-                times[as_float].append(time.perf_counter() - t0)
-        return statistics.median(times[True]) < statistics.median(times[False])
+        if not _SORT_CHOICE:
+            v = np.random.default_rng(0).standard_normal((128, 1000))
+            i = v.view(np.int64) ^ ((v.view(np.int64) >> 63) & _MAG64)
+            times: dict[bool, list[float]] = {True: [], False: []}
+            for _ in range(9):
+                for as_float, keys in ((True, v), (False, i)):
+                    k = keys.copy()
+                    t0 = time.perf_counter()
+                    k.sort(axis=1)
+                    times[as_float].append(time.perf_counter() - t0)
+            _SORT_CHOICE.append(statistics.median(times[True]) < statistics.median(times[False]))
+        return _SORT_CHOICE[0]
 
 
 def threshold_block_nb(xf: np.ndarray, n: int, w: int, rs: int, y: np.ndarray,
